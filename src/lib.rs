@@ -2,3 +2,11 @@
 //!
 //! The library holds every stage of the pipeline; `main.rs` only parses the
 //! command line and maps errors to exit codes. See docs/architecture.md.
+
+pub mod config;
+pub mod fsutil;
+pub mod plan;
+pub mod redact;
+pub mod source;
+pub mod report;
+pub mod state;

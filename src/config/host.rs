@@ -1,0 +1,573 @@
+//! The host config (`/etc/hoist/hoist.yaml`, SPEC §1): one file per server,
+//! written by its operator. Secrets are never in it, only paths to them.
+
+use super::{ConfigError, Dur, line_of};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/hoist/hoist.yaml";
+pub const DEFAULT_CONTEXT: &str = "hoist/{environment}/{host}";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9107";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub environment: Option<String>,
+    #[serde(default = "default_root")]
+    pub root: PathBuf,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default = "default_keep")]
+    pub keep_releases: u32,
+    pub repo: RepoConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub status: StatusConfig,
+    #[serde(default)]
+    pub pm2: Pm2Config,
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub allow_http: bool,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Where this config was read from (not a key in the file).
+    #[serde(skip)]
+    pub source_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub url: String,
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    #[serde(default = "default_apps_path")]
+    pub path: String,
+    #[serde(default = "default_poll")]
+    pub poll_interval: Dur,
+    #[serde(default = "default_jitter")]
+    pub jitter: Dur,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ssh_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub known_hosts_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allowed_signers_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub access_key_id_file: Option<PathBuf>,
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderName {
+    Github,
+    Gitea,
+    Gitlab,
+    File,
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    #[serde(default)]
+    pub provider: ProviderName,
+    #[serde(default)]
+    pub api_url: Option<String>,
+    #[serde(default)]
+    pub repository: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default = "default_context")]
+    pub context: String,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            provider: ProviderName::None,
+            api_url: None,
+            repository: None,
+            token_file: None,
+            context: default_context(),
+            path: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pm2Config {
+    #[serde(default = "default_pm2")]
+    pub command: String,
+    #[serde(default)]
+    pub home: Option<PathBuf>,
+}
+
+impl Default for Pm2Config {
+    fn default() -> Self {
+        Pm2Config {
+            command: default_pm2(),
+            home: None,
+        }
+    }
+}
+
+fn default_root() -> PathBuf {
+    PathBuf::from("/srv/hoist")
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/hoist")
+}
+fn default_keep() -> u32 {
+    5
+}
+fn default_branch() -> String {
+    "main".into()
+}
+fn default_apps_path() -> String {
+    "apps".into()
+}
+fn default_poll() -> Dur {
+    Dur(Duration::from_secs(15))
+}
+fn default_jitter() -> Dur {
+    Dur(Duration::from_secs(3))
+}
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_context() -> String {
+    DEFAULT_CONTEXT.into()
+}
+fn default_pm2() -> String {
+    "pm2".into()
+}
+fn default_listen() -> String {
+    DEFAULT_LISTEN.into()
+}
+
+impl HostConfig {
+    /// Reads and validates the host config at `path`.
+    pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path, None, format!("cannot read the host config: {e}"))
+        })?;
+        HostConfig::parse(path, &text)
+    }
+
+    /// Parses host config text; `path` is used for messages and to resolve
+    /// relative paths (against the config file's directory).
+    pub fn parse(path: &Path, text: &str) -> Result<HostConfig, ConfigError> {
+        let mut cfg: HostConfig =
+            serde_norway::from_str(text).map_err(|e| ConfigError::from_yaml_in(path, &e, text))?;
+        cfg.source_path = path.to_path_buf();
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        cfg.resolve_paths(&base);
+        cfg.validate(path, text)?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        let fix_opt = |p: &mut Option<PathBuf>| {
+            if let Some(p) = p {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        };
+        fix(&mut self.root);
+        fix(&mut self.state_dir);
+        fix_opt(&mut self.repo.token_file);
+        fix_opt(&mut self.repo.ssh_key_file);
+        fix_opt(&mut self.repo.known_hosts_file);
+        fix_opt(&mut self.repo.allowed_signers_file);
+        if let Some(s3) = &mut self.storage.s3 {
+            fix_opt(&mut s3.access_key_id_file);
+            fix_opt(&mut s3.secret_access_key_file);
+        }
+        fix_opt(&mut self.status.token_file);
+        fix_opt(&mut self.status.path);
+        fix_opt(&mut self.pm2.home);
+        fix_opt(&mut self.ca_file);
+        fix_opt(&mut self.webhook_secret_file);
+        // A local path as the repo URL is relative to the config too.
+        let url = &self.repo.url;
+        if !url.contains("://") && !is_scp_like(url) && Path::new(url).is_relative() {
+            self.repo.url = base.join(url).to_string_lossy().into_owned();
+        }
+    }
+
+    fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, msg: String| {
+            let needle = key.rsplit('.').next().unwrap_or(key);
+            ConfigError::new(path, line_of(text, &format!("{needle}:")), msg)
+        };
+        if let Some(h) = &self.host {
+            if h.trim().is_empty() {
+                return Err(err("host", "host must not be empty".into()));
+            }
+        }
+        if self.keep_releases == 0 {
+            return Err(err(
+                "keep_releases",
+                "keep_releases must be at least 1".into(),
+            ));
+        }
+        let url = self.repo.url.as_str();
+        if url.is_empty() {
+            return Err(err("repo.url", "repo.url must not be empty".into()));
+        }
+        if let Some(rest) = url.strip_prefix("http://") {
+            let _ = rest;
+            if !self.allow_http {
+                return Err(err(
+                    "repo.url",
+                    format!(
+                        "repo.url {} uses plain http; use https or set allow_http: true",
+                        crate::redact::url(url)
+                    ),
+                ));
+            }
+        } else if url.contains("://")
+            && !["https://", "ssh://", "file://"]
+                .iter()
+                .any(|s| url.starts_with(s))
+        {
+            return Err(err(
+                "repo.url",
+                format!(
+                    "repo.url {} has an unsupported scheme; use https://, ssh://, file:// or a local path",
+                    crate::redact::url(url)
+                ),
+            ));
+        }
+        if self.repo.branch.trim().is_empty() || self.repo.branch.contains("..") {
+            return Err(err("repo.branch", "repo.branch is not a valid branch name".into()));
+        }
+        let p = self.repo.path.trim_matches('/');
+        if p.split('/').any(|c| c == "..") {
+            return Err(err("repo.path", "repo.path must stay inside the repository".into()));
+        }
+        if let Some(s3) = &self.storage.s3 {
+            if let Some(ep) = &s3.endpoint {
+                check_http_url(ep, "storage.s3.endpoint", self.allow_http)
+                    .map_err(|m| err("endpoint", m))?;
+            }
+        }
+        for key in &self.storage.trusted_keys {
+            if key.trim().is_empty() {
+                return Err(err("trusted_keys", "storage.trusted_keys has an empty key".into()));
+            }
+        }
+        match self.status.provider {
+            ProviderName::Github | ProviderName::Gitea | ProviderName::Gitlab => {
+                if let Some(api) = &self.status.api_url {
+                    check_http_url(api, "status.api_url", self.allow_http)
+                        .map_err(|m| err("api_url", m))?;
+                } else if self.status.provider != ProviderName::Github {
+                    return Err(err(
+                        "provider",
+                        "status.api_url is required for providers gitea and gitlab".into(),
+                    ));
+                }
+                if self.status.repository.as_deref().unwrap_or("").is_empty() {
+                    return Err(err(
+                        "provider",
+                        "status.repository is required for forge status providers".into(),
+                    ));
+                }
+            }
+            ProviderName::File | ProviderName::None => {}
+        }
+        let ctx = &self.status.context;
+        let stripped = ctx
+            .replace("{environment}", "")
+            .replace("{host}", "")
+            .replace("{app}", "");
+        if stripped.contains('{') || stripped.contains('}') {
+            return Err(err(
+                "context",
+                format!(
+                    "status.context {ctx:?} has an unknown placeholder; use {{environment}}, {{host}} and {{app}}"
+                ),
+            ));
+        }
+        if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err(
+                "listen",
+                format!(
+                    "listen {:?} is not an address like 127.0.0.1:9107 (an empty string disables it)",
+                    self.listen
+                ),
+            ));
+        }
+        if self.pm2.command.trim().is_empty() {
+            return Err(err("command", "pm2.command must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    /// This server's name: `host`, or the machine's hostname.
+    pub fn host_name(&self) -> String {
+        if let Some(h) = &self.host {
+            return h.clone();
+        }
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into())
+    }
+
+    /// The environment named in statuses: `environment`, or the branch.
+    pub fn environment_name(&self) -> String {
+        self.environment
+            .clone()
+            .unwrap_or_else(|| self.repo.branch.clone())
+    }
+
+    /// The folder of manifests inside the repo, without surrounding slashes.
+    pub fn apps_path(&self) -> &str {
+        let p = self.repo.path.trim_matches('/');
+        if p.is_empty() { "." } else { p }
+    }
+
+    /// The status file for provider `file` (default `<state_dir>/statuses.jsonl`).
+    pub fn status_file(&self) -> PathBuf {
+        self.status
+            .path
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("statuses.jsonl"))
+    }
+}
+
+fn is_scp_like(url: &str) -> bool {
+    // git@host:path — a colon before any slash, and something before it.
+    match (url.find(':'), url.find('/')) {
+        (Some(c), Some(s)) => c > 0 && c < s,
+        (Some(c), None) => c > 0,
+        _ => false,
+    }
+}
+
+fn check_http_url(url: &str, key: &str, allow_http: bool) -> Result<(), String> {
+    if url.starts_with("https://") {
+        Ok(())
+    } else if url.starts_with("http://") {
+        if allow_http {
+            Ok(())
+        } else {
+            Err(format!(
+                "{key} {} uses plain http; use https or set allow_http: true",
+                crate::redact::url(url)
+            ))
+        }
+    } else {
+        Err(format!(
+            "{key} {} must be an https:// URL",
+            crate::redact::url(url)
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<HostConfig, ConfigError> {
+        HostConfig::parse(Path::new("/etc/hoist/hoist.yaml"), text)
+    }
+
+    const MINIMAL: &str = "repo:\n  url: https://git.example.com/acme/deploy.git\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.root, PathBuf::from("/srv/hoist"));
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/hoist"));
+        assert_eq!(c.keep_releases, 5);
+        assert_eq!(c.repo.branch, "main");
+        assert_eq!(c.apps_path(), "apps");
+        assert_eq!(c.repo.poll_interval.0, Duration::from_secs(15));
+        assert_eq!(c.status.provider, ProviderName::None);
+        assert_eq!(c.status.context, DEFAULT_CONTEXT);
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.environment_name(), "main");
+    }
+
+    #[test]
+    fn full_spec_example_parses() {
+        let text = r#"
+host: web-1
+labels: [web, eu-west]
+environment: production
+root: /srv/hoist
+state_dir: /var/lib/hoist
+keep_releases: 5
+repo:
+  url: https://git.example.com/acme/deploy.git
+  branch: main
+  path: apps
+  poll_interval: 15s
+  jitter: 3s
+  token_file: /etc/hoist/git-token
+  ssh_key_file: /etc/hoist/id_ed25519
+  known_hosts_file: /etc/hoist/known_hosts
+  allowed_signers_file: /etc/hoist/allowed_signers
+storage:
+  s3:
+    endpoint: https://s3.example.com
+    region: us-east-1
+    access_key_id_file: /etc/hoist/s3-key-id
+    secret_access_key_file: /etc/hoist/s3-secret
+  trusted_keys: []
+status:
+  provider: github
+  api_url: https://api.github.com
+  repository: acme/deploy
+  token_file: /etc/hoist/forge-token
+  context: "hoist/{environment}/{host}"
+  path: /var/lib/hoist/statuses.jsonl
+pm2:
+  command: pm2
+  home: /home/deploy/.pm2
+listen: 127.0.0.1:9107
+allow_http: false
+ca_file: /etc/hoist/ca.pem
+webhook_secret_file: /etc/hoist/webhook-secret
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(c.host_name(), "web-1");
+        assert_eq!(c.labels, vec!["web", "eu-west"]);
+        assert_eq!(c.status.provider, ProviderName::Github);
+        assert_eq!(c.environment_name(), "production");
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let e = parse("repo:\n  url: https://x/y.git\n  brnch: main\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().starts_with("/etc/hoist/hoist.yaml:3:"), "{e}");
+        assert!(e.message.contains("brnch"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_is_located() {
+        let e = parse("repo:\n  url: https://x/y.git\n  poll_interval: fast\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_refused_unless_allowed() {
+        let e = parse("repo:\n  url: http://git.local/x.git\n").unwrap_err();
+        assert!(e.message.contains("allow_http"), "{e}");
+        assert_eq!(e.line, Some(2));
+        assert!(parse("allow_http: true\nrepo:\n  url: http://git.local/x.git\n").is_ok());
+        let e = parse(
+            "repo:\n  url: https://x/y.git\nstatus:\n  provider: github\n  repository: a/b\n  api_url: http://127.0.0.1:1\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("status.api_url"), "{e}");
+    }
+
+    #[test]
+    fn credentials_in_urls_never_echoed() {
+        let e = parse("repo:\n  url: http://user:s3cret@git.local/x.git\n").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_dir() {
+        let c = HostConfig::parse(
+            Path::new("/opt/h/hoist.yaml"),
+            "root: srv\nstate_dir: state\nrepo:\n  url: config.git\n  token_file: tok\n",
+        )
+        .unwrap();
+        assert_eq!(c.root, PathBuf::from("/opt/h/srv"));
+        assert_eq!(c.state_dir, PathBuf::from("/opt/h/state"));
+        assert_eq!(c.repo.url, "/opt/h/config.git");
+        assert_eq!(c.repo.token_file, Some(PathBuf::from("/opt/h/tok")));
+    }
+
+    #[test]
+    fn context_placeholders_checked() {
+        let e = parse("repo:\n  url: https://x/y.git\nstatus:\n  context: \"hoist/{env}\"\n")
+            .unwrap_err();
+        assert!(e.message.contains("placeholder"), "{e}");
+        assert_eq!(e.line, Some(4));
+    }
+
+    #[test]
+    fn forge_needs_repository() {
+        let e = parse("repo:\n  url: https://x/y.git\nstatus:\n  provider: github\n").unwrap_err();
+        assert!(e.message.contains("status.repository"), "{e}");
+        let e = parse(
+            "repo:\n  url: https://x/y.git\nstatus:\n  provider: gitea\n  repository: a/b\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("api_url"), "{e}");
+    }
+
+    #[test]
+    fn bad_listen_and_keep() {
+        assert!(parse("listen: nope\nrepo:\n  url: https://x/y.git\n").is_err());
+        assert_eq!(parse("listen: \"\"\nrepo:\n  url: https://x/y.git\n").unwrap().listen, "");
+        assert!(parse("keep_releases: 0\nrepo:\n  url: https://x/y.git\n").is_err());
+        assert!(parse("keep_releases: -1\nrepo:\n  url: https://x/y.git\n").is_err());
+    }
+
+    #[test]
+    fn missing_repo_is_an_error() {
+        let e = parse("host: a\n").unwrap_err();
+        assert!(e.message.contains("repo"), "{e}");
+    }
+}

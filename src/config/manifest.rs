@@ -1,0 +1,496 @@
+//! App manifests (`<path>/<app>.yaml` in the config repo, SPEC §2).
+//!
+//! A manifest says which release an app runs on the servers it targets and
+//! how to run it. Manifests are read from a git tree (the daemon) or from a
+//! checkout on disk (`hoist check`); both go through `parse_manifest` and
+//! `validate_app_set`, so CI and servers agree on what is valid.
+
+use super::{AppName, ConfigError, Dur, ReleaseName, Sha256, SharedPath, glob_match, line_of};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub release: ReleaseName,
+    pub artifact: Artifact,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Targets>,
+    #[serde(default)]
+    pub shared: Vec<SharedPath>,
+    pub pm2: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub hooks: Hooks,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_releases: Option<u32>,
+    #[serde(default)]
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub url: String,
+    pub sha256: Sha256,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_stable")]
+    pub stable_for: Dur,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            http: None,
+            timeout: default_timeout(),
+            stable_for: default_stable(),
+        }
+    }
+}
+
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_stable() -> Dur {
+    Dur(Duration::from_secs(3))
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    #[serde(default)]
+    pub before_activate: Vec<Vec<String>>,
+    #[serde(default)]
+    pub after_activate: Vec<Vec<String>>,
+}
+
+/// Every app of one commit (or checkout), by name.
+pub type AppSet = BTreeMap<AppName, Manifest>;
+
+impl Targets {
+    /// Whether a server with this host name and these labels runs the app:
+    /// any host glob matches (or none given) and every label is present.
+    pub fn matches(&self, host: &str, labels: &[String]) -> bool {
+        let host_ok = self.hosts.is_empty() || self.hosts.iter().any(|g| glob_match(g, host));
+        let labels_ok = self.labels.iter().all(|l| labels.contains(l));
+        host_ok && labels_ok
+    }
+}
+
+impl Manifest {
+    pub fn targets_host(&self, host: &str, labels: &[String]) -> bool {
+        self.targets
+            .as_ref()
+            .is_none_or(|t| t.matches(host, labels))
+    }
+
+    /// The pm2 process names this manifest defines, in order.
+    pub fn process_names(&self) -> Vec<String> {
+        self.pm2
+            .iter()
+            .filter_map(|p| p.get("name").and_then(|n| n.as_str()).map(String::from))
+            .collect()
+    }
+}
+
+/// Parses one manifest. `file` is how the file is named in messages
+/// (`apps/web.yaml`); the app name is its stem.
+pub fn parse_manifest(file: &Path, text: &str) -> Result<(AppName, Manifest), ConfigError> {
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    let app = AppName::new(stem).map_err(|m| ConfigError::new(file, None, m))?;
+    let m: Manifest =
+        serde_norway::from_str(text).map_err(|e| ConfigError::from_yaml_in(file, &e, text))?;
+    let err = |needle: &str, msg: String| ConfigError::new(file, line_of(text, needle), msg);
+
+    check_artifact_url(&m.artifact.url, "artifact.url").map_err(|e| err("url:", e))?;
+    if let Some(sig) = &m.artifact.signature_url {
+        check_artifact_url(sig, "artifact.signature_url").map_err(|e| err("signature_url:", e))?;
+    }
+    if m.pm2.is_empty() {
+        return Err(err("pm2:", "pm2 must list at least one process".into()));
+    }
+    for (i, p) in m.pm2.iter().enumerate() {
+        let obj = p.as_object().ok_or_else(|| {
+            err("pm2:", format!("pm2[{i}] must be a mapping like an ecosystem file's apps entry"))
+        })?;
+        let name = match obj.get("name") {
+            Some(serde_json::Value::String(s)) => s.as_str(),
+            _ => return Err(err("pm2:", format!("pm2[{i}].name is required and must be a string"))),
+        };
+        check_process_name(name).map_err(|m| err(&format!("name: {name}"), format!("pm2[{i}].name: {m}")))?;
+        match obj.get("script") {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => {}
+            _ => {
+                return Err(err(
+                    "pm2:",
+                    format!("pm2[{i}] ({name}) needs a script, like script: server.js"),
+                ));
+            }
+        }
+        if obj.contains_key("cwd") {
+            return Err(err(
+                "cwd:",
+                format!(
+                    "pm2[{i}].cwd is set by hoist (the app's current release); remove it and use paths relative to the release"
+                ),
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for name in m.process_names() {
+        if !seen.insert(name.clone()) {
+            return Err(err(
+                &format!("name: {name}"),
+                format!("pm2 process name {name:?} appears twice"),
+            ));
+        }
+    }
+    if let Some(url) = &m.health.http {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(err(
+                "http:",
+                format!("health.http {url:?} must be an http:// or https:// URL"),
+            ));
+        }
+    }
+    if m.health.timeout.0.is_zero() {
+        return Err(err("timeout:", "health.timeout must be more than 0s".into()));
+    }
+    if m.health.stable_for.0 >= m.health.timeout.0 {
+        return Err(err(
+            "stable_for:",
+            format!(
+                "health.stable_for ({}) must be shorter than health.timeout ({})",
+                m.health.stable_for, m.health.timeout
+            ),
+        ));
+    }
+    for (kind, hooks) in [
+        ("before_activate", &m.hooks.before_activate),
+        ("after_activate", &m.hooks.after_activate),
+    ] {
+        for (i, argv) in hooks.iter().enumerate() {
+            if argv.is_empty() || argv[0].is_empty() {
+                return Err(err(
+                    &format!("{kind}:"),
+                    format!("hooks.{kind}[{i}] must be a non-empty argv list like [npm, run, migrate]"),
+                ));
+            }
+        }
+    }
+    if m.keep_releases == Some(0) {
+        return Err(err("keep_releases:", "keep_releases must be at least 1".into()));
+    }
+    let mut shared_seen = std::collections::HashSet::new();
+    for s in &m.shared {
+        if !shared_seen.insert(s.rel().to_string()) {
+            return Err(err("shared:", format!("shared path {:?} appears twice", s.rel())));
+        }
+    }
+    if let Some(t) = &m.targets {
+        for h in &t.hosts {
+            if h.is_empty() {
+                return Err(err("hosts:", "targets.hosts has an empty pattern".into()));
+            }
+        }
+    }
+    Ok((app, m))
+}
+
+fn check_artifact_url(url: &str, key: &str) -> Result<(), String> {
+    let ok = ["s3://", "https://", "http://", "file://"]
+        .iter()
+        .any(|s| url.starts_with(s) && url.len() > s.len());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} {} must be an s3://, https:// or file:// URL",
+            crate::redact::url(url)
+        ))
+    }
+}
+
+fn check_process_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err("must be 1 to 128 characters".into());
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{name:?} is all digits, which pm2 takes for a process id"));
+    }
+    if name == "all" {
+        return Err("\"all\" means every process to pm2".into());
+    }
+    if name.chars().any(|c| c.is_whitespace() || c == '/' || c.is_control()) {
+        return Err(format!("{name:?} must not contain spaces or '/'"));
+    }
+    Ok(())
+}
+
+/// Checks that apps of one commit can live side by side: pm2 process names
+/// are global within one pm2 home, so two apps must not share one.
+pub fn validate_app_set(
+    apps: &AppSet,
+    file_of: &dyn Fn(&AppName) -> PathBuf,
+) -> Result<(), ConfigError> {
+    let mut owner: HashMap<String, &AppName> = HashMap::new();
+    for (app, m) in apps {
+        for name in m.process_names() {
+            if let Some(other) = owner.insert(name.clone(), app) {
+                return Err(ConfigError::new(
+                    file_of(app),
+                    None,
+                    format!("pm2 process name {name:?} is also used by app {other}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads every manifest in a checkout's manifest folder, collecting all
+/// errors (for `hoist check`, which should show them all at once).
+pub fn load_manifests_from_dir(dir: &Path, shown_as: &Path) -> Result<AppSet, Vec<ConfigError>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            return Err(vec![ConfigError::new(
+                shown_as,
+                None,
+                format!("cannot read the manifest folder: {e}"),
+            )]);
+        }
+    };
+    let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    names.sort();
+    let mut apps = AppSet::new();
+    let mut errors = Vec::new();
+    for path in names {
+        let Some(fname) = path.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        let shown = shown_as.join(fname);
+        if fname.ends_with(".yml") {
+            errors.push(ConfigError::new(
+                &shown,
+                None,
+                "manifests must end in .yaml (this file would be ignored)",
+            ));
+            continue;
+        }
+        if !fname.ends_with(".yaml") || !path.is_file() {
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match parse_manifest(&shown, &text) {
+                Ok((app, m)) => {
+                    apps.insert(app, m);
+                }
+                Err(e) => errors.push(e),
+            },
+            Err(e) => errors.push(ConfigError::new(&shown, None, format!("cannot read: {e}"))),
+        }
+    }
+    if errors.is_empty() {
+        if let Err(e) = validate_app_set(&apps, &|a| shown_as.join(format!("{a}.yaml"))) {
+            errors.push(e);
+        }
+    }
+    if errors.is_empty() { Ok(apps) } else { Err(errors) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b";
+
+    fn good() -> String {
+        format!(
+            r#"release: "2026.11.27-3"
+artifact:
+  url: s3://acme-releases/web/web-2026.11.27-3.tar.zst
+  sha256: {SHA}
+targets:
+  hosts: ["web-*"]
+  labels: [web]
+shared: [.env, uploads/]
+pm2:
+  - name: web
+    script: server.js
+    instances: 2
+    exec_mode: cluster
+    env: {{ PORT: "3000", NODE_ENV: production }}
+health:
+  http: http://127.0.0.1:3000/healthz
+  timeout: 30s
+  stable_for: 3s
+hooks:
+  before_activate: [[npm, run, migrate]]
+  after_activate: []
+keep_releases: 5
+paused: false
+"#
+        )
+    }
+
+    fn parse(text: &str) -> Result<Manifest, ConfigError> {
+        parse_manifest(Path::new("apps/web.yaml"), text).map(|(_, m)| m)
+    }
+
+    #[test]
+    fn spec_example_parses() {
+        let m = parse(&good()).unwrap();
+        assert_eq!(m.release.as_str(), "2026.11.27-3");
+        assert_eq!(m.shared.len(), 2);
+        assert_eq!(m.process_names(), vec!["web"]);
+        assert_eq!(m.health.stable_for.0, Duration::from_secs(3));
+        assert_eq!(m.hooks.before_activate, vec![vec!["npm", "run", "migrate"]]);
+        assert!(m.targets_host("web-1", &["web".into()]));
+        assert!(!m.targets_host("web-1", &[]));
+        assert!(!m.targets_host("db-1", &["web".into()]));
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let text = good() + "bogus_key: 1\n";
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("bogus_key"), "{e}");
+        assert_eq!(e.line, Some(text.lines().count()));
+        assert!(e.to_string().starts_with("apps/web.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn bad_sha_is_located() {
+        let text = good().replace(SHA, "abc");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("sha256"), "{e}");
+    }
+
+    #[test]
+    fn release_name_checked() {
+        let e = parse(&good().replace("2026.11.27-3\"", "../etc\"")).unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn missing_required_keys() {
+        let e = parse("release: v1\n").unwrap_err();
+        assert!(e.message.contains("artifact"), "{e}");
+        let no_pm2 = format!("release: v1\nartifact:\n  url: file:///x\n  sha256: {SHA}\n");
+        assert!(parse(&no_pm2).unwrap_err().message.contains("pm2"));
+    }
+
+    #[test]
+    fn pm2_entries_checked() {
+        let base = format!("release: v1\nartifact:\n  url: file:///x\n  sha256: {SHA}\n");
+        let cases = [
+            ("pm2: []\n", "at least one"),
+            ("pm2:\n  - script: a.js\n", "name"),
+            ("pm2:\n  - name: web\n", "script"),
+            ("pm2:\n  - name: \"42\"\n    script: a.js\n", "digits"),
+            ("pm2:\n  - name: web\n    script: a.js\n    cwd: /tmp\n", "cwd"),
+            ("pm2:\n  - name: web\n    script: a.js\n  - name: web\n    script: b.js\n", "twice"),
+            ("pm2:\n  - just-a-string\n", "mapping"),
+        ];
+        for (tail, want) in cases {
+            let e = parse(&(base.clone() + tail)).unwrap_err();
+            assert!(e.message.contains(want), "{tail}: {e}");
+        }
+    }
+
+    #[test]
+    fn artifact_scheme_checked() {
+        let e = parse(&good().replace("s3://acme-releases", "ftp://acme-releases")).unwrap_err();
+        assert!(e.message.contains("artifact.url"), "{e}");
+        assert_eq!(e.line, Some(3));
+    }
+
+    #[test]
+    fn health_checks() {
+        let e = parse(&good().replace("stable_for: 3s", "stable_for: 40s")).unwrap_err();
+        assert!(e.message.contains("stable_for"), "{e}");
+        let e = parse(&good().replace("http: http://127", "http: ftp://127")).unwrap_err();
+        assert!(e.message.contains("health.http"), "{e}");
+    }
+
+    #[test]
+    fn hooks_and_shared_checked() {
+        let e = parse(&good().replace("[[npm, run, migrate]]", "[[]]")).unwrap_err();
+        assert!(e.message.contains("before_activate"), "{e}");
+        let e = parse(&good().replace("[.env, uploads/]", "[../x]")).unwrap_err();
+        assert!(e.message.contains("shared"), "{e}");
+        let e = parse(&good().replace("[.env, uploads/]", "[.env, .env]")).unwrap_err();
+        assert!(e.message.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn app_name_from_file_stem() {
+        let e = parse_manifest(Path::new("apps/Web.yaml"), &good()).unwrap_err();
+        assert!(e.message.contains("app name"), "{e}");
+        let (app, _) = parse_manifest(Path::new("apps/api-2.yaml"), &good()).unwrap();
+        assert_eq!(app.as_str(), "api-2");
+    }
+
+    #[test]
+    fn process_names_are_unique_across_apps() {
+        let (_, m) = parse_manifest(Path::new("apps/web.yaml"), &good()).unwrap();
+        let mut apps = AppSet::new();
+        apps.insert(AppName::new("web").unwrap(), m.clone());
+        apps.insert(AppName::new("api").unwrap(), m);
+        let e = validate_app_set(&apps, &|a| PathBuf::from(format!("apps/{a}.yaml"))).unwrap_err();
+        assert!(e.message.contains("also used by app"), "{e}");
+    }
+
+    #[test]
+    fn targets_matching() {
+        let t = Targets { hosts: vec!["web-*".into(), "api-1".into()], labels: vec![] };
+        assert!(t.matches("api-1", &[]));
+        assert!(t.matches("web-9", &[]));
+        assert!(!t.matches("api-2", &[]));
+        let t = Targets { hosts: vec![], labels: vec!["web".into(), "eu".into()] };
+        assert!(t.matches("x", &["eu".into(), "web".into(), "z".into()]));
+        assert!(!t.matches("x", &["web".into()]));
+    }
+
+    #[test]
+    fn load_dir_collects_all_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("web.yaml"), good()).unwrap();
+        std::fs::write(dir.path().join("bad.yaml"), good() + "x: 1\n").unwrap();
+        std::fs::write(dir.path().join("typo.yml"), good()).unwrap();
+        std::fs::write(dir.path().join("README.md"), "hi").unwrap();
+        let errs = load_manifests_from_dir(dir.path(), Path::new("apps")).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        std::fs::remove_file(dir.path().join("bad.yaml")).unwrap();
+        std::fs::remove_file(dir.path().join("typo.yml")).unwrap();
+        let apps = load_manifests_from_dir(dir.path(), Path::new("apps")).unwrap();
+        assert_eq!(apps.len(), 1);
+    }
+}

@@ -1,0 +1,723 @@
+//! The decisions: given what the branch asks for and what this server has,
+//! what should happen to each app, and why. Pure: no I/O, no clock.
+//!
+//! Everything that can go subtly wrong in a deployer — re-deploying what
+//! already runs, retrying a release that just failed, overriding an
+//! operator's emergency rollback, mixing two builds under one release name —
+//! is decided here, so it can be tested exhaustively and fast. The daemon
+//! gathers the inputs, calls `plan`, carries out the decisions, and calls
+//! `summarize` to turn their outcomes into a commit status.
+
+use crate::config::{AppSet, Manifest};
+use crate::report::State as StatusState;
+use crate::state::State;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What the branch asks of this server.
+pub struct Desired<'a> {
+    pub commit: &'a str,
+    pub apps: &'a AppSet,
+    pub host: &'a str,
+    pub labels: &'a [String],
+}
+
+/// What this server has: its state and the release directories on disk.
+pub struct Actual<'a> {
+    pub state: &'a State,
+    pub on_disk: &'a BTreeMap<String, BTreeSet<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    FirstDeploy,
+    NewRelease,
+    ManifestChanged,
+    PinEnded,
+    Redeploy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Bring `release` live. `reuse`: it is already unpacked on disk with the
+    /// same sha256, so nothing is downloaded.
+    Deploy {
+        release: String,
+        sha256: String,
+        from: Option<String>,
+        reuse: bool,
+        why: Why,
+    },
+    /// The app already runs what the branch asks for.
+    Unchanged { release: String },
+    /// `paused: true` in the manifest: leave the app exactly as it is.
+    Paused { release: Option<String> },
+    /// An operator's local rollback holds the app on `release` until the
+    /// branch asks for a different release.
+    Pinned { release: String, wanted: String },
+    /// This commit already failed for the app; it is not retried until the
+    /// branch moves or `hoist retry` is run.
+    HeldAfterFailure {
+        release: String,
+        running: Option<String>,
+        error: String,
+    },
+    /// The release name is on disk with different content; refusing to mix.
+    Conflict {
+        release: String,
+        known_sha256: String,
+        wanted_sha256: String,
+    },
+    /// The app left the manifests or stopped targeting this server: delete
+    /// its pm2 processes, keep its files.
+    Remove { processes: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPlan {
+    pub app: String,
+    pub decision: Decision,
+    /// The operator's pin ends with this pass (the branch changed the app).
+    pub unpin: bool,
+}
+
+/// Whether two manifests of the same release would run it differently
+/// (a reload is needed). Targets, keep_releases, paused and the artifact
+/// URL do not change how it runs.
+pub fn runs_differently(a: &Manifest, b: &Manifest) -> bool {
+    a.pm2 != b.pm2 || a.shared != b.shared || a.health != b.health
+}
+
+pub fn plan(desired: &Desired<'_>, actual: &Actual<'_>) -> Vec<AppPlan> {
+    let mut out = Vec::new();
+    let no_releases = BTreeSet::new();
+    let mut wanted_here: BTreeSet<&str> = BTreeSet::new();
+
+    for (app, m) in desired.apps {
+        if !m.targets_host(desired.host, desired.labels) {
+            continue;
+        }
+        wanted_here.insert(app.as_str());
+        let st = actual.state.apps.get(app.as_str());
+        let on_disk = actual.on_disk.get(app.as_str()).unwrap_or(&no_releases);
+        let release = m.release.as_str().to_string();
+        let sha = m.artifact.sha256.lower();
+        let running = st.and_then(|s| s.release.clone());
+        let mut unpin = false;
+
+        if m.paused {
+            out.push(AppPlan {
+                app: app.to_string(),
+                decision: Decision::Paused { release: running },
+                unpin: false,
+            });
+            continue;
+        }
+
+        if let Some(pin) = st.and_then(|s| s.pinned.as_ref()) {
+            let same_wish = pin.desired_release.as_deref() == Some(release.as_str())
+                && pin.desired_sha256.as_deref() == Some(sha.as_str());
+            if same_wish {
+                out.push(AppPlan {
+                    app: app.to_string(),
+                    decision: Decision::Pinned {
+                        release: pin.release.clone(),
+                        wanted: release,
+                    },
+                    unpin: false,
+                });
+                continue;
+            }
+            unpin = true;
+        }
+
+        let is_current = st.is_some_and(|s| {
+            !s.removed
+                && s.release.as_deref() == Some(release.as_str())
+                && s.sha256.as_deref() == Some(sha.as_str())
+        });
+        let same_config = st
+            .and_then(|s| s.manifest.as_ref())
+            .is_some_and(|applied| !runs_differently(applied, m));
+        if is_current && same_config {
+            out.push(AppPlan {
+                app: app.to_string(),
+                decision: Decision::Unchanged { release },
+                unpin,
+            });
+            continue;
+        }
+
+        if let Some(f) = st.and_then(|s| s.failed.as_ref()) {
+            if f.commit == desired.commit && f.release == release && f.sha256 == sha {
+                out.push(AppPlan {
+                    app: app.to_string(),
+                    decision: Decision::HeldAfterFailure {
+                        release,
+                        running,
+                        error: f.error.clone(),
+                    },
+                    unpin,
+                });
+                continue;
+            }
+        }
+
+        let known = st.and_then(|s| s.releases.get(&release));
+        let present = on_disk.contains(&release);
+        if let Some(k) = known {
+            if present && k.sha256 != sha {
+                out.push(AppPlan {
+                    app: app.to_string(),
+                    decision: Decision::Conflict {
+                        release,
+                        known_sha256: k.sha256.clone(),
+                        wanted_sha256: sha,
+                    },
+                    unpin,
+                });
+                continue;
+            }
+        }
+        let reuse = present && known.is_some_and(|k| k.sha256 == sha);
+        let why = if unpin {
+            Why::PinEnded
+        } else if running.is_none() || st.is_some_and(|s| s.removed) {
+            Why::FirstDeploy
+        } else if is_current {
+            Why::ManifestChanged
+        } else if running.as_deref() == Some(release.as_str()) {
+            Why::Redeploy
+        } else {
+            Why::NewRelease
+        };
+        out.push(AppPlan {
+            app: app.to_string(),
+            decision: Decision::Deploy {
+                release,
+                sha256: sha,
+                from: running.filter(|_| !st.is_some_and(|s| s.removed)),
+                reuse,
+                why,
+            },
+            unpin,
+        });
+    }
+
+    for (app, st) in &actual.state.apps {
+        if wanted_here.contains(app.as_str()) || st.removed {
+            continue;
+        }
+        if st.release.is_none() && st.processes.is_empty() {
+            continue;
+        }
+        out.push(AppPlan {
+            app: app.clone(),
+            decision: Decision::Remove {
+                processes: st.processes.clone(),
+            },
+            unpin: st.pinned.is_some(),
+        });
+    }
+    out
+}
+
+impl AppPlan {
+    /// Whether carrying this out changes anything on the server.
+    pub fn acts(&self) -> bool {
+        matches!(
+            self.decision,
+            Decision::Deploy { .. } | Decision::Remove { .. }
+        ) || self.unpin
+    }
+
+    /// One line for `hoist plan`: what and why.
+    pub fn describe(&self) -> String {
+        let app = &self.app;
+        match &self.decision {
+            Decision::Deploy {
+                release,
+                from,
+                reuse,
+                why,
+                ..
+            } => {
+                let how = if *reuse {
+                    "already on disk, no download"
+                } else {
+                    "download and unpack"
+                };
+                let why = match why {
+                    Why::FirstDeploy => "first deploy on this server".to_string(),
+                    Why::NewRelease => format!(
+                        "the branch asks for {release}, {} runs",
+                        from.as_deref().unwrap_or("nothing")
+                    ),
+                    Why::ManifestChanged => "its pm2, shared or health settings changed".into(),
+                    Why::PinEnded => "the branch changed it since the local rollback".into(),
+                    Why::Redeploy => "the running release is redeployed".into(),
+                };
+                format!("{app}: deploy {release} ({how}): {why}")
+            }
+            Decision::Unchanged { release } => format!("{app}: unchanged, {release} runs"),
+            Decision::Paused { release } => format!(
+                "{app}: paused, left as it is ({})",
+                release.as_deref().unwrap_or("not deployed")
+            ),
+            Decision::Pinned { release, wanted } => format!(
+                "{app}: held at {release} by a local rollback (the branch asks for {wanted})"
+            ),
+            Decision::HeldAfterFailure { release, error, .. } => format!(
+                "{app}: {release} failed on this commit and is not retried until the branch moves or `hoist retry {app}`: {error}"
+            ),
+            Decision::Conflict {
+                release,
+                known_sha256,
+                wanted_sha256,
+            } => format!(
+                "{app}: refused: release {release} is on disk with sha256 {} but the manifest says {}; give the new build a new release name",
+                &known_sha256[..known_sha256.len().min(12)],
+                &wanted_sha256[..wanted_sha256.len().min(12)]
+            ),
+            Decision::Remove { processes } => format!(
+                "{app}: no longer deployed here: delete its pm2 processes ({}), keep its files",
+                if processes.is_empty() {
+                    "none recorded".to_string()
+                } else {
+                    processes.join(", ")
+                }
+            ),
+        }
+    }
+}
+
+/// How carrying out one app's decision ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Deployed { release: String, seconds: f64 },
+    Unchanged { release: String },
+    Paused,
+    Pinned { release: String },
+    /// Deploy failed (hooks, reload, health) and the previous release runs again.
+    Failed {
+        release: String,
+        error: String,
+        rolled_back_to: Option<String>,
+    },
+    /// Still held after an earlier failure of this commit.
+    Held { release: String },
+    /// The commit cannot be applied for this app (checksum, unsafe archive, name reuse).
+    Errored { error: String },
+    /// A passing fault (network, disk); tried again on the next poll.
+    Transient { error: String },
+    Removed,
+}
+
+/// The commit status for a set of app outcomes: the worst state wins, and
+/// the description says what happened to each app (at most 140 chars).
+pub fn summarize(outcomes: &[(String, Outcome)]) -> (StatusState, String) {
+    let mut state = StatusState::Success;
+    let rank = |s: StatusState| match s {
+        StatusState::Success => 0,
+        StatusState::Pending => 1,
+        StatusState::Failure => 2,
+        StatusState::Error => 3,
+    };
+    let mut parts = Vec::new();
+    for (app, o) in outcomes {
+        let (s, text) = match o {
+            Outcome::Deployed { release, seconds } => (
+                StatusState::Success,
+                format!("{app} {release} live in {seconds:.1}s"),
+            ),
+            Outcome::Unchanged { .. } => (StatusState::Success, format!("{app} unchanged")),
+            Outcome::Paused => (StatusState::Success, format!("{app} paused")),
+            Outcome::Removed => (StatusState::Success, format!("{app} removed")),
+            Outcome::Pinned { release } => (
+                StatusState::Failure,
+                format!("{app} held at {release} by local rollback"),
+            ),
+            Outcome::Failed {
+                release,
+                error,
+                rolled_back_to,
+            } => (
+                StatusState::Failure,
+                match rolled_back_to {
+                    Some(prev) => format!("{app} {release} failed ({error}); rolled back to {prev}"),
+                    None => format!("{app} {release} failed ({error}); stopped"),
+                },
+            ),
+            Outcome::Held { release } => (
+                StatusState::Failure,
+                format!("{app} {release} failed earlier; not retried"),
+            ),
+            Outcome::Errored { error } => (StatusState::Error, format!("{app}: {error}")),
+            Outcome::Transient { error } => (
+                StatusState::Pending,
+                format!("{app}: {error}; retrying"),
+            ),
+        };
+        if rank(s) > rank(state) {
+            state = s;
+        }
+        let news = match o {
+            Outcome::Unchanged { .. } | Outcome::Paused => 0,
+            Outcome::Deployed { .. } | Outcome::Removed => 1,
+            _ => 2 + rank(s),
+        };
+        parts.push((news, text));
+    }
+    // The most important news first, so truncation drops the least.
+    parts.sort_by_key(|p| std::cmp::Reverse(p.0));
+    let mut desc = parts
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if outcomes.is_empty() {
+        desc = "no apps for this server".into();
+    }
+    (state, crate::report::truncate_description(&desc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AppName, parse_manifest};
+    use crate::state::{AppState, Failed, KnownRelease, Pinned};
+    use std::path::Path;
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn manifest(release: &str, sha: &str, extra: &str) -> Manifest {
+        let text = format!(
+            "release: {release}\nartifact:\n  url: file:///store/{release}.tar.gz\n  sha256: {sha}\npm2:\n  - name: web\n    script: server.js\n{extra}"
+        );
+        parse_manifest(Path::new("apps/web.yaml"), &text).unwrap().1
+    }
+
+    fn apps(list: &[(&str, Manifest)]) -> AppSet {
+        list.iter()
+            .map(|(n, m)| (AppName::new(n).unwrap(), m.clone()))
+            .collect()
+    }
+
+    fn running(release: &str, sha: &str, m: &Manifest) -> AppState {
+        let mut s = AppState {
+            release: Some(release.into()),
+            sha256: Some(sha.into()),
+            commit: Some("c0".into()),
+            manifest: Some(m.clone()),
+            processes: vec!["web".into()],
+            ..AppState::default()
+        };
+        s.releases.insert(
+            release.into(),
+            KnownRelease {
+                sha256: sha.into(),
+                manifest: Some(m.clone()),
+            },
+        );
+        s
+    }
+
+    struct World {
+        apps: AppSet,
+        state: State,
+        disk: BTreeMap<String, BTreeSet<String>>,
+        host: String,
+        labels: Vec<String>,
+    }
+
+    impl World {
+        fn new(apps: AppSet) -> World {
+            World {
+                apps,
+                state: State::default(),
+                disk: BTreeMap::new(),
+                host: "web-1".into(),
+                labels: vec!["web".into()],
+            }
+        }
+        fn with(mut self, app: &str, st: AppState) -> World {
+            let on_disk: BTreeSet<String> = st.releases.keys().cloned().collect();
+            self.disk.insert(app.into(), on_disk);
+            self.state.apps.insert(app.into(), st);
+            self
+        }
+        fn plan(&self, commit: &str) -> Vec<AppPlan> {
+            plan(
+                &Desired {
+                    commit,
+                    apps: &self.apps,
+                    host: &self.host,
+                    labels: &self.labels,
+                },
+                &Actual {
+                    state: &self.state,
+                    on_disk: &self.disk,
+                },
+            )
+        }
+        fn one(&self, commit: &str) -> AppPlan {
+            let p = self.plan(commit);
+            assert_eq!(p.len(), 1, "{p:?}");
+            p.into_iter().next().unwrap()
+        }
+    }
+
+    #[test]
+    fn first_deploy_downloads() {
+        let w = World::new(apps(&[("web", manifest("v1", A, ""))]));
+        let p = w.one("c1");
+        assert_eq!(
+            p.decision,
+            Decision::Deploy {
+                release: "v1".into(),
+                sha256: A.into(),
+                from: None,
+                reuse: false,
+                why: Why::FirstDeploy
+            }
+        );
+        assert!(p.acts());
+    }
+
+    #[test]
+    fn unchanged_when_running_the_same_release_and_config() {
+        let m = manifest("v1", A, "");
+        let w = World::new(apps(&[("web", m.clone())])).with("web", running("v1", A, &m));
+        let p = w.one("c2");
+        assert_eq!(p.decision, Decision::Unchanged { release: "v1".into() });
+        assert!(!p.acts());
+    }
+
+    #[test]
+    fn new_release_is_deployed_from_the_running_one() {
+        let m1 = manifest("v1", A, "");
+        let w = World::new(apps(&[("web", manifest("v2", B, ""))])).with("web", running("v1", A, &m1));
+        match w.one("c2").decision {
+            Decision::Deploy { from, reuse, why, .. } => {
+                assert_eq!(from.as_deref(), Some("v1"));
+                assert!(!reuse);
+                assert_eq!(why, Why::NewRelease);
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn revert_to_a_kept_release_needs_no_download() {
+        let m1 = manifest("v1", A, "");
+        let m2 = manifest("v2", B, "");
+        let mut st = running("v2", B, &m2);
+        st.releases.insert("v1".into(), KnownRelease { sha256: A.into(), manifest: Some(m1.clone()) });
+        let w = World::new(apps(&[("web", m1)])).with("web", st);
+        match w.one("c3").decision {
+            Decision::Deploy { reuse, from, .. } => {
+                assert!(reuse);
+                assert_eq!(from.as_deref(), Some("v2"));
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn known_release_missing_from_disk_is_downloaded_again() {
+        let m1 = manifest("v1", A, "");
+        let m2 = manifest("v2", B, "");
+        let mut st = running("v2", B, &m2);
+        st.releases.insert("v1".into(), KnownRelease { sha256: A.into(), manifest: None });
+        let mut w = World::new(apps(&[("web", m1)])).with("web", st);
+        w.disk.get_mut("web").unwrap().remove("v1");
+        match w.one("c3").decision {
+            Decision::Deploy { reuse, .. } => assert!(!reuse),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn release_name_reused_with_other_content_is_refused() {
+        let m1 = manifest("v1", A, "");
+        let w = World::new(apps(&[("web", manifest("v1", B, ""))])).with("web", running("v1", A, &m1));
+        assert!(matches!(w.one("c2").decision, Decision::Conflict { .. }));
+    }
+
+    #[test]
+    fn changed_pm2_settings_redeploy_the_same_release() {
+        let m1 = manifest("v1", A, "");
+        let m1b = manifest("v1", A, "    instances: 2\n");
+        let w = World::new(apps(&[("web", m1b)])).with("web", running("v1", A, &m1));
+        match w.one("c2").decision {
+            Decision::Deploy { reuse, why, .. } => {
+                assert!(reuse);
+                assert_eq!(why, Why::ManifestChanged);
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn targets_change_alone_does_not_redeploy() {
+        let m1 = manifest("v1", A, "");
+        let m1b = manifest("v1", A, "targets:\n  labels: [web]\nkeep_releases: 2\n");
+        let w = World::new(apps(&[("web", m1b)])).with("web", running("v1", A, &m1));
+        assert!(matches!(w.one("c2").decision, Decision::Unchanged { .. }));
+    }
+
+    #[test]
+    fn failed_commit_is_not_retried_until_the_branch_moves() {
+        let m1 = manifest("v1", A, "");
+        let mut st = running("v1", A, &m1);
+        st.failed = Some(Failed {
+            commit: "c2".into(),
+            release: "v2".into(),
+            sha256: B.into(),
+            error: "unhealthy".into(),
+            at: "t".into(),
+        });
+        let w = World::new(apps(&[("web", manifest("v2", B, ""))])).with("web", st);
+        assert!(matches!(w.one("c2").decision, Decision::HeldAfterFailure { .. }));
+        assert!(!w.one("c2").acts());
+        // The branch moved: the same release is tried again.
+        assert!(matches!(w.one("c3").decision, Decision::Deploy { .. }));
+    }
+
+    #[test]
+    fn paused_apps_are_left_alone() {
+        let m1 = manifest("v1", A, "");
+        let w = World::new(apps(&[("web", manifest("v2", B, "paused: true\n"))]))
+            .with("web", running("v1", A, &m1));
+        assert_eq!(w.one("c2").decision, Decision::Paused { release: Some("v1".into()) });
+        let w = World::new(apps(&[("web", manifest("v2", B, "paused: true\n"))]));
+        assert_eq!(w.one("c2").decision, Decision::Paused { release: None });
+    }
+
+    #[test]
+    fn a_pin_holds_until_the_branch_asks_for_another_release() {
+        let m1 = manifest("v1", A, "");
+        let m2 = manifest("v2", B, "");
+        let mut st = running("v1", A, &m1);
+        st.pinned = Some(Pinned {
+            release: "v1".into(),
+            desired_release: Some("v2".into()),
+            desired_sha256: Some(B.into()),
+            at: "t".into(),
+        });
+        st.releases.insert("v2".into(), KnownRelease { sha256: B.into(), manifest: Some(m2.clone()) });
+        let w = World::new(apps(&[("web", m2)])).with("web", st.clone());
+        let p = w.one("c9");
+        assert!(matches!(p.decision, Decision::Pinned { .. }));
+        assert!(!p.acts());
+        // The branch now asks for v3: the pin ends and v3 is deployed.
+        let w = World::new(apps(&[("web", manifest("v3", A, ""))])).with("web", st.clone());
+        let p = w.one("c10");
+        assert!(p.unpin);
+        assert!(matches!(p.decision, Decision::Deploy { why: Why::PinEnded, .. }));
+        // The branch reverted to what the pin holds: unpinned, unchanged.
+        let w = World::new(apps(&[("web", m1)])).with("web", st);
+        let p = w.one("c11");
+        assert!(p.unpin);
+        assert!(matches!(p.decision, Decision::Unchanged { .. }));
+        assert!(p.acts());
+    }
+
+    #[test]
+    fn apps_leaving_the_repo_or_this_server_are_removed() {
+        let m1 = manifest("v1", A, "");
+        let w = World::new(AppSet::new()).with("web", running("v1", A, &m1));
+        assert_eq!(w.one("c2").decision, Decision::Remove { processes: vec!["web".into()] });
+        let w = World::new(apps(&[("web", manifest("v1", A, "targets:\n  hosts: [\"db-*\"]\n"))]))
+            .with("web", running("v1", A, &m1));
+        assert!(matches!(w.one("c2").decision, Decision::Remove { .. }));
+        // Already removed: nothing more to do.
+        let mut st = running("v1", A, &m1);
+        st.removed = true;
+        let w = World::new(AppSet::new()).with("web", st);
+        assert!(w.plan("c3").is_empty());
+    }
+
+    #[test]
+    fn an_app_coming_back_is_a_first_deploy_even_with_the_same_release() {
+        let m1 = manifest("v1", A, "");
+        let mut st = running("v1", A, &m1);
+        st.removed = true;
+        let w = World::new(apps(&[("web", m1)])).with("web", st);
+        match w.one("c4").decision {
+            Decision::Deploy { reuse, why, from, .. } => {
+                assert!(reuse);
+                assert_eq!(why, Why::FirstDeploy);
+                assert_eq!(from, None);
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn targeting_by_host_and_labels() {
+        let only_db = manifest("v1", A, "targets:\n  hosts: [\"db-*\"]\n");
+        let need_label = manifest("v1", A, "targets:\n  labels: [web, eu]\n");
+        let w = World::new(apps(&[("api", only_db), ("web", need_label)]));
+        assert!(w.plan("c1").is_empty());
+        let mut w = w;
+        w.labels.push("eu".into());
+        let p = w.plan("c1");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].app, "web");
+    }
+
+    #[test]
+    fn uppercase_sha_in_manifest_matches_state() {
+        let m1 = manifest("v1", A, "");
+        let upper = manifest("v1", &A.to_uppercase(), "");
+        let mut st = running("v1", A, &m1);
+        st.manifest = Some(upper.clone());
+        let w = World::new(apps(&[("web", upper)])).with("web", st);
+        assert!(matches!(w.one("c2").decision, Decision::Unchanged { .. }));
+    }
+
+    #[test]
+    fn describe_says_why() {
+        let w = World::new(apps(&[("web", manifest("v1", A, ""))]));
+        assert!(w.one("c1").describe().contains("first deploy"));
+    }
+
+    #[test]
+    fn summary_worst_state_wins_and_news_first() {
+        let (s, d) = summarize(&[
+            ("api".into(), Outcome::Unchanged { release: "1".into() }),
+            ("web".into(), Outcome::Deployed { release: "2026.11.27-3".into(), seconds: 4.21 }),
+        ]);
+        assert_eq!(s, StatusState::Success);
+        assert_eq!(d, "web 2026.11.27-3 live in 4.2s; api unchanged");
+        let (s, d) = summarize(&[
+            ("api".into(), Outcome::Unchanged { release: "1".into() }),
+            (
+                "web".into(),
+                Outcome::Failed { release: "v3".into(), error: "unhealthy".into(), rolled_back_to: Some("v1".into()) },
+            ),
+        ]);
+        assert_eq!(s, StatusState::Failure);
+        assert!(d.starts_with("web v3 failed (unhealthy); rolled back to v1"), "{d}");
+        let (s, _) = summarize(&[
+            ("a".into(), Outcome::Errored { error: "checksum".into() }),
+            ("b".into(), Outcome::Failed { release: "x".into(), error: "e".into(), rolled_back_to: None }),
+        ]);
+        assert_eq!(s, StatusState::Error);
+        let (s, _) = summarize(&[("a".into(), Outcome::Transient { error: "timeout".into() })]);
+        assert_eq!(s, StatusState::Pending);
+        let (s, d) = summarize(&[]);
+        assert_eq!(s, StatusState::Success);
+        assert!(!d.is_empty());
+    }
+
+    #[test]
+    fn summary_is_at_most_140_chars() {
+        let many: Vec<_> = (0..30)
+            .map(|i| (format!("app{i}"), Outcome::Deployed { release: "2026.11.27-3".into(), seconds: 1.0 }))
+            .collect();
+        let (_, d) = summarize(&many);
+        assert!(d.chars().count() <= 140, "{}", d.len());
+    }
+}

@@ -1,0 +1,486 @@
+//! The config repository: where the branch points, and the manifests at a
+//! commit.
+//!
+//! hoist keeps a bare mirror of the branch in `<state_dir>/repo.git`. A poll
+//! first asks the remote where the branch points (like `git ls-remote`, one
+//! small request) and fetches only when that commit is not already in the
+//! mirror, so an unchanged branch costs one round trip and no transfer.
+//! Manifests are read straight from the commit's tree: no work tree exists,
+//! so nothing on disk can drift from what the commit says.
+
+use crate::config::{
+    AppName, AppSet, ConfigError, HostConfig, parse_manifest, validate_app_set,
+};
+use git2::{Cred, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot reach the config repository {url}: {message}")]
+    Remote { url: String, message: String },
+    #[error("branch {branch} does not exist in the config repository {url}")]
+    NoBranch { url: String, branch: String },
+    #[error("the local mirror {path} is unusable: {message}")]
+    Mirror { path: PathBuf, message: String },
+    #[error("cannot read {file}: {message}")]
+    Secret { file: PathBuf, message: String },
+    #[error("commit {commit} is not in the local mirror: {message}")]
+    Commit { commit: String, message: String },
+}
+
+impl SourceError {
+    /// A clear one-line message, safe to log and to show in /healthz.
+    pub fn short(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Manifests that could not be read from a commit.
+#[derive(Debug, Clone)]
+pub struct InvalidCommit {
+    pub errors: Vec<ConfigError>,
+}
+
+impl std::fmt::Display for InvalidCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let first = self.errors.first().map(|e| e.to_string()).unwrap_or_default();
+        if self.errors.len() > 1 {
+            write!(f, "{first} (and {} more)", self.errors.len() - 1)
+        } else {
+            f.write_str(&first)
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Source {
+    mirror: PathBuf,
+    url: String,
+    branch: String,
+    apps_path: String,
+    token_file: Option<PathBuf>,
+    ssh_key_file: Option<PathBuf>,
+    known_hosts_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("url", &crate::redact::url(&self.url))
+            .field("branch", &self.branch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Source {
+    pub fn new(cfg: &HostConfig) -> Source {
+        Source {
+            mirror: cfg.state_dir.join("repo.git"),
+            url: cfg.repo.url.clone(),
+            branch: cfg.repo.branch.clone(),
+            apps_path: cfg.apps_path().to_string(),
+            token_file: cfg.repo.token_file.clone(),
+            ssh_key_file: cfg.repo.ssh_key_file.clone(),
+            known_hosts_file: cfg.repo.known_hosts_file.clone(),
+        }
+    }
+
+    pub fn shown_url(&self) -> String {
+        crate::redact::url(&self.url)
+    }
+
+    fn remote_err(&self, e: impl std::fmt::Display) -> SourceError {
+        let secret = self.read_token().ok().flatten();
+        let msg = crate::redact::secrets(&e.to_string(), &[secret.as_deref().unwrap_or("")]);
+        SourceError::Remote {
+            url: self.shown_url(),
+            message: msg,
+        }
+    }
+
+    fn read_token(&self) -> Result<Option<String>, SourceError> {
+        match &self.token_file {
+            None => Ok(None),
+            Some(p) => std::fs::read_to_string(p)
+                .map(|s| Some(s.trim().to_string()))
+                .map_err(|e| SourceError::Secret {
+                    file: p.clone(),
+                    message: e.to_string(),
+                }),
+        }
+    }
+
+    fn open_mirror(&self) -> Result<Repository, SourceError> {
+        let err = |e: git2::Error| SourceError::Mirror {
+            path: self.mirror.clone(),
+            message: e.message().to_string(),
+        };
+        match Repository::open_bare(&self.mirror) {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                if self.mirror.exists() {
+                    // A mirror that does not open (interrupted first init)
+                    // holds nothing we need: start it again.
+                    let _ = std::fs::remove_dir_all(&self.mirror);
+                }
+                Repository::init_bare(&self.mirror).map_err(err)
+            }
+        }
+    }
+
+    fn callbacks(&self) -> Result<RemoteCallbacks<'static>, SourceError> {
+        let token = self.read_token()?;
+        let key = self.ssh_key_file.clone();
+        let mut cb = RemoteCallbacks::new();
+        let mut tries = 0u32;
+        cb.credentials(move |_url, username, allowed| {
+            tries += 1;
+            if tries > 3 {
+                return Err(git2::Error::from_str("authentication failed"));
+            }
+            if allowed.contains(git2::CredentialType::SSH_KEY) {
+                if let Some(k) = &key {
+                    return Cred::ssh_key(username.unwrap_or("git"), None, k, None);
+                }
+            }
+            if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+                if let Some(t) = &token {
+                    return Cred::userpass_plaintext("hoist", t);
+                }
+            }
+            Err(git2::Error::from_str(
+                "the repository asks for credentials and none are configured (repo.token_file or repo.ssh_key_file)",
+            ))
+        });
+        if let Some(kh) = self.known_hosts_file.clone() {
+            cb.certificate_check(move |cert, host| crate::source::check_host_key(&kh, cert, host));
+        }
+        Ok(cb)
+    }
+
+    /// Where the branch points on the remote, without fetching.
+    pub fn remote_tip(&self) -> Result<String, SourceError> {
+        let repo = self.open_mirror()?;
+        let mut remote = repo.remote_anonymous(&self.url).map_err(|e| self.remote_err(e.message()))?;
+        let cb = self.callbacks()?;
+        let conn = remote
+            .connect_auth(Direction::Fetch, Some(cb), None)
+            .map_err(|e| self.remote_err(e.message()))?;
+        let want = format!("refs/heads/{}", self.branch);
+        let heads = conn.list().map_err(|e| self.remote_err(e.message()))?;
+        heads
+            .iter()
+            .find(|h| h.name() == want)
+            .map(|h| h.oid().to_string())
+            .ok_or_else(|| SourceError::NoBranch {
+                url: self.shown_url(),
+                branch: self.branch.clone(),
+            })
+    }
+
+    /// Whether the mirror already has this commit.
+    pub fn has_commit(&self, commit: &str) -> bool {
+        let Ok(repo) = Repository::open_bare(&self.mirror) else {
+            return false;
+        };
+        Oid::from_str(commit)
+            .ok()
+            .and_then(|oid| repo.find_commit(oid).ok())
+            .is_some()
+    }
+
+    /// Fetches the branch into the mirror.
+    pub fn fetch(&self) -> Result<(), SourceError> {
+        let repo = self.open_mirror()?;
+        let mut remote = repo.remote_anonymous(&self.url).map_err(|e| self.remote_err(e.message()))?;
+        let mut fo = FetchOptions::new();
+        fo.remote_callbacks(self.callbacks()?);
+        fo.download_tags(git2::AutotagOption::None);
+        let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.branch);
+        remote
+            .fetch(&[refspec.as_str()], Some(&mut fo), None)
+            .map_err(|e| self.remote_err(e.message()))
+    }
+
+    /// One poll: the branch tip, fetched into the mirror if it is new.
+    pub fn poll(&self) -> Result<String, SourceError> {
+        let tip = self.remote_tip()?;
+        if !self.has_commit(&tip) {
+            self.fetch()?;
+            if !self.has_commit(&tip) {
+                return Err(SourceError::Commit {
+                    commit: tip,
+                    message: "the fetch did not bring it".into(),
+                });
+            }
+        }
+        Ok(tip)
+    }
+
+    /// The manifests in the commit's manifest folder. Any invalid manifest
+    /// makes the whole commit invalid (SPEC §2: applied whole or not at all).
+    pub fn manifests_at(&self, commit: &str) -> Result<Result<AppSet, InvalidCommit>, SourceError> {
+        let repo = self.open_mirror()?;
+        let cerr = |m: String| SourceError::Commit {
+            commit: commit.to_string(),
+            message: m,
+        };
+        let oid = Oid::from_str(commit).map_err(|e| cerr(e.message().into()))?;
+        let c = repo.find_commit(oid).map_err(|e| cerr(e.message().into()))?;
+        let tree = c.tree().map_err(|e| cerr(e.message().into()))?;
+        let folder = if self.apps_path == "." {
+            tree
+        } else {
+            match tree.get_path(Path::new(&self.apps_path)) {
+                Ok(entry) => match entry.to_object(&repo).ok().and_then(|o| o.into_tree().ok()) {
+                    Some(t) => t,
+                    None => {
+                        return Ok(Err(InvalidCommit {
+                            errors: vec![ConfigError::new(
+                                &self.apps_path,
+                                None,
+                                "is not a folder of manifests",
+                            )],
+                        }));
+                    }
+                },
+                // No manifest folder: no apps.
+                Err(_) => return Ok(Ok(AppSet::new())),
+            }
+        };
+        let mut apps = AppSet::new();
+        let mut errors = Vec::new();
+        let base = PathBuf::from(if self.apps_path == "." { "" } else { &self.apps_path });
+        for entry in folder.iter() {
+            let Ok(name) = entry.name() else { continue };
+            if entry.kind() != Some(git2::ObjectType::Blob) {
+                continue;
+            }
+            let shown = base.join(name);
+            if name.ends_with(".yml") {
+                errors.push(ConfigError::new(
+                    &shown,
+                    None,
+                    "manifests must end in .yaml (this file would be ignored)",
+                ));
+                continue;
+            }
+            if !name.ends_with(".yaml") {
+                continue;
+            }
+            let blob = match repo.find_blob(entry.id()) {
+                Ok(b) => b,
+                Err(e) => {
+                    errors.push(ConfigError::new(&shown, None, e.message().to_string()));
+                    continue;
+                }
+            };
+            let text = match std::str::from_utf8(blob.content()) {
+                Ok(t) => t,
+                Err(_) => {
+                    errors.push(ConfigError::new(&shown, None, "is not UTF-8 text"));
+                    continue;
+                }
+            };
+            match parse_manifest(&shown, text) {
+                Ok((app, m)) => {
+                    apps.insert(app, m);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            let file_of = |a: &AppName| base.join(format!("{a}.yaml"));
+            if let Err(e) = validate_app_set(&apps, &file_of) {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(Ok(apps))
+        } else {
+            Ok(Err(InvalidCommit { errors }))
+        }
+    }
+
+    /// The commit's summary line, for logs and history.
+    pub fn summary(&self, commit: &str) -> Option<String> {
+        let repo = Repository::open_bare(&self.mirror).ok()?;
+        let c = repo.find_commit(Oid::from_str(commit).ok()?).ok()?;
+        c.summary().ok().flatten().map(String::from)
+    }
+}
+
+/// Host key check for SSH remotes against an OpenSSH known_hosts file:
+/// unknown or changed keys are refused.
+fn check_host_key(
+    known_hosts: &Path,
+    cert: &git2::cert::Cert<'_>,
+    host: &str,
+) -> Result<git2::CertificateCheckStatus, git2::Error> {
+    let Some(hostkey) = cert.as_hostkey() else {
+        // Not SSH (an https certificate): libgit2's own checks decide.
+        return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
+    };
+    let Some(raw) = hostkey.hostkey() else {
+        return Err(git2::Error::from_str("the SSH server sent no host key"));
+    };
+    let text = std::fs::read_to_string(known_hosts).map_err(|e| {
+        git2::Error::from_str(&format!(
+            "cannot read known_hosts_file {}: {e}",
+            known_hosts.display()
+        ))
+    })?;
+    use base64_engine::encode;
+    let offered = encode(raw);
+    let mut host_known = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(hosts), Some(_kind), Some(key)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let matches_host = hosts.split(',').any(|h| {
+            h == host || h.strip_prefix('[').and_then(|r| r.split_once("]:")).is_some_and(|(n, _)| n == host)
+        });
+        if matches_host {
+            host_known = true;
+            if key == offered {
+                return Ok(git2::CertificateCheckStatus::CertificateOk);
+            }
+        }
+    }
+    if host_known {
+        Err(git2::Error::from_str(&format!(
+            "the SSH host key of {host} does not match known_hosts_file {}; refusing to connect",
+            known_hosts.display()
+        )))
+    } else {
+        Err(git2::Error::from_str(&format!(
+            "{host} is not in known_hosts_file {}; refusing to connect to an unknown host",
+            known_hosts.display()
+        )))
+    }
+}
+
+/// Standard base64, enough for comparing SSH host keys.
+mod base64_engine {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    pub fn encode(data: &[u8]) -> String {
+        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+        for chunk in data.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            out.push(ALPHABET[(n >> 18) as usize & 63] as char);
+            out.push(ALPHABET[(n >> 12) as usize & 63] as char);
+            out.push(if chunk.len() > 1 { ALPHABET[(n >> 6) as usize & 63] as char } else { '=' });
+            out.push(if chunk.len() > 2 { ALPHABET[n as usize & 63] as char } else { '=' });
+        }
+        out
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn known_vectors() {
+        assert_eq!(encode(b""), "");
+        assert_eq!(encode(b"f"), "Zg==");
+        assert_eq!(encode(b"fo"), "Zm8=");
+        assert_eq!(encode(b"foo"), "Zm9v");
+        assert_eq!(encode(b"foobar"), "Zm9vYmFy");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    const SHA: &str = "3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b";
+
+    fn setup() -> (tempfile::TempDir, Source, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("config.git");
+        let work = dir.path().join("work");
+        git(dir.path(), &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()]);
+        git(dir.path(), &["clone", "-q", bare.to_str().unwrap(), work.to_str().unwrap()]);
+        std::fs::create_dir_all(work.join("apps")).unwrap();
+        let cfg_text = format!(
+            "state_dir: {}\nrepo:\n  url: file://{}\n",
+            dir.path().join("state").display(),
+            bare.display()
+        );
+        let cfg = HostConfig::parse(&dir.path().join("hoist.yaml"), &cfg_text).unwrap();
+        (dir, Source::new(&cfg), work)
+    }
+
+    fn commit_manifest(work: &Path, name: &str, text: &str) -> String {
+        std::fs::write(work.join("apps").join(name), text).unwrap();
+        git(work, &["add", "-A"]);
+        git(work, &["commit", "-q", "-m", "change"]);
+        git(work, &["push", "-q", "origin", "HEAD:main"]);
+        git(work, &["rev-parse", "HEAD"])
+    }
+
+    fn manifest(release: &str) -> String {
+        format!("release: {release}\nartifact:\n  url: file:///x.tar.gz\n  sha256: {SHA}\npm2:\n  - name: web\n    script: server.js\n")
+    }
+
+    #[test]
+    fn polls_fetches_and_reads_manifests() {
+        let (_d, src, work) = setup();
+        let c1 = commit_manifest(&work, "web.yaml", &manifest("v1"));
+        assert_eq!(src.poll().unwrap(), c1);
+        let apps = src.manifests_at(&c1).unwrap().unwrap();
+        assert_eq!(apps.len(), 1);
+        let c2 = commit_manifest(&work, "web.yaml", &manifest("v2"));
+        assert_eq!(src.remote_tip().unwrap(), c2);
+        assert!(!src.has_commit(&c2), "ls-remote must not fetch");
+        assert_eq!(src.poll().unwrap(), c2);
+        let apps = src.manifests_at(&c2).unwrap().unwrap();
+        assert_eq!(apps.values().next().unwrap().release.as_str(), "v2");
+        // The older commit is still readable (reverts need it).
+        let old = src.manifests_at(&c1).unwrap().unwrap();
+        assert_eq!(old.values().next().unwrap().release.as_str(), "v1");
+        assert_eq!(src.summary(&c2).as_deref(), Some("change"));
+    }
+
+    #[test]
+    fn an_invalid_manifest_invalidates_the_commit() {
+        let (_d, src, work) = setup();
+        commit_manifest(&work, "web.yaml", &manifest("v1"));
+        let c = commit_manifest(&work, "api.yaml", &(manifest("v1") + "bogus: 1\n"));
+        src.poll().unwrap();
+        let err = src.manifests_at(&c).unwrap().unwrap_err();
+        assert_eq!(err.errors.len(), 1, "{err}");
+        assert!(err.to_string().contains("apps/api.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn missing_branch_and_unreachable_remote_are_clear() {
+        let (_d, src, _work) = setup();
+        let e = src.poll().unwrap_err();
+        assert!(matches!(e, SourceError::NoBranch { .. }), "{e}");
+        let mut gone = src.clone();
+        gone.url = "/nonexistent/config.git".into();
+        let e = gone.poll().unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/config.git"), "{e}");
+    }
+}
