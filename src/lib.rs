@@ -6,7 +6,9 @@
 pub mod config;
 pub mod fsutil;
 pub mod plan;
+pub mod pm2;
 pub mod redact;
+pub mod release;
 pub mod source;
 pub mod report;
 pub mod state;

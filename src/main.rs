@@ -1,3 +1,459 @@
-fn main() {
-    println!("hoist");
+//! The command line: parse arguments, call the library, map outcomes to
+//! exit codes (SPEC §5): 0 success, 1 failure, 2 usage or config error,
+//! 3 another hoist holds the lock.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hoist::config::{HostConfig, load_manifests_from_dir};
+use hoist::daemon::{self, Request};
+use hoist::engine::Engine;
+use hoist::lock::{LockError, StateLock};
+use hoist::metrics::Metrics;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "hoist", version, about = "GitOps pull-based deployer for Node.js apps")]
+struct Cli {
+    /// Host config file.
+    #[arg(long, global = true, env = "HOIST_CONFIG", default_value = hoist::config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The daemon: poll, apply, report, serve `listen`.
+    Run,
+    /// One poll-and-apply pass, then exit (0 converged, 1 a deploy failed).
+    Once,
+    /// What the next pass would do on this server, and why.
+    Plan {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per app: release, commit, since when, health, last error.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit log.
+    History {
+        app: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config repo checkout (for its CI).
+    Check { dir: Option<PathBuf> },
+    /// Local emergency rollback to a kept release.
+    Rollback {
+        app: String,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Try the current commit again for an app that failed.
+    Retry { app: String },
+    /// Reproducible .tar.zst of a build dir; prints its sha256.
+    Pack {
+        dir: PathBuf,
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// Pack, upload, and set release/artifact in a manifest.
+    Publish {
+        dir: PathBuf,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        #[arg(long)]
+        release: Option<String>,
+    },
+    /// Ask the running daemon to poll now.
+    Trigger,
+    /// A self-contained demo on this machine.
+    Demo,
+}
+
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn fail(code: u8, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+type Res = Result<u8, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, matches!(cli.command, Command::Run | Command::Once | Command::Demo));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hoist: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("hoist: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, default_info: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if default_info { "info" } else { "warn" })
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_target(false).init(),
+    }
+}
+
+fn load_config(path: &Path) -> Result<HostConfig, Failure> {
+    HostConfig::load(path).map_err(|e| fail(2, e.to_string()))
+}
+
+fn lock(cfg: &HostConfig) -> Result<StateLock, Failure> {
+    StateLock::acquire(&cfg.state_dir).map_err(|e| match e {
+        LockError::Held(_) => fail(3, e.to_string()),
+        LockError::Io { .. } => fail(1, e.to_string()),
+    })
+}
+
+fn engine(cfg: HostConfig) -> Result<Engine, Failure> {
+    Engine::new(cfg, Arc::new(Metrics::new())).map_err(|e| fail(2, e.to_string()))
+}
+
+async fn dispatch(cli: Cli) -> Res {
+    match cli.command {
+        Command::Run => {
+            let cfg = load_config(&cli.config)?;
+            let _lock = lock(&cfg)?;
+            daemon::run(cli.config.clone(), cfg).await.map_err(|m| fail(1, m))?;
+            Ok(0)
+        }
+        Command::Once => {
+            let cfg = load_config(&cli.config)?;
+            let _lock = lock(&cfg)?;
+            let mut e = engine(cfg)?;
+            e.recover().await.map_err(|e| fail(1, e.to_string()))?;
+            let r = e.pass().await;
+            e.reporter.flush(std::time::Duration::from_secs(30)).await;
+            let r = r.map_err(|e| fail(1, e.to_string()))?;
+            if let Some(inv) = &r.invalid {
+                eprintln!("hoist: the commit cannot be applied: {inv}");
+                return Ok(1);
+            }
+            for (app, o) in &r.outcomes {
+                println!("{app}: {}", hoist::plan::summarize(&[(app.clone(), o.clone())]).1);
+            }
+            Ok(if r.converged { 0 } else { 1 })
+        }
+        Command::Plan { json } => cmd_plan(&cli.config, json).await,
+        Command::Status { json } => cmd_status(&cli.config, json),
+        Command::History { app, json } => cmd_history(&cli.config, app.as_deref(), json),
+        Command::Check { dir } => cmd_check(&cli.config, dir),
+        Command::Rollback { app, to } => {
+            let cfg = load_config(&cli.config)?;
+            local_or_daemon(cfg, Request::Rollback { app, to }).await
+        }
+        Command::Retry { app } => {
+            let cfg = load_config(&cli.config)?;
+            local_or_daemon(cfg, Request::Retry { app }).await
+        }
+        Command::Trigger => {
+            let cfg = load_config(&cli.config)?;
+            match daemon::send(&cfg.state_dir, &Request::Trigger).await {
+                Ok(r) if r.ok => {
+                    println!("{}", r.message);
+                    Ok(0)
+                }
+                Ok(r) => Err(fail(1, r.message)),
+                Err(m) => Err(fail(1, format!("{m}; is `hoist run` running with this config?"))),
+            }
+        }
+        Command::Pack { dir, output } => {
+            let d = dir.clone();
+            let o = output.clone();
+            let sha = tokio::task::spawn_blocking(move || hoist::artifact::pack(&d, &o))
+                .await
+                .map_err(|e| fail(1, e.to_string()))?
+                .map_err(|e| fail(1, e.to_string()))?;
+            println!("{sha}  {}", output.display());
+            Ok(0)
+        }
+        Command::Publish { dir, to, manifest, release } => {
+            hoist::publish::publish(&cli.config, &dir, &to, manifest.as_deref(), release.as_deref())
+                .await
+                .map_err(|m| fail(1, m))?;
+            Ok(0)
+        }
+        Command::Demo => hoist::demo::run().await.map(|()| 0).map_err(|m| fail(1, m)),
+    }
+}
+
+async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
+    match StateLock::acquire(&cfg.state_dir) {
+        Ok(_lock) => {
+            let mut e = engine(cfg)?;
+            e.recover().await.map_err(|e| fail(1, e.to_string()))?;
+            let r = match req {
+                Request::Retry { app } => {
+                    let r = e.retry(&app);
+                    if r.is_ok() {
+                        // Nobody else will act on it: apply now.
+                        let pass = e.pass().await;
+                        e.reporter.flush(std::time::Duration::from_secs(30)).await;
+                        match pass {
+                            Ok(p) if p.converged => r,
+                            Ok(p) => Err(p
+                                .outcomes
+                                .iter()
+                                .map(|(a, o)| hoist::plan::summarize(&[(a.clone(), o.clone())]).1)
+                                .collect::<Vec<_>>()
+                                .join("; ")),
+                            Err(err) => Err(err.to_string()),
+                        }
+                    } else {
+                        r
+                    }
+                }
+                Request::Rollback { app, to } => e.rollback(&app, to.as_deref()).await,
+                Request::Trigger => Ok(String::new()),
+            };
+            match r {
+                Ok(m) => {
+                    println!("{m}");
+                    Ok(0)
+                }
+                Err(m) => Err(fail(1, m)),
+            }
+        }
+        Err(LockError::Held(_)) => match daemon::send(&cfg.state_dir, &req).await {
+            Ok(r) if r.ok => {
+                println!("{}", r.message);
+                Ok(0)
+            }
+            Ok(r) => Err(fail(1, r.message)),
+            Err(m) => Err(fail(3, format!("another hoist holds the lock on {} and {m}", cfg.state_dir.display()))),
+        },
+        Err(e) => Err(fail(1, e.to_string())),
+    }
+}
+
+async fn cmd_plan(config: &Path, json: bool) -> Res {
+    let cfg = load_config(config)?;
+    let e = engine(cfg)?;
+    let tip = e.poll().await.map_err(|e| fail(1, e.to_string()))?;
+    let apps = e.manifests_at(&tip).await.map_err(|e| fail(1, e.to_string()))?;
+    let apps = match apps {
+        Ok(a) => a,
+        Err(inv) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"commit": tip, "invalid": inv.to_string(), "apps": []})
+                );
+            } else {
+                println!("commit {tip} cannot be applied: {inv}");
+            }
+            return Ok(0);
+        }
+    };
+    let plans = e.plan_for(&tip, &apps);
+    if json {
+        let items: Vec<_> = plans
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "app": p.app,
+                    "action": action_name(&p.decision),
+                    "acts": p.acts(),
+                    "reason": p.describe(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"commit": tip, "host": e.host, "apps": items}))
+                .unwrap_or_default()
+        );
+    } else {
+        println!("commit {tip} on {} for host {}", e.cfg.repo.branch, e.host);
+        if plans.is_empty() {
+            println!("no apps target this server");
+        }
+        for p in &plans {
+            println!("  {}", p.describe());
+        }
+    }
+    Ok(0)
+}
+
+fn action_name(d: &hoist::plan::Decision) -> &'static str {
+    use hoist::plan::Decision::*;
+    match d {
+        Deploy { .. } => "deploy",
+        Unchanged { .. } => "unchanged",
+        Paused { .. } => "paused",
+        Pinned { .. } => "pinned",
+        HeldAfterFailure { .. } => "held",
+        Conflict { .. } => "conflict",
+        Remove { .. } => "remove",
+    }
+}
+
+fn cmd_status(config: &Path, json: bool) -> Res {
+    let cfg = load_config(config)?;
+    let state = hoist::state::State::load(&cfg.state_dir).map_err(|e| fail(1, e.to_string()))?;
+    if json {
+        let apps: serde_json::Map<String, serde_json::Value> = state
+            .apps
+            .iter()
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    serde_json::json!({
+                        "release": s.release,
+                        "sha256": s.sha256,
+                        "commit": s.commit,
+                        "since": s.since,
+                        "previous": s.previous,
+                        "health": s.health,
+                        "last_error": s.last_error,
+                        "failed": s.failed,
+                        "pinned": s.pinned,
+                        "removed": s.removed,
+                        "releases": s.releases.keys().collect::<Vec<_>>(),
+                    }),
+                )
+            })
+            .collect();
+        let out = serde_json::json!({
+            "host": cfg.host_name(),
+            "last_commit": state.last_commit,
+            "apps": apps,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(0);
+    }
+    println!(
+        "host {}  commit {}",
+        cfg.host_name(),
+        state.last_commit.as_deref().unwrap_or("-")
+    );
+    if state.apps.is_empty() {
+        println!("no apps deployed yet");
+    }
+    for (name, s) in &state.apps {
+        let mut line = format!(
+            "{name}: {} (commit {}, since {}), health {}",
+            s.release.as_deref().unwrap_or("-"),
+            s.commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("-"),
+            s.since.as_deref().unwrap_or("-"),
+            s.health.as_deref().unwrap_or("unknown"),
+        );
+        if s.removed {
+            line.push_str(", removed from this server");
+        }
+        if let Some(p) = &s.pinned {
+            line.push_str(&format!(", held at {} by a local rollback", p.release));
+        }
+        if let Some(f) = &s.failed {
+            line.push_str(&format!(", {} failed: {}", f.release, f.error));
+        } else if let Some(e) = &s.last_error {
+            line.push_str(&format!(", last error: {e}"));
+        }
+        println!("{line}");
+    }
+    Ok(0)
+}
+
+fn cmd_history(config: &Path, app: Option<&str>, json: bool) -> Res {
+    let cfg = load_config(config)?;
+    let events = hoist::state::read_history(&cfg.state_dir).map_err(|e| fail(1, e.to_string()))?;
+    let events: Vec<_> = events
+        .into_iter()
+        .filter(|e| app.is_none() || e.app.as_deref() == app)
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&events).unwrap_or_default());
+        return Ok(0);
+    }
+    for e in &events {
+        let mut line = format!("{} {:<8}", e.at, e.event);
+        if let Some(a) = &e.app {
+            line.push_str(&format!(" {a}"));
+        }
+        if let Some(r) = &e.release {
+            line.push_str(&format!(" {r}"));
+        }
+        if let Some(f) = &e.from {
+            line.push_str(&format!(" (from {f})"));
+        }
+        if let Some(c) = &e.commit {
+            line.push_str(&format!(" commit {}", &c[..c.len().min(12)]));
+        }
+        if let Some(s) = e.seconds {
+            line.push_str(&format!(" in {s:.1}s"));
+        }
+        if let Some(m) = &e.message {
+            line.push_str(&format!(": {m}"));
+        }
+        println!("{line}");
+    }
+    Ok(0)
+}
+
+fn cmd_check(config: &Path, dir: Option<PathBuf>) -> Res {
+    let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+    // The manifest folder comes from the host config when one is readable,
+    // else the default `apps`.
+    let apps_path = HostConfig::load(config)
+        .map(|c| c.apps_path().to_string())
+        .unwrap_or_else(|_| "apps".to_string());
+    let folder = dir.join(&apps_path);
+    if !folder.is_dir() {
+        return Err(fail(1, format!("{} has no manifest folder {apps_path}/", dir.display())));
+    }
+    match load_manifests_from_dir(&folder, Path::new(&apps_path)) {
+        Ok(apps) => {
+            println!("{} valid: {} app(s): {}", dir.display(), apps.len(),
+                apps.keys().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+            Ok(0)
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{} invalid: {} error(s)", dir.display(), errors.len());
+            Ok(1)
+        }
+    }
 }

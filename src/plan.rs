@@ -416,6 +416,7 @@ mod tests {
             release.into(),
             KnownRelease {
                 sha256: sha.into(),
+                used: 1,
                 manifest: Some(m.clone()),
             },
         );
@@ -512,7 +513,7 @@ mod tests {
         let m1 = manifest("v1", A, "");
         let m2 = manifest("v2", B, "");
         let mut st = running("v2", B, &m2);
-        st.releases.insert("v1".into(), KnownRelease { sha256: A.into(), manifest: Some(m1.clone()) });
+        st.releases.insert("v1".into(), KnownRelease { sha256: A.into(), used: 0, manifest: Some(m1.clone()) });
         let w = World::new(apps(&[("web", m1)])).with("web", st);
         match w.one("c3").decision {
             Decision::Deploy { reuse, from, .. } => {
@@ -528,7 +529,7 @@ mod tests {
         let m1 = manifest("v1", A, "");
         let m2 = manifest("v2", B, "");
         let mut st = running("v2", B, &m2);
-        st.releases.insert("v1".into(), KnownRelease { sha256: A.into(), manifest: None });
+        st.releases.insert("v1".into(), KnownRelease { sha256: A.into(), used: 0, manifest: None });
         let mut w = World::new(apps(&[("web", m1)])).with("web", st);
         w.disk.get_mut("web").unwrap().remove("v1");
         match w.one("c3").decision {
@@ -605,7 +606,7 @@ mod tests {
             desired_sha256: Some(B.into()),
             at: "t".into(),
         });
-        st.releases.insert("v2".into(), KnownRelease { sha256: B.into(), manifest: Some(m2.clone()) });
+        st.releases.insert("v2".into(), KnownRelease { sha256: B.into(), used: 0, manifest: Some(m2.clone()) });
         let w = World::new(apps(&[("web", m2)])).with("web", st.clone());
         let p = w.one("c9");
         assert!(matches!(p.decision, Decision::Pinned { .. }));

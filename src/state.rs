@@ -23,6 +23,9 @@ pub struct State {
     pub last_commit: Option<String>,
     #[serde(default)]
     pub apps: BTreeMap<String, AppState>,
+    /// A counter for `KnownRelease::used`.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -73,6 +76,10 @@ pub struct AppState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KnownRelease {
     pub sha256: String,
+    /// Larger is more recent: bumped when the release is unpacked or goes
+    /// live, so pruning removes the least recently used first.
+    #[serde(default)]
+    pub used: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<Manifest>,
 }
@@ -160,6 +167,11 @@ impl State {
         })?;
         crate::fsutil::write_atomic(&path, &bytes)
             .map_err(|source| StateError::Write { path, source })
+    }
+
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
     }
 
     pub fn app_mut(&mut self, app: &str) -> &mut AppState {
@@ -272,6 +284,7 @@ mod tests {
             "v1".into(),
             KnownRelease {
                 sha256: "ab".into(),
+                used: 1,
                 manifest: None,
             },
         );

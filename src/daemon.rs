@@ -1,0 +1,283 @@
+//! The loop around the pipeline: poll on a timer (with jitter) or when a
+//! webhook, `hoist trigger` or a control request asks; apply; report; serve
+//! the HTTP listener; answer signals; talk to systemd.
+//!
+//! A pass is never cancelled in the middle of a step: SIGTERM sets a flag
+//! that the engine checks between apps, and the loop exits once the pass
+//! returns. Local commands (`retry`, `rollback`, `trigger`) reach a running
+//! daemon through a Unix socket in `state_dir`, because the daemon holds the
+//! state lock and is the only process allowed to act.
+
+use crate::config::HostConfig;
+use crate::engine::Engine;
+use crate::http::{Health, HttpState};
+use crate::metrics::Metrics;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::{error, info, warn};
+
+/// A request from a local command to the running daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    Trigger,
+    Retry { app: String },
+    Rollback { app: String, to: Option<String> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    pub message: String,
+}
+
+pub fn control_socket(state_dir: &Path) -> PathBuf {
+    state_dir.join("control.sock")
+}
+
+/// Sends a request to the daemon that holds the lock on `state_dir`.
+pub async fn send(state_dir: &Path, req: &Request) -> Result<Reply, String> {
+    let path = control_socket(state_dir);
+    let mut s = UnixStream::connect(&path)
+        .await
+        .map_err(|e| format!("cannot reach the running hoist at {}: {e}", path.display()))?;
+    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    s.write_all(&line).await.map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(s);
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(600), reader.read_line(&mut answer))
+        .await
+        .map_err(|_| "the running hoist did not answer in time".to_string())?
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str(&answer).map_err(|_| "the running hoist gave an unreadable answer".into())
+}
+
+type Envelope = (Request, oneshot::Sender<Reply>);
+
+async fn serve_control(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut reader = BufReader::new(r);
+            let mut line = String::new();
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let reply = match serde_json::from_str::<Request>(&line) {
+                Ok(req) => {
+                    let (otx, orx) = oneshot::channel();
+                    if tx.send((req, otx)).await.is_err() {
+                        Reply { ok: false, message: "hoist is shutting down".into() }
+                    } else {
+                        orx.await.unwrap_or(Reply { ok: false, message: "hoist is shutting down".into() })
+                    }
+                }
+                Err(_) => Reply { ok: false, message: "unknown request".into() },
+            };
+            let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+            out.push(b'\n');
+            let _ = w.write_all(&out).await;
+        });
+    }
+}
+
+fn sd_notify(state: &[sd_notify::NotifyState<'_>]) {
+    let _ = sd_notify::notify(state);
+}
+
+fn read_webhook_secret(cfg: &HostConfig) -> Option<String> {
+    let p = cfg.webhook_secret_file.as_ref()?;
+    match std::fs::read_to_string(p) {
+        Ok(s) => Some(s.trim().to_string()),
+        Err(e) => {
+            warn!("cannot read webhook_secret_file {}: {e}; webhooks are refused", p.display());
+            None
+        }
+    }
+}
+
+fn next_delay(cfg: &HostConfig) -> Duration {
+    let jitter = cfg.repo.jitter.0;
+    let extra = if jitter.is_zero() {
+        Duration::ZERO
+    } else {
+        jitter.mul_f64(rand::random::<f64>())
+    };
+    cfg.repo.poll_interval.0 + extra
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. The caller holds the state lock.
+pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::new());
+    let mut engine = Engine::new(cfg.clone(), metrics.clone()).map_err(|e| e.to_string())?;
+    engine.recover().await.map_err(|e| e.to_string())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    engine.stop = stop.clone();
+
+    let max_silence = (cfg.repo.poll_interval.0 + cfg.repo.jitter.0) * 3 + Duration::from_secs(300);
+    let health = Arc::new(Health::new(max_silence));
+    let trigger = Arc::new(Notify::new());
+    let secret = Arc::new(std::sync::RwLock::new(read_webhook_secret(&cfg)));
+    let shutdown = Arc::new(Notify::new());
+
+    if !cfg.listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {} (key listen): {e}", cfg.listen))?;
+        let state = HttpState {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            webhook_secret: secret.clone(),
+            trigger: trigger.clone(),
+        };
+        let sd = shutdown.clone();
+        tokio::spawn(async move {
+            let fut = async move { sd.notified().await };
+            if let Err(e) = crate::http::serve(listener, state, fut).await {
+                error!("the HTTP listener stopped: {e}");
+            }
+        });
+        info!("listening on {}", cfg.listen);
+    }
+
+    let sock = control_socket(&cfg.state_dir);
+    let _ = std::fs::remove_file(&sock);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Envelope>(16);
+    match UnixListener::bind(&sock) {
+        Ok(l) => {
+            tokio::spawn(serve_control(l, ctl_tx));
+        }
+        Err(e) => warn!("cannot open the control socket {}: {e}", sock.display()),
+    }
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    {
+        let stop = stop.clone();
+        let wake = trigger.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = sigint.recv() => {}
+            }
+            info!("stopping after the current step");
+            stop.store(true, Ordering::SeqCst);
+            wake.notify_one();
+        });
+    }
+
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    sd_notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("started")]);
+    info!(host = %engine.host, branch = %cfg.repo.branch, repo = %engine.source.shown_url(), "hoist is running");
+
+    let mut cfg = cfg;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match engine.pass().await {
+            Ok(r) => {
+                health.record_poll(true, None);
+                let status = match (&r.invalid, r.converged) {
+                    (Some(e), _) => format!("commit {} is invalid: {e}", short(&r.commit)),
+                    (None, true) => format!("converged on {}", short(&r.commit)),
+                    (None, false) => format!("not converged on {}", short(&r.commit)),
+                };
+                sd_notify(&[sd_notify::NotifyState::Status(&status)]);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                warn!("poll failed: {msg}");
+                health.record_poll(false, Some(msg.clone()));
+                sd_notify(&[sd_notify::NotifyState::Status(&format!("poll failed: {msg}"))]);
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let delay = next_delay(&cfg);
+        let wait_until = tokio::time::Instant::now() + delay;
+        loop {
+            let tick = watchdog.unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                _ = tokio::time::sleep_until(wait_until) => break,
+                _ = trigger.notified() => break,
+                _ = tokio::time::sleep(tick) => {
+                    sd_notify(&[sd_notify::NotifyState::Watchdog]);
+                    continue;
+                }
+                _ = sighup.recv() => {
+                    sd_notify(&[sd_notify::NotifyState::Reloading]);
+                    match reload(&config_path, &cfg) {
+                        Ok(new_cfg) => {
+                            match Engine::new(new_cfg.clone(), metrics.clone()) {
+                                Ok(mut e) => {
+                                    e.stop = stop.clone();
+                                    engine = e;
+                                    *secret.write().unwrap_or_else(|p| p.into_inner()) = read_webhook_secret(&new_cfg);
+                                    cfg = new_cfg;
+                                    info!("reloaded {}", config_path.display());
+                                }
+                                Err(e) => error!("keeping the old config: {e}"),
+                            }
+                        }
+                        Err(e) => error!("keeping the old config: {e}"),
+                    }
+                    sd_notify(&[sd_notify::NotifyState::Ready]);
+                    break;
+                }
+                Some((req, reply)) = ctl_rx.recv() => {
+                    let r = handle(&mut engine, req).await;
+                    let _ = reply.send(r);
+                    break;
+                }
+            }
+        }
+    }
+    sd_notify(&[sd_notify::NotifyState::Stopping]);
+    engine.reporter.flush(Duration::from_secs(5)).await;
+    shutdown.notify_waiters();
+    let _ = std::fs::remove_file(&sock);
+    info!("stopped");
+    Ok(())
+}
+
+fn short(c: &Option<String>) -> String {
+    c.as_deref().map(|c| c[..c.len().min(12)].to_string()).unwrap_or_default()
+}
+
+fn reload(path: &Path, old: &HostConfig) -> Result<HostConfig, String> {
+    let new = HostConfig::load(path).map_err(|e| e.to_string())?;
+    if new.state_dir != old.state_dir {
+        return Err("state_dir cannot change while hoist runs; restart it".into());
+    }
+    if new.listen != old.listen {
+        warn!("a new listen address takes effect on restart");
+    }
+    Ok(new)
+}
+
+async fn handle(engine: &mut Engine, req: Request) -> Reply {
+    let r = match req {
+        Request::Trigger => Ok("polling now".to_string()),
+        Request::Retry { app } => engine.retry(&app),
+        Request::Rollback { app, to } => engine.rollback(&app, to.as_deref()).await,
+    };
+    match r {
+        Ok(message) => Reply { ok: true, message },
+        Err(message) => Reply { ok: false, message },
+    }
+}

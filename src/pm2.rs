@@ -1,0 +1,338 @@
+//! The process manager seam: pm2, driven through its CLI, and the health
+//! gate that decides whether a release may stay live.
+//!
+//! hoist writes one ecosystem file per app (`<state_dir>/pm2/<app>.json`)
+//! whose every process has `cwd` set to `<root>/<app>/current` — the symlink,
+//! never the resolved release — so pm2 always starts what `current` points at,
+//! and a reload after a swap picks up the new release. `startOrReload
+//! --update-env` then gives cluster-mode apps pm2's zero-downtime reload.
+
+use crate::config::{Health, Manifest};
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Pm2Error {
+    #[error("cannot run pm2 ({command}): {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("pm2 {args} failed: {message}")]
+    Failed { args: String, message: String },
+    #[error("pm2 {args} did not finish within {secs}s")]
+    Timeout { args: String, secs: u64 },
+    #[error("cannot write the ecosystem file {path}: {source}")]
+    Ecosystem {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pm2 jlist gave output that is not JSON")]
+    BadJson,
+}
+
+/// A pm2 process as `pm2 jlist` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proc {
+    pub name: String,
+    pub pm_id: i64,
+    pub status: String,
+    pub restarts: i64,
+    pub cwd: String,
+    pub hoist_app: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pm2 {
+    command: String,
+    home: Option<PathBuf>,
+    ecosystem_dir: PathBuf,
+}
+
+const PM2_TIMEOUT: Duration = Duration::from_secs(180);
+
+impl Pm2 {
+    pub fn new(command: &str, home: Option<PathBuf>, state_dir: &Path) -> Pm2 {
+        Pm2 {
+            command: command.to_string(),
+            home,
+            ecosystem_dir: state_dir.join("pm2"),
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Result<String, Pm2Error> {
+        let mut cmd = Command::new(&self.command);
+        cmd.args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .env("PM2_DISCRETE_MODE", "true");
+        if let Some(h) = &self.home {
+            cmd.env("PM2_HOME", h);
+        }
+        let shown = args.join(" ");
+        let out = tokio::time::timeout(PM2_TIMEOUT, cmd.output())
+            .await
+            .map_err(|_| Pm2Error::Timeout {
+                args: shown.clone(),
+                secs: PM2_TIMEOUT.as_secs(),
+            })?
+            .map_err(|source| Pm2Error::Spawn {
+                command: self.command.clone(),
+                source,
+            })?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let text = if stderr.trim().is_empty() { &stdout } else { stderr.as_ref() };
+            return Err(Pm2Error::Failed {
+                args: shown,
+                message: last_lines(text, 3),
+            });
+        }
+        Ok(stdout)
+    }
+
+    /// The ecosystem for one app: the manifest's process definitions with
+    /// `cwd` set to the app's `current` link and hoist's own variables added.
+    pub fn ecosystem(app: &str, current: &Path, release: &str, manifest: &Manifest) -> Value {
+        let apps: Vec<Value> = manifest
+            .pm2
+            .iter()
+            .map(|p| {
+                let mut obj: Map<String, Value> = p.as_object().cloned().unwrap_or_default();
+                obj.insert("cwd".into(), json!(current.to_string_lossy()));
+                let mut env = match obj.remove("env") {
+                    Some(Value::Object(m)) => m,
+                    _ => Map::new(),
+                };
+                env.insert("HOIST_APP".into(), json!(app));
+                env.insert("HOIST_RELEASE".into(), json!(release));
+                obj.insert("env".into(), Value::Object(env));
+                Value::Object(obj)
+            })
+            .collect();
+        json!({ "apps": apps })
+    }
+
+    /// Starts or reloads the app's processes from a freshly written ecosystem.
+    pub async fn start_or_reload(
+        &self,
+        app: &str,
+        current: &Path,
+        release: &str,
+        manifest: &Manifest,
+    ) -> Result<(), Pm2Error> {
+        std::fs::create_dir_all(&self.ecosystem_dir).map_err(|source| Pm2Error::Ecosystem {
+            path: self.ecosystem_dir.clone(),
+            source,
+        })?;
+        let path = self.ecosystem_dir.join(format!("{app}.json"));
+        let eco = Pm2::ecosystem(app, current, release, manifest);
+        let bytes = serde_json::to_vec_pretty(&eco).unwrap_or_default();
+        crate::fsutil::write_atomic(&path, &bytes)
+            .map_err(|source| Pm2Error::Ecosystem { path: path.clone(), source })?;
+        let p = path.to_string_lossy().into_owned();
+        self.run(&["startOrReload", &p, "--update-env"]).await?;
+        Ok(())
+    }
+
+    /// Deletes processes by name; names pm2 does not know are not an error.
+    pub async fn delete(&self, names: &[String]) -> Result<(), Pm2Error> {
+        let running = self.jlist().await?;
+        for n in names {
+            if running.iter().any(|p| &p.name == n) {
+                self.run(&["delete", n]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn jlist(&self) -> Result<Vec<Proc>, Pm2Error> {
+        let out = self.run(&["jlist"]).await?;
+        parse_jlist(&out)
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..].join(" / ")
+}
+
+/// Parses `pm2 jlist`, which may print warnings before the JSON array.
+pub fn parse_jlist(out: &str) -> Result<Vec<Proc>, Pm2Error> {
+    // The array is printed on one line, after any "[PM2] ..." notices.
+    let line = out
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with("[{") || *l == "[]")
+        .ok_or(Pm2Error::BadJson)?;
+    let v: Value = serde_json::from_str(line).map_err(|_| Pm2Error::BadJson)?;
+    let arr = v.as_array().ok_or(Pm2Error::BadJson)?;
+    Ok(arr
+        .iter()
+        .map(|p| {
+            let env = p.get("pm2_env").cloned().unwrap_or(Value::Null);
+            let hoist_app = env
+                .get("HOIST_APP")
+                .or_else(|| env.get("env").and_then(|e| e.get("HOIST_APP")))
+                .and_then(|v| v.as_str())
+                .map(String::from);
+            Proc {
+                name: p.get("name").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+                pm_id: p.get("pm_id").and_then(|v| v.as_i64()).unwrap_or(-1),
+                status: env.get("status").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+                restarts: env.get("restart_time").and_then(|v| v.as_i64()).unwrap_or(0),
+                cwd: env.get("pm_cwd").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+                hoist_app,
+            }
+        })
+        .collect())
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum HealthError {
+    #[error("process {0} is {1}")]
+    Down(String, String),
+    #[error("process {0} is not running")]
+    Missing(String),
+    #[error("processes kept restarting ({0} restarts)")]
+    Restarting(i64),
+    #[error("{url} answered {status}")]
+    HttpStatus { url: String, status: u16 },
+    #[error("{url} did not answer: {message}")]
+    HttpDown { url: String, message: String },
+    #[error("not healthy within {0}: {1}")]
+    Timeout(String, String),
+    #[error("{0}")]
+    Pm2(String),
+}
+
+/// Waits until every process of the app is `online` and has not restarted
+/// for `stable_for`, and `health.http` answers 2xx, all within `timeout`.
+/// A process pm2 gave up on (`errored`, `stopped`) fails at once.
+pub async fn health_gate(pm2: &Pm2, names: &[String], health: &Health) -> Result<(), HealthError> {
+    let start = Instant::now();
+    let deadline = start + health.timeout.0;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .map_err(|e| HealthError::Pm2(e.to_string()))?;
+    let mut baseline: Option<Vec<(i64, i64)>> = None;
+    let mut window_start = Instant::now();
+    let mut last_problem: HealthError = HealthError::Missing(names.join(", "));
+    let mut total_restarts = 0i64;
+    loop {
+        let procs = pm2.jlist().await.map_err(|e| HealthError::Pm2(e.to_string()))?;
+        let mine: Vec<&Proc> = procs.iter().filter(|p| names.contains(&p.name)).collect();
+        let mut problem: Option<HealthError> = None;
+        for n in names {
+            if !mine.iter().any(|p| &p.name == n) {
+                problem = Some(HealthError::Missing(n.clone()));
+            }
+        }
+        for p in &mine {
+            match p.status.as_str() {
+                "online" => {}
+                "errored" | "stopped" => {
+                    return Err(HealthError::Down(p.name.clone(), p.status.clone()));
+                }
+                other => problem = Some(HealthError::Down(p.name.clone(), other.to_string())),
+            }
+        }
+        let mut now_counts: Vec<(i64, i64)> = mine.iter().map(|p| (p.pm_id, p.restarts)).collect();
+        now_counts.sort();
+        match &baseline {
+            Some(b) if *b != now_counts => {
+                let before: i64 = b.iter().map(|x| x.1).sum();
+                let after: i64 = now_counts.iter().map(|x| x.1).sum();
+                total_restarts += (after - before).max(0);
+                window_start = Instant::now();
+                baseline = Some(now_counts);
+                problem.get_or_insert(HealthError::Restarting(total_restarts));
+            }
+            None => baseline = Some(now_counts),
+            _ => {}
+        }
+        if problem.is_some() {
+            window_start = Instant::now();
+        }
+        if problem.is_none() && window_start.elapsed() >= health.stable_for.0 {
+            match &health.http {
+                None => return Ok(()),
+                Some(url) => match client.get(url).send().await {
+                    Ok(r) if r.status().is_success() => return Ok(()),
+                    Ok(r) => {
+                        problem = Some(HealthError::HttpStatus {
+                            url: url.clone(),
+                            status: r.status().as_u16(),
+                        })
+                    }
+                    Err(e) => {
+                        problem = Some(HealthError::HttpDown {
+                            url: url.clone(),
+                            message: short_reqwest(&e),
+                        })
+                    }
+                },
+            }
+        }
+        if let Some(p) = problem {
+            last_problem = p;
+        }
+        if Instant::now() >= deadline {
+            return Err(HealthError::Timeout(
+                crate::config::Dur(health.timeout.0).to_string(),
+                last_problem.to_string(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn short_reqwest(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "connection refused".into()
+    } else {
+        e.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_manifest;
+
+    #[test]
+    fn ecosystem_uses_the_current_link_and_keeps_settings() {
+        let text = "release: v1\nartifact:\n  url: file:///x\n  sha256: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\npm2:\n  - name: web\n    script: server.js\n    instances: 2\n    exec_mode: cluster\n    env: { PORT: \"3000\" }\n";
+        let (_, m) = parse_manifest(Path::new("apps/web.yaml"), text).unwrap();
+        let eco = Pm2::ecosystem("web", Path::new("/srv/hoist/web/current"), "v1", &m);
+        let p = &eco["apps"][0];
+        assert_eq!(p["cwd"], "/srv/hoist/web/current");
+        assert_eq!(p["script"], "server.js");
+        assert_eq!(p["instances"], 2);
+        assert_eq!(p["exec_mode"], "cluster");
+        assert_eq!(p["env"]["PORT"], "3000");
+        assert_eq!(p["env"]["HOIST_APP"], "web");
+        assert_eq!(p["env"]["HOIST_RELEASE"], "v1");
+    }
+
+    #[test]
+    fn jlist_parsing_tolerates_noise() {
+        let out = "[PM2] some warning\n[{\"name\":\"web\",\"pm_id\":0,\"pm2_env\":{\"status\":\"online\",\"restart_time\":3,\"pm_cwd\":\"/srv/web/current\",\"HOIST_APP\":\"web\"}}]\n";
+        let p = parse_jlist(out).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].restarts, 3);
+        assert_eq!(p[0].cwd, "/srv/web/current");
+        assert_eq!(p[0].hoist_app.as_deref(), Some("web"));
+        assert!(parse_jlist("garbage").is_err());
+        assert_eq!(parse_jlist("[]").unwrap(), vec![]);
+    }
+}
