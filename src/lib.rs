@@ -3,12 +3,20 @@
 //! The library holds every stage of the pipeline; `main.rs` only parses the
 //! command line and maps errors to exit codes. See docs/architecture.md.
 
+pub mod artifact;
 pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod engine;
 pub mod fsutil;
+pub mod http;
+pub mod lock;
+pub mod metrics;
 pub mod plan;
 pub mod pm2;
+pub mod publish;
 pub mod redact;
 pub mod release;
-pub mod source;
 pub mod report;
+pub mod source;
 pub mod state;

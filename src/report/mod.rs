@@ -1,18 +1,349 @@
-//! Placeholder until the status providers land.
-use serde::{Deserialize, Serialize};
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+//! Commit statuses: telling the forge what happened to each commit (SPEC §4).
+//!
+//! This module owns the *values* every forge shares (a [`Status`], its
+//! [`State`], the context template and the 140-character description rule)
+//! and the one seam between hoist and a forge, the [`Provider`] trait. Each
+//! forge speaks its own dialect in its own file (`github.rs`, `gitea.rs`,
+//! `gitlab.rs`, `file.rs`); `forge.rs` holds the HTTP plumbing they share
+//! (client, URL checks, how an answer maps to "done / retry / give up").
+//!
+//! Deploys must never wait on a forge, so nothing here is called inline by the
+//! pipeline: the pipeline hands statuses to a [`Reporter`] (`reporter.rs`), a
+//! background task that retries, honours `Retry-After`, lets a newer status
+//! supersede an older one and never posts the same state twice.
+//!
+//! Secrets: a provider holds the forge token, so every type that holds one
+//! implements `Debug` by hand, and every error message is built from values
+//! that cannot contain it (URLs are refused when they carry credentials, and
+//! forge answers are scrubbed of the token before they are quoted).
+
+mod file;
+mod forge;
+mod gitea;
+mod github;
+mod gitlab;
+mod reporter;
+
+#[cfg(test)]
+mod fake_forge;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+pub use reporter::Reporter;
+
+/// The state of a commit on one server, as SPEC §4 names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
+    /// The server has started to apply the commit.
     Pending,
+    /// Every targeted app runs the commit's release and is healthy.
     Success,
+    /// An app failed to deploy or its health gate, and was rolled back.
     Failure,
+    /// The commit cannot be applied at all (invalid manifest, bad signature…).
     Error,
 }
+
+impl State {
+    /// The lowercase name GitHub and Gitea use, and hoist's own files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Success => "success",
+            State::Failure => "failure",
+            State::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One commit status, ready to post.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// The full commit id the status is about.
+    pub sha: String,
+    pub state: State,
+    /// The rendered context, e.g. `hoist/production/web-1`.
+    pub context: String,
+    /// Human-readable, at most 140 characters (see [`truncate_description`]).
+    pub description: String,
+}
+
+/// Which forge (or sink) statuses go to: the `status.provider` key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProviderKind {
+    Github,
+    Gitea,
+    Gitlab,
+    File,
+    None,
+}
+
+impl ProviderKind {
+    /// The name used in the config file and in messages.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProviderKind::Github => "github",
+            ProviderKind::Gitea => "gitea",
+            ProviderKind::Gitlab => "gitlab",
+            ProviderKind::File => "file",
+            ProviderKind::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything a provider needs, already resolved by the config layer (the
+/// token has been read from `status.token_file`).
+///
+/// `Debug` is written by hand so that the token never shows.
+#[derive(Clone)]
+pub struct ProviderSettings {
+    pub kind: ProviderKind,
+    /// github: defaults to `https://api.github.com`; gitea/gitlab: required.
+    pub api_url: Option<String>,
+    /// `owner/name`; GitLab: numeric project id or `group/project`.
+    pub repository: Option<String>,
+    /// The forge token (contents of `status.token_file`).
+    pub token: Option<String>,
+    /// provider `file`: the JSON-lines file to append to.
+    pub path: Option<PathBuf>,
+    /// Plain `http://` api_url is refused unless true.
+    pub allow_http: bool,
+    /// Extra PEM CA certificates trusted for https.
+    pub ca_file: Option<PathBuf>,
+    /// Optional link shown next to the status.
+    pub target_url: Option<String>,
+}
+
+impl fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("kind", &self.kind)
+            .field("api_url", &self.api_url)
+            .field("repository", &self.repository)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("path", &self.path)
+            .field("allow_http", &self.allow_http)
+            .field("ca_file", &self.ca_file)
+            .field("target_url", &self.target_url)
+            .finish()
+    }
+}
+
+/// A problem with the `status:` settings, found when the provider is built.
+/// Each message is one sentence naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A key is missing or holds a value hoist cannot use.
+    #[error("{0}")]
+    Config(String),
+    /// `ca_file` could not be read or holds no usable certificate.
+    #[error("cannot use ca_file {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
+    /// The HTTP client could not be built (TLS setup).
+    #[error("cannot set up the HTTPS client for provider {provider}: {source}")]
+    Client {
+        provider: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// Why one attempt to post a status did not succeed, and what to do next.
+///
+/// Messages never contain the token: providers build them from the redacted
+/// URL, the HTTP status and a scrubbed excerpt of the forge's answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostError {
+    /// Worth trying again (network, 5xx, 408, 429, rate limits), after
+    /// `retry_after` when the forge said so.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Trying again cannot help (bad token, unknown repository, rejected
+    /// request): log it and give up on this status.
+    #[error("{message}")]
+    Permanent { message: String },
+}
+
+impl PostError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PostError::Transient { .. })
+    }
+}
+
+/// The seam between hoist and a forge: post one status, once.
+///
+/// Retrying, deduplication and ordering are the [`Reporter`]'s job; a
+/// provider makes exactly one attempt and says, through [`PostError`],
+/// whether another could succeed.
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// The provider's name, for logs (`github`, `gitea`, …).
+    fn name(&self) -> &'static str;
+
+    /// Make one attempt to post `status`.
+    fn post<'a>(&'a self, status: &'a Status) -> BoxFuture<'a, Result<(), PostError>>;
+}
+
+/// Build the provider `status:` asks for, checking every key it needs.
+pub fn build_provider(s: &ProviderSettings) -> Result<Arc<dyn Provider>, ReportError> {
+    Ok(match s.kind {
+        ProviderKind::Github => Arc::new(github::Github::new(s)?),
+        ProviderKind::Gitea => Arc::new(gitea::Gitea::new(s)?),
+        ProviderKind::Gitlab => Arc::new(gitlab::Gitlab::new(s)?),
+        ProviderKind::File => Arc::new(file::FileProvider::new(s)?),
+        ProviderKind::None => Arc::new(NoneProvider),
+    })
+}
+
+/// `provider: none`: statuses are accepted and dropped.
+#[derive(Debug)]
+struct NoneProvider;
+
+impl Provider for NoneProvider {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
+    fn post<'a>(&'a self, _status: &'a Status) -> BoxFuture<'a, Result<(), PostError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Render the `status.context` template.
+///
+/// `{environment}`, `{host}` and `{app}` are replaced; with `app` `None` a
+/// `{app}` in the template becomes the empty string (asking for per-app
+/// contexts without an app is a caller bug, not a user error). Anything else
+/// in braces is left as written.
+pub fn render_context(template: &str, environment: &str, host: &str, app: Option<&str>) -> String {
+    template
+        .replace("{environment}", environment)
+        .replace("{host}", host)
+        .replace("{app}", app.unwrap_or(""))
+}
+
+/// The longest description forges accept (GitHub's limit; the others follow).
+pub const MAX_DESCRIPTION_CHARS: usize = 140;
+
+/// Cut `s` to at most 140 characters (not bytes), ending with `…` when cut.
 pub fn truncate_description(s: &str) -> String {
-    if s.chars().count() <= 140 {
+    if s.chars().count() <= MAX_DESCRIPTION_CHARS {
         return s.to_string();
     }
-    let mut out: String = s.chars().take(139).collect();
+    let mut out: String = s.chars().take(MAX_DESCRIPTION_CHARS - 1).collect();
     out.push('…');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_template_replaces_every_placeholder() {
+        assert_eq!(
+            render_context("hoist/{environment}/{host}", "production", "web-1", None),
+            "hoist/production/web-1"
+        );
+        assert_eq!(
+            render_context(
+                "hoist/{environment}/{host}/{app}",
+                "staging",
+                "web-2",
+                Some("api")
+            ),
+            "hoist/staging/web-2/api"
+        );
+        assert_eq!(
+            render_context("{host}-{app}", "e", "h", None),
+            "h-",
+            "a missing app renders as empty"
+        );
+        assert_eq!(
+            render_context("hoist/{other}", "e", "h", None),
+            "hoist/{other}"
+        );
+    }
+
+    #[test]
+    fn description_is_cut_at_140_chars_not_bytes() {
+        let short = "web 2026.11.27-3 live in 4.2s; api unchanged";
+        assert_eq!(truncate_description(short), short);
+
+        let exact: String = "é".repeat(140);
+        assert_eq!(truncate_description(&exact), exact);
+
+        let long: String = "é".repeat(141);
+        let cut = truncate_description(&long);
+        assert_eq!(cut.chars().count(), 140);
+        assert!(cut.ends_with('…'));
+        assert!(cut.starts_with("ééé"));
+    }
+
+    #[test]
+    fn states_serialize_lowercase() {
+        let s = Status {
+            sha: "a".repeat(40),
+            state: State::Failure,
+            context: "c".into(),
+            description: "d".into(),
+        };
+        let json = serde_json::to_string(&s).expect("serialize");
+        assert!(json.contains(r#""state":"failure""#), "{json}");
+        let back: Status = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn settings_debug_hides_the_token() {
+        let s = ProviderSettings {
+            kind: ProviderKind::Github,
+            api_url: None,
+            repository: Some("acme/deploy".into()),
+            token: Some("ghp_supersecret".into()),
+            path: None,
+            allow_http: false,
+            ca_file: None,
+            target_url: None,
+        };
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("supersecret"), "{dbg}");
+        assert!(dbg.contains("<redacted>"));
+    }
+
+    #[test]
+    fn none_provider_accepts_everything() {
+        let s = ProviderSettings {
+            kind: ProviderKind::None,
+            api_url: None,
+            repository: None,
+            token: None,
+            path: None,
+            allow_http: false,
+            ca_file: None,
+            target_url: None,
+        };
+        let p = build_provider(&s).expect("none needs nothing");
+        assert_eq!(p.name(), "none");
+    }
 }

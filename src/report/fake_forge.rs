@@ -1,0 +1,340 @@
+//! A fake forge for tests: GitHub's, Gitea's or GitLab's commit-status
+//! endpoint on 127.0.0.1, as strict as the real one.
+//!
+//! No forge can run here, so this is the one place hoist tests against a
+//! fake (STYLE.md). To be worth anything it refuses whatever the real forge
+//! refuses: a wrong path or method, a missing or wrong auth header, a body
+//! that is not JSON, unknown or missing fields, state names the forge does
+//! not know, descriptions over 140 characters, and (GitLab) a transition to
+//! the state a status already has. Tests can script answers (429 with
+//! `Retry-After`, 5xx) that are returned, in order, to requests that are
+//! otherwise valid, and read back every attempt and every accepted status.
+//! The server stops when the [`FakeForge`] is dropped.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{ProviderKind, ProviderSettings};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    Github,
+    Gitea,
+    Gitlab,
+}
+
+/// One scripted answer.
+#[derive(Clone, Debug)]
+pub(crate) struct Scripted {
+    code: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Scripted {
+    pub(crate) fn status(code: u16) -> Scripted {
+        Scripted {
+            code,
+            headers: Vec::new(),
+            body: r#"{"message":"scripted"}"#.into(),
+        }
+    }
+
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Scripted {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// A status the fake accepted.
+#[derive(Clone, Debug)]
+pub(crate) struct Accepted {
+    pub(crate) at: Instant,
+    pub(crate) sha: String,
+    /// As the forge names it (`failed` on GitLab).
+    pub(crate) state: String,
+    /// `context` (GitHub, Gitea) or `name` (GitLab).
+    pub(crate) context: String,
+    pub(crate) description: String,
+    pub(crate) target_url: Option<String>,
+}
+
+struct Shared {
+    flavor: Flavor,
+    token: String,
+    /// The repository part of the path, as it must appear on the wire.
+    repo_in_path: String,
+    script: Mutex<VecDeque<Scripted>>,
+    attempts: Mutex<Vec<Instant>>,
+    accepted: Mutex<Vec<Accepted>>,
+    /// GitLab: current state per (sha, name).
+    gitlab_states: Mutex<HashMap<(String, String), String>>,
+}
+
+pub(crate) struct FakeForge {
+    /// Base URL to use as `api_url`, with a trailing slash to prove joining
+    /// copes with it.
+    pub(crate) url: String,
+    pub(crate) token: String,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl FakeForge {
+    /// GitHub/Gitea expect `acme/deploy`; GitLab expects `acme%2Fdeploy`.
+    pub(crate) async fn start(flavor: Flavor) -> FakeForge {
+        let repo_in_path = match flavor {
+            Flavor::Github | Flavor::Gitea => "acme/deploy",
+            Flavor::Gitlab => "acme%2Fdeploy",
+        };
+        let token = "fake-token-6f1c0e".to_string();
+        let shared = Arc::new(Shared {
+            flavor,
+            token: token.clone(),
+            repo_in_path: repo_in_path.into(),
+            script: Mutex::new(VecDeque::new()),
+            attempts: Mutex::new(Vec::new()),
+            accepted: Mutex::new(Vec::new()),
+            gitlab_states: Mutex::new(HashMap::new()),
+        });
+        let handler_shared = Arc::clone(&shared);
+        let app = Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let shared = Arc::clone(&handler_shared);
+                async move { handle(&shared, method, uri, headers, body) }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake forge");
+        let addr = listener.local_addr().expect("fake forge address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        FakeForge {
+            url: format!("http://{addr}/"),
+            token,
+            shared,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Answers returned, in order, to the next valid requests.
+    pub(crate) fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
+        lock(&self.shared.script).extend(answers);
+    }
+
+    /// When each request arrived, valid or not.
+    pub(crate) fn attempts(&self) -> Vec<Instant> {
+        lock(&self.shared.attempts).clone()
+    }
+
+    pub(crate) fn accepted(&self) -> Vec<Accepted> {
+        lock(&self.shared.accepted).clone()
+    }
+
+    /// Settings that point `kind` (github, gitea or gitlab, matching the
+    /// flavor) at this fake, with its token.
+    pub(crate) fn settings(&self, kind: ProviderKind) -> ProviderSettings {
+        ProviderSettings {
+            kind,
+            api_url: Some(self.url.clone()),
+            // GitLab gets the plain path: the provider must encode it.
+            repository: Some("acme/deploy".into()),
+            token: Some(self.token.clone()),
+            path: None,
+            allow_http: true,
+            ca_file: None,
+            target_url: None,
+        }
+    }
+}
+
+impl Drop for FakeForge {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn reply(code: u16, message: &str) -> Response {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        code,
+        [("content-type", "application/json")],
+        serde_json::json!({ "message": message }).to_string(),
+    )
+        .into_response()
+}
+
+/// A refusal: the HTTP status and the forge's message.
+struct Reject(u16, String);
+
+fn reject(code: u16, message: &str) -> Reject {
+    Reject(code, message.to_string())
+}
+
+fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    lock(&shared.attempts).push(Instant::now());
+    match validate(shared, &method, &uri, &headers, &body) {
+        Err(Reject(code, message)) => reply(code, &message),
+        Ok(status) => {
+            if let Some(s) = lock(&shared.script).pop_front() {
+                let mut resp = reply(s.code, &s.body);
+                for (k, v) in &s.headers {
+                    if let (Ok(k), Ok(v)) = (
+                        axum::http::HeaderName::from_bytes(k.as_bytes()),
+                        axum::http::HeaderValue::from_str(v),
+                    ) {
+                        resp.headers_mut().insert(k, v);
+                    }
+                }
+                return resp;
+            }
+            if shared.flavor == Flavor::Gitlab {
+                let key = (status.sha.clone(), status.context.clone());
+                let mut states = lock(&shared.gitlab_states);
+                if states.get(&key) == Some(&status.state) {
+                    return reply(
+                        400,
+                        &format!(
+                            "Cannot transition status via :{} from :{}",
+                            status.state, status.state
+                        ),
+                    );
+                }
+                states.insert(key, status.state.clone());
+            }
+            lock(&shared.accepted).push(status);
+            (
+                StatusCode::CREATED,
+                [("content-type", "application/json")],
+                r#"{"id":1}"#,
+            )
+                .into_response()
+        }
+    }
+}
+
+fn validate(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Accepted, Reject> {
+    let prefix = match shared.flavor {
+        Flavor::Github => format!("/repos/{}/statuses/", shared.repo_in_path),
+        Flavor::Gitea => format!("/api/v1/repos/{}/statuses/", shared.repo_in_path),
+        Flavor::Gitlab => format!("/api/v4/projects/{}/statuses/", shared.repo_in_path),
+    };
+    // The raw path: GitLab's project must arrive percent-encoded.
+    let sha = uri
+        .path()
+        .strip_prefix(&prefix)
+        .filter(|sha| sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| reject(404, "Not Found"))?;
+    if uri.query().is_some() {
+        return Err(reject(404, "Not Found"));
+    }
+    if method != Method::POST {
+        return Err(reject(405, "Method Not Allowed"));
+    }
+
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let authorized = match shared.flavor {
+        Flavor::Github => header("authorization") == Some(&format!("Bearer {}", shared.token)),
+        Flavor::Gitea => header("authorization") == Some(&format!("token {}", shared.token)),
+        Flavor::Gitlab => header("private-token") == Some(shared.token.as_str()),
+    };
+    if !authorized {
+        return Err(reject(401, "Bad credentials"));
+    }
+    if shared.flavor == Flavor::Github {
+        if header("accept") != Some("application/vnd.github+json") {
+            return Err(reject(415, "Unsupported 'Accept' header"));
+        }
+        if !header("user-agent").is_some_and(|ua| ua.starts_with("hoist/")) {
+            return Err(reject(403, "Request forbidden by administrative rules"));
+        }
+    }
+    if !header("content-type").is_some_and(|ct| ct.starts_with("application/json")) {
+        return Err(reject(415, "Unsupported Media Type"));
+    }
+
+    let json: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| reject(400, "Problems parsing JSON"))?;
+    let obj = json
+        .as_object()
+        .ok_or_else(|| reject(400, "Body should be a JSON object"))?;
+    let (context_key, states): (&str, &[&str]) = match shared.flavor {
+        Flavor::Github => ("context", &["pending", "success", "failure", "error"]),
+        Flavor::Gitea => (
+            "context",
+            &["pending", "success", "failure", "error", "warning"],
+        ),
+        Flavor::Gitlab => (
+            "name",
+            &[
+                "pending", "running", "success", "failed", "canceled", "skipped",
+            ],
+        ),
+    };
+    for key in obj.keys() {
+        if ![context_key, "state", "description", "target_url"].contains(&key.as_str()) {
+            return Err(reject(422, &format!("unknown field {key}")));
+        }
+    }
+    let string = |key: &str| obj.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    let state = string("state")
+        .filter(|s| states.contains(&s.as_str()))
+        .ok_or_else(|| reject(422, "state is missing or invalid"))?;
+    let context = string(context_key)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| reject(422, &format!("{context_key} is missing")))?;
+    let description = string("description").ok_or_else(|| reject(422, "description is missing"))?;
+    if description.chars().count() > 140 {
+        return Err(reject(
+            422,
+            "description is too long (maximum is 140 characters)",
+        ));
+    }
+    let target_url = match obj.get("target_url") {
+        None => None,
+        Some(v) => Some(
+            v.as_str()
+                .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+                .map(str::to_string)
+                .ok_or_else(|| reject(422, "target_url is invalid"))?,
+        ),
+    };
+    Ok(Accepted {
+        at: Instant::now(),
+        sha: sha.to_string(),
+        state,
+        context,
+        description,
+        target_url,
+    })
+}

@@ -1,0 +1,663 @@
+//! HTTP plumbing shared by the forge providers (GitHub, Gitea, GitLab).
+//!
+//! The three forges differ only in URL shape, auth header and body; the rest
+//! is the same and lives here so it is decided once:
+//!
+//! - which `api_url` is acceptable (https unless `allow_http`, never with
+//!   credentials in it — the token goes in `status.token_file`), and how it
+//!   is joined with a path whatever its trailing slash;
+//! - the HTTP client (timeouts, `User-Agent: hoist/<version>`, extra CAs from
+//!   `ca_file`, no redirects so the auth header never follows one elsewhere);
+//! - how a forge's answer maps to done / retry (when) / give up, which is
+//!   what the [`Reporter`](super::Reporter) acts on;
+//! - keeping the token out of every message: it is held in a [`Secret`]
+//!   whose `Debug` is redacted, header values carrying it are marked
+//!   sensitive, and any quoted forge answer is scrubbed of it.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{StatusCode, Url};
+
+use super::{PostError, ProviderSettings, ReportError, Status};
+
+/// How long one attempt may take before it counts as a network failure.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of a forge's answer quoted in an error message.
+const EXCERPT_CHARS: usize = 200;
+/// The most of a forge's answer read at all.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+/// A `Retry-After` beyond this is treated as this: the reporter gives up
+/// after about ten minutes anyway.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// A token. `Debug` never shows it.
+#[derive(Clone)]
+pub(crate) struct Secret(String);
+
+impl Secret {
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// What every forge provider holds: a client, the API base, the token.
+#[derive(Debug)]
+pub(crate) struct Forge {
+    pub(crate) provider: &'static str,
+    client: reqwest::Client,
+    /// `api_url` without its trailing slash.
+    base: String,
+    token: Secret,
+    pub(crate) target_url: Option<String>,
+}
+
+impl Forge {
+    /// Check the keys every forge needs and build the client.
+    /// `default_api_url` is GitHub's public API; the others have none.
+    pub(crate) fn new(
+        s: &ProviderSettings,
+        provider: &'static str,
+        default_api_url: Option<&str>,
+    ) -> Result<Forge, ReportError> {
+        let api_url = match (non_empty(&s.api_url), default_api_url) {
+            (Some(url), _) => url,
+            (None, Some(default)) => default,
+            (None, None) => {
+                return Err(ReportError::Config(format!(
+                    "status.api_url is required for provider {provider} (the base URL of the forge, e.g. https://git.example.com)"
+                )));
+            }
+        };
+        let base = api_base(api_url, s.allow_http, provider)?;
+        let token = match non_empty(&s.token) {
+            Some(t) => Secret(t.to_string()),
+            None => {
+                return Err(ReportError::Config(format!(
+                    "status.token_file is required for provider {provider} (a token allowed to write commit statuses)"
+                )));
+            }
+        };
+        if HeaderValue::from_str(token.expose()).is_err() {
+            return Err(ReportError::Config(
+                "status.token_file holds characters that cannot be sent in an HTTP header".into(),
+            ));
+        }
+        let target_url = match non_empty(&s.target_url) {
+            Some(t) => {
+                let ok = Url::parse(t)
+                    .map(|u| matches!(u.scheme(), "http" | "https"))
+                    .unwrap_or(false);
+                if !ok {
+                    return Err(ReportError::Config(format!(
+                        "status target_url must be an http:// or https:// URL for provider {provider}"
+                    )));
+                }
+                Some(t.to_string())
+            }
+            None => None,
+        };
+        Ok(Forge {
+            provider,
+            client: client(s, provider)?,
+            base,
+            token,
+            target_url,
+        })
+    }
+
+    /// `base` + `path`, where `path` starts with `/`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// An auth header value carrying the token, marked sensitive so that
+    /// hyper and reqwest never print it.
+    pub(crate) fn auth_value(&self, prefix: &str) -> Result<HeaderValue, PostError> {
+        let mut v =
+            HeaderValue::from_str(&format!("{prefix}{}", self.token.expose())).map_err(|_| {
+                PostError::Permanent {
+                    message: format!(
+                        "{}: the token cannot be sent in an HTTP header",
+                        self.provider
+                    ),
+                }
+            })?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Send `req` and turn the answer into done / retry / give up.
+    ///
+    /// `done_on` lets a provider accept a non-2xx answer as success (GitLab's
+    /// "cannot transition" to the state it is already in).
+    pub(crate) async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+        done_on: impl Fn(StatusCode, &str) -> bool,
+    ) -> Result<(), PostError> {
+        let what = format!("{}: POST {url}", self.provider);
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(PostError::Transient {
+                    message: format!("{what} failed: {}", describe_reqwest(&e)),
+                    retry_after: None,
+                });
+            }
+        };
+        let code = resp.status();
+        let headers = resp.headers().clone();
+        if code.is_success() {
+            return Ok(());
+        }
+        let body = read_some(resp).await;
+        if done_on(code, &body) {
+            return Ok(());
+        }
+        Err(classify(
+            code,
+            &headers,
+            &excerpt(&body, self.token.expose()),
+            &what,
+            SystemTime::now(),
+        ))
+    }
+}
+
+/// The trimmed value of an optional setting, `None` when absent or blank.
+pub(crate) fn non_empty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Validate `api_url` and return it without a trailing slash.
+fn api_base(api_url: &str, allow_http: bool, provider: &str) -> Result<String, ReportError> {
+    let url = Url::parse(api_url).map_err(|e| {
+        ReportError::Config(format!(
+            "status.api_url is not a valid URL for provider {provider}: {e}"
+        ))
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Say nothing of the URL itself: it holds the credentials.
+        return Err(ReportError::Config(format!(
+            "status.api_url must not contain credentials for provider {provider}; put the token in status.token_file"
+        )));
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http => {}
+        "http" => {
+            return Err(ReportError::Config(format!(
+                "status.api_url {url} uses plain http://, which is refused unless allow_http is true"
+            )));
+        }
+        other => {
+            return Err(ReportError::Config(format!(
+                "status.api_url must be an https:// URL for provider {provider}, not {other}://"
+            )));
+        }
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ReportError::Config(format!(
+            "status.api_url {} must not have a query or fragment",
+            redact_query(&url)
+        )));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+fn redact_query(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
+fn client(s: &ProviderSettings, provider: &'static str) -> Result<reqwest::Client, ReportError> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(!s.allow_http);
+    if let Some(path) = &s.ca_file {
+        let pem = std::fs::read(path).map_err(|e| ReportError::CaFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ReportError::CaFile {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        if certs.is_empty() {
+            return Err(ReportError::CaFile {
+                path: path.clone(),
+                reason: "no PEM certificate found in it".into(),
+            });
+        }
+        b = b.tls_certs_merge(certs);
+    }
+    b.build()
+        .map_err(|source| ReportError::Client { provider, source })
+}
+
+/// A status's sha goes into the URL path: make sure it is a commit id.
+pub(crate) fn check_sha(provider: &str, status: &Status) -> Result<(), PostError> {
+    let sha = &status.sha;
+    let ok = (7..=64).contains(&sha.len()) && sha.bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(())
+    } else {
+        Err(PostError::Permanent {
+            message: format!(
+                "{provider}: {:?} is not a commit id; status not posted",
+                excerpt(sha, "")
+            ),
+        })
+    }
+}
+
+/// Check one `owner` or `name` segment of `status.repository`.
+pub(crate) fn repo_segment_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Parse `owner/name` (GitHub, Gitea).
+pub(crate) fn owner_repo(s: &ProviderSettings, provider: &str) -> Result<String, ReportError> {
+    let Some(repo) = non_empty(&s.repository) else {
+        return Err(ReportError::Config(format!(
+            "status.repository is required for provider {provider} (owner/name)"
+        )));
+    };
+    match repo.split_once('/') {
+        Some((owner, name)) if repo_segment_ok(owner) && repo_segment_ok(name) => {
+            Ok(format!("{owner}/{name}"))
+        }
+        _ => Err(ReportError::Config(format!(
+            "status.repository {repo:?} must be owner/name for provider {provider}"
+        ))),
+    }
+}
+
+/// Read at most [`MAX_BODY_BYTES`] of an answer; errors yield what was read.
+async fn read_some(mut resp: reqwest::Response) -> String {
+    let mut buf = Vec::new();
+    while buf.len() < MAX_BODY_BYTES {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    buf.truncate(MAX_BODY_BYTES);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A short, single-line, token-free quote of a forge's answer.
+pub(crate) fn excerpt(body: &str, token: &str) -> String {
+    let scrubbed = if token.is_empty() {
+        body.to_string()
+    } else {
+        body.replace(token, "<redacted>")
+    };
+    let mut out = String::new();
+    for (count, c) in scrubbed.trim().chars().enumerate() {
+        if count == EXCERPT_CHARS {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+/// reqwest's error chain in one line (its `Display` omits the cause).
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let mut msg = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "could not connect".to_string()
+    } else {
+        "request error".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// Map a non-success answer to retry or give up (SPEC: 4xx other than 408
+/// and 429 is permanent; 5xx, 408 and 429 are retried). GitHub also signals
+/// rate limits with 403 plus `Retry-After` or `x-ratelimit-remaining: 0`;
+/// those are retried too, since giving up would drop a status for a limit
+/// that lifts by itself.
+pub(crate) fn classify(
+    code: StatusCode,
+    headers: &HeaderMap,
+    body_excerpt: &str,
+    what: &str,
+    now: SystemTime,
+) -> PostError {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let retry_after = header("retry-after").and_then(|v| parse_retry_after(v, now));
+    let mut message = format!("{what} answered {code}");
+    if !body_excerpt.is_empty() {
+        message.push_str(": ");
+        message.push_str(body_excerpt);
+    }
+
+    let rate_limited_403 = code == StatusCode::FORBIDDEN
+        && (retry_after.is_some() || header("x-ratelimit-remaining") == Some("0"));
+    if code.is_server_error()
+        || code == StatusCode::REQUEST_TIMEOUT
+        || code == StatusCode::TOO_MANY_REQUESTS
+        || rate_limited_403
+    {
+        let retry_after = retry_after.or_else(|| {
+            header("x-ratelimit-reset")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .and_then(|reset| {
+                    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
+                    Some(Duration::from_secs(reset.saturating_sub(now)).min(MAX_RETRY_AFTER))
+                })
+        });
+        return PostError::Transient {
+            message,
+            retry_after,
+        };
+    }
+    if code.is_redirection() {
+        let location = header("location")
+            .map(|l| excerpt(l, ""))
+            .unwrap_or_default();
+        message.push_str(&format!(
+            " (a redirect to {location:?}); set status.api_url to the forge's final API address"
+        ));
+    }
+    PostError::Permanent { message }
+}
+
+/// `Retry-After` is either delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let delay = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = parse_http_date(value)?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
+/// Parse an IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`, the only HTTP-date
+/// form senders may generate.
+fn parse_http_date(s: &str) -> Option<SystemTime> {
+    let rest = s.split_once(", ")?.1;
+    let mut parts = rest.split(' ');
+    let day: u64 = parts.next()?.parse().ok()?;
+    let month = match parts.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':');
+    let h: u64 = hms.next()?.parse().ok()?;
+    let m: u64 = hms.next()?.parse().ok()?;
+    let sec: u64 = hms.next()?.parse().ok()?;
+    if parts.next()? != "GMT" || parts.next().is_some() {
+        return None;
+    }
+    if !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 || year < 1970 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day as i64);
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + sec;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ProviderKind;
+
+    fn settings(api_url: &str) -> ProviderSettings {
+        ProviderSettings {
+            kind: ProviderKind::Github,
+            api_url: Some(api_url.into()),
+            repository: Some("acme/deploy".into()),
+            token: Some("tok".into()),
+            path: None,
+            allow_http: false,
+            ca_file: None,
+            target_url: None,
+        }
+    }
+
+    #[test]
+    fn api_url_trailing_slash_is_dropped() {
+        let f = Forge::new(&settings("https://ghe.example.com/api/v3/"), "github", None)
+            .expect("valid");
+        assert_eq!(
+            f.url("/repos/a/b/statuses/1"),
+            "https://ghe.example.com/api/v3/repos/a/b/statuses/1"
+        );
+        let f = Forge::new(&settings("https://api.github.com"), "github", None).expect("valid");
+        assert_eq!(f.url("/x"), "https://api.github.com/x");
+    }
+
+    #[test]
+    fn plain_http_needs_allow_http() {
+        let err = Forge::new(&settings("http://forge.local"), "gitea", None)
+            .expect_err("http refused")
+            .to_string();
+        assert!(err.contains("allow_http"), "{err}");
+        let mut s = settings("http://forge.local");
+        s.allow_http = true;
+        Forge::new(&s, "gitea", None).expect("allowed");
+    }
+
+    #[test]
+    fn credentials_in_api_url_are_refused_without_echoing_them() {
+        let err = Forge::new(&settings("https://user:hunter2@forge.local"), "gitea", None)
+            .expect_err("credentials refused")
+            .to_string();
+        assert!(err.contains("status.api_url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn missing_keys_are_named() {
+        let mut s = settings("https://x");
+        s.api_url = None;
+        let err = Forge::new(&s, "gitlab", None)
+            .expect_err("no url")
+            .to_string();
+        assert!(
+            err.starts_with("status.api_url is required for provider gitlab"),
+            "{err}"
+        );
+
+        let mut s = settings("https://x");
+        s.token = Some("  \n".into());
+        let err = Forge::new(&s, "github", None)
+            .expect_err("no token")
+            .to_string();
+        assert!(
+            err.starts_with("status.token_file is required for provider github"),
+            "{err}"
+        );
+
+        let mut s = settings("https://x");
+        s.repository = None;
+        let err = owner_repo(&s, "github").expect_err("no repo").to_string();
+        assert!(
+            err.starts_with("status.repository is required for provider github"),
+            "{err}"
+        );
+
+        s.repository = Some("just-a-name".into());
+        let err = owner_repo(&s, "gitea").expect_err("bad repo").to_string();
+        assert!(err.contains("owner/name"), "{err}");
+        s.repository = Some("a/b/c".into());
+        assert!(owner_repo(&s, "gitea").is_err());
+    }
+
+    #[test]
+    fn ca_file_errors_name_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").expect("write");
+        let mut s = settings("https://x");
+        s.ca_file = Some(path);
+        let err = Forge::new(&s, "github", None)
+            .expect_err("bad ca")
+            .to_string();
+        assert!(err.contains("ca.pem"), "{err}");
+    }
+
+    /// A self-signed CA (P-256, valid until 2126), public test data only.
+    const TEST_CA: &str = "\
+-----BEGIN CERTIFICATE-----
+MIIBhjCCAS2gAwIBAgIUaBHmQcCdh+hTzm0dXVYgTtuTtAwwCgYIKoZIzj0EAwIw
+GDEWMBQGA1UEAwwNaG9pc3QgdGVzdCBDQTAgFw0yNjExMjgwNzM2NTFaGA8yMTI2
+MTEwNDA3MzY1MVowGDEWMBQGA1UEAwwNaG9pc3QgdGVzdCBDQTBZMBMGByqGSM49
+AgEGCCqGSM49AwEHA0IABKNsEIKP3ru41aDOxyDswDvJuSFcbCiF16qZFNyvQ3ur
+4af647PFNIoXXYrFi8q35ydDvJ4/g7rCM1e0ceJRFiOjUzBRMB0GA1UdDgQWBBTl
+y2ovX+A5o3fHBzZt3BsiodhcVDAfBgNVHSMEGDAWgBTly2ovX+A5o3fHBzZt3Bsi
+odhcVDAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIHk4/nFzhw14
+JiqUi8QoVNS9ti5wQt7K7Xq/b8PVwIuHAiA+NbkNqqdpWr/nFmLx8zu5+3ytJh3i
+qn3AGHEuuHlKmg==
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn a_pem_ca_file_is_accepted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, TEST_CA).expect("write");
+        let mut s = settings("https://forge.internal");
+        s.ca_file = Some(path);
+        Forge::new(&s, "gitea", None).expect("a valid CA bundle builds a client");
+    }
+
+    #[test]
+    fn retry_after_seconds_and_http_date() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
+        assert_eq!(
+            parse_retry_after("99999", now),
+            Some(MAX_RETRY_AFTER),
+            "capped"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-1", now), None);
+    }
+
+    #[test]
+    fn classification_follows_the_spec() {
+        let now = SystemTime::now();
+        let empty = HeaderMap::new();
+        for code in [500, 502, 503, 408, 429] {
+            let e = classify(
+                StatusCode::from_u16(code).expect("code"),
+                &empty,
+                "",
+                "x",
+                now,
+            );
+            assert!(e.is_transient(), "{code} should be retried");
+        }
+        for code in [400, 401, 403, 404, 422] {
+            let e = classify(
+                StatusCode::from_u16(code).expect("code"),
+                &empty,
+                "",
+                "x",
+                now,
+            );
+            assert!(!e.is_transient(), "{code} should not be retried");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS, &h, "", "x", now),
+            PostError::Transient {
+                message: "x answered 429 Too Many Requests".into(),
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        assert!(classify(StatusCode::FORBIDDEN, &h, "", "x", now).is_transient());
+    }
+
+    #[test]
+    fn excerpts_are_short_single_line_and_token_free() {
+        let body = format!("bad token {}\n{}", "s3cr3t", "x".repeat(500));
+        let e = excerpt(&body, "s3cr3t");
+        assert!(!e.contains("s3cr3t"));
+        assert!(!e.contains('\n'));
+        assert!(e.chars().count() <= EXCERPT_CHARS + 1);
+    }
+
+    #[test]
+    fn forge_debug_hides_the_token() {
+        let mut s = settings("https://x");
+        s.token = Some("ghp_topsecret".into());
+        let f = Forge::new(&s, "github", None).expect("valid");
+        let dbg = format!("{f:?}");
+        assert!(!dbg.contains("topsecret"), "{dbg}");
+    }
+}
