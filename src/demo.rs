@@ -1,0 +1,283 @@
+//! `hoist demo`: the whole loop on this machine, in a throwaway folder, with
+//! nothing but node and npm installed.
+//!
+//! It builds a config repository from the embedded `example-repo/` (with
+//! libgit2, so no git binary is needed), packs the sample app twice into a
+//! file:// store, and drives the real engine: deploy 1.0.0, deploy 2.0.0,
+//! revert. pm2 runs with a PM2_HOME of the demo's own and is killed at the
+//! end, so the user's pm2 is never touched.
+
+use crate::config::HostConfig;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::plan::summarize;
+use git2::{Repository, Signature};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+const APP_FILES: &[(&str, &str)] = &[
+    ("server.js", include_str!("../example-repo/app/server.js")),
+    ("package.json", include_str!("../example-repo/app/package.json")),
+    ("scripts/migrate.js", include_str!("../example-repo/app/scripts/migrate.js")),
+];
+const WEB_MANIFEST: &str = include_str!("../example-repo/apps/web.yaml");
+const API_MANIFEST: &str = include_str!("../example-repo/apps/api.yaml");
+
+/// Finds a pm2 to use: `HOIST_PM2`, `pm2` on PATH, the project's local
+/// install, or one installed with npm into the user's cache.
+pub fn find_pm2() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("HOIST_PM2") {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(p) = which("pm2") {
+        return Ok(p);
+    }
+    let local = PathBuf::from(".tools/pm2/node_modules/.bin/pm2");
+    if local.exists() {
+        return std::fs::canonicalize(&local).map_err(|e| e.to_string());
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
+    let prefix = PathBuf::from(home).join(".cache/hoist/pm2");
+    let bin = prefix.join("node_modules/.bin/pm2");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    if which("npm").is_none() {
+        return Err("the demo needs node and npm (to install pm2); install them first".into());
+    }
+    println!("· installing pm2 into {} (once)", prefix.display());
+    let st = std::process::Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+        .arg(&prefix)
+        .arg("pm2@7")
+        .status()
+        .map_err(|e| format!("cannot run npm: {e}"))?;
+    if !st.success() || !bin.exists() {
+        return Err("npm could not install pm2".into());
+    }
+    Ok(bin)
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+struct World {
+    dir: PathBuf,
+    repo: Repository,
+    pm2: PathBuf,
+    web_port: u16,
+    api_port: u16,
+}
+
+impl World {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+
+    /// Packs the sample app as `release` into the store; returns (url, sha256).
+    fn pack(&self, release: &str) -> Result<(String, String), String> {
+        let build = self.path(&format!("build-{release}"));
+        for (name, text) in APP_FILES {
+            let p = build.join(name);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(&p, text).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(build.join("RELEASE"), format!("{release}\n")).map_err(|e| e.to_string())?;
+        let out = self.path(&format!("store/app-{release}.tar.zst"));
+        let sha = crate::artifact::pack(&build, &out).map_err(|e| e.to_string())?;
+        Ok((format!("file://{}", out.display()), sha))
+    }
+
+    fn manifest(&self, template: &str, release: &str, url: &str, sha: &str) -> Result<String, String> {
+        let text = crate::manifest_edit::set_release(template, release, url, sha).map_err(|e| e.to_string())?;
+        Ok(text
+            .replace("3000", &self.web_port.to_string())
+            .replace("3001", &self.api_port.to_string()))
+    }
+
+    /// Commits the given manifests as the whole `apps/` folder on `main`.
+    fn commit(&self, message: &str, files: &[(&str, String)]) -> Result<String, String> {
+        let e = |e: git2::Error| e.message().to_string();
+        let mut apps = self.repo.treebuilder(None).map_err(e)?;
+        for (name, text) in files {
+            let blob = self.repo.blob(text.as_bytes()).map_err(e)?;
+            apps.insert(name, blob, 0o100644).map_err(e)?;
+        }
+        let apps_id = apps.write().map_err(e)?;
+        let mut root = self.repo.treebuilder(None).map_err(e)?;
+        root.insert("apps", apps_id, 0o040000).map_err(e)?;
+        let tree = self.repo.find_tree(root.write().map_err(e)?).map_err(e)?;
+        self.commit_tree(message, &tree)
+    }
+
+    fn commit_tree(&self, message: &str, tree: &git2::Tree<'_>) -> Result<String, String> {
+        let e = |e: git2::Error| e.message().to_string();
+        let sig = Signature::now("hoist demo", "demo@hoist.invalid").map_err(e)?;
+        let parent = self
+            .repo
+            .find_reference("refs/heads/main")
+            .ok()
+            .and_then(|r| r.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let id = self
+            .repo
+            .commit(Some("refs/heads/main"), &sig, &sig, message, tree, &parents)
+            .map_err(e)?;
+        Ok(id.to_string())
+    }
+
+    /// `git revert HEAD` for a history of whole-tree commits: a new commit
+    /// with the tree of HEAD's parent.
+    fn revert_head(&self) -> Result<String, String> {
+        let e = |e: git2::Error| e.message().to_string();
+        let head = self.repo.find_reference("refs/heads/main").and_then(|r| r.peel_to_commit()).map_err(e)?;
+        let parent = head.parent(0).map_err(e)?;
+        let msg = format!("Revert \"{}\"", head.summary().ok().flatten().unwrap_or(""));
+        self.commit_tree(&msg, &parent.tree().map_err(e)?)
+    }
+
+    async fn app_says(&self, port: u16) -> String {
+        let url = format!("http://127.0.0.1:{port}/");
+        match reqwest::Client::new().get(&url).timeout(Duration::from_secs(2)).send().await {
+            Ok(r) => r.text().await.unwrap_or_default().trim().to_string(),
+            Err(_) => "(no answer)".into(),
+        }
+    }
+
+    fn statuses(&self, commit: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(self.path("statuses.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["sha"] == commit)
+            .map(|v| {
+                format!(
+                    "{} [{}] {}",
+                    v["state"].as_str().unwrap_or(""),
+                    v["context"].as_str().unwrap_or(""),
+                    v["description"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+}
+
+pub async fn run() -> Result<(), String> {
+    let pm2 = find_pm2()?;
+    let dir = tempfile::Builder::new()
+        .prefix("hoist-demo-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a folder for the demo: {e}"))?;
+    let keep = std::env::var_os("HOIST_DEMO_KEEP").is_some();
+    let root = dir.path().to_path_buf();
+    println!("hoist demo in {}", root.display());
+    let result = demo(&root, pm2.clone()).await;
+    println!("· cleaning up: stopping the demo's pm2");
+    let _ = tokio::process::Command::new(&pm2)
+        .arg("kill")
+        .env("PM2_HOME", root.join("pm2home"))
+        .output()
+        .await;
+    if keep {
+        let kept = dir.keep();
+        println!("· kept {} (HOIST_DEMO_KEEP)", kept.display());
+    }
+    result
+}
+
+async fn demo(root: &Path, pm2: PathBuf) -> Result<(), String> {
+    for d in ["store", "srv", "state", "pm2home"] {
+        std::fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
+    }
+    let repo = Repository::init_bare(root.join("config.git")).map_err(|e| e.message().to_string())?;
+    let w = World {
+        dir: root.to_path_buf(),
+        repo,
+        pm2,
+        web_port: free_port()?,
+        api_port: free_port()?,
+    };
+    std::fs::create_dir_all(w.path("srv/web/shared")).map_err(|e| e.to_string())?;
+    std::fs::write(w.path("srv/web/shared/.env"), "GREETING=hello from shared/.env\n").map_err(|e| e.to_string())?;
+    let cfg_text = format!(
+        "host: web-demo\nlabels: [web]\nenvironment: demo\nroot: {root}/srv\nstate_dir: {root}/state\nkeep_releases: 3\nrepo:\n  url: file://{root}/config.git\n  branch: main\n  poll_interval: 1s\n  jitter: 0s\nstatus:\n  provider: file\n  path: {root}/statuses.jsonl\npm2:\n  command: {pm2}\n  home: {root}/pm2home\nlisten: \"\"\n",
+        root = root.display(),
+        pm2 = w.pm2.display()
+    );
+    let cfg_path = w.path("hoist.yaml");
+    std::fs::write(&cfg_path, &cfg_text).map_err(|e| e.to_string())?;
+    let cfg = HostConfig::load(&cfg_path).map_err(|e| e.to_string())?;
+    let mut engine = Engine::new(cfg, Arc::new(Metrics::new())).map_err(|e| e.to_string())?;
+
+    println!("· packing the sample app as releases 1.0.0 and 2.0.0 into a file:// store");
+    let (url1, sha1) = w.pack("1.0.0")?;
+    let (url2, sha2) = w.pack("2.0.0")?;
+
+    let steps: [(&str, &str); 3] = [
+        ("deploy 1.0.0", "web and api 1.0.0"),
+        ("deploy 2.0.0", "web and api 2.0.0"),
+        ("revert the last commit", "back to 1.0.0, from the releases kept on disk"),
+    ];
+    for (i, (title, what)) in steps.iter().enumerate() {
+        println!("\n== step {}: {title} ({what})", i + 1);
+        let commit = match i {
+            0 => w.commit(
+                "Deploy 1.0.0",
+                &[
+                    ("web.yaml", w.manifest(WEB_MANIFEST, "1.0.0", &url1, &sha1)?),
+                    ("api.yaml", w.manifest(API_MANIFEST, "1.0.0", &url1, &sha1)?),
+                ],
+            )?,
+            1 => w.commit(
+                "Deploy 2.0.0",
+                &[
+                    ("web.yaml", w.manifest(WEB_MANIFEST, "2.0.0", &url2, &sha2)?),
+                    ("api.yaml", w.manifest(API_MANIFEST, "2.0.0", &url2, &sha2)?),
+                ],
+            )?,
+            _ => w.revert_head()?,
+        };
+        println!("· commit {} on main", &commit[..12]);
+        let report = engine.pass().await.map_err(|e| e.to_string())?;
+        engine.reporter.flush(Duration::from_secs(10)).await;
+        for (app, o) in &report.outcomes {
+            println!("  {app}: {}", summarize(&[(app.clone(), o.clone())]).1);
+        }
+        for s in w.statuses(&commit) {
+            println!("  status: {s}");
+        }
+        println!("  web answers: {}", w.app_says(w.web_port).await);
+        println!("  api answers: {}", w.app_says(w.api_port).await);
+        if !report.converged {
+            return Err(format!("step {} did not converge", i + 1));
+        }
+    }
+    let link = std::fs::read_link(w.path("srv/web/current")).map_err(|e| e.to_string())?;
+    println!("\n· srv/web/current -> {}", link.display());
+    println!("· history:");
+    for e in crate::state::read_history(&w.path("state")).map_err(|e| e.to_string())? {
+        println!(
+            "  {} {} {} {}{}",
+            e.event,
+            e.app.unwrap_or_default(),
+            e.release.unwrap_or_default(),
+            e.from.map(|f| format!("(from {f}) ")).unwrap_or_default(),
+            e.seconds.map(|s| format!("in {s:.1}s")).unwrap_or_default()
+        );
+    }
+    println!("\ndemo finished: deploy, update and revert all went live and were reported.");
+    Ok(())
+}
