@@ -103,10 +103,11 @@ impl World {
     }
 
     fn manifest(&self, template: &str, release: &str, url: &str, sha: &str) -> Result<String, String> {
-        let text = crate::manifest_edit::set_release(template, release, url, sha).map_err(|e| e.to_string())?;
-        Ok(text
+        // Ports first: the sha256 written next could contain "3000".
+        let template = template
             .replace("3000", &self.web_port.to_string())
-            .replace("3001", &self.api_port.to_string()))
+            .replace("3001", &self.api_port.to_string());
+        crate::manifest_edit::set_release(&template, release, url, sha).map_err(|e| e.to_string())
     }
 
     /// Commits the given manifests as the whole `apps/` folder on `main`.
