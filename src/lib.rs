@@ -2,3 +2,5 @@
 //!
 //! The library holds every stage of the pipeline; `main.rs` only parses the
 //! command line and maps errors to exit codes. See docs/architecture.md.
+
+pub mod artifact;
