@@ -1,0 +1,620 @@
+//! Unpacking an artifact into a fresh directory, treating every archive as
+//! hostile even after its sha256 matched: the hash proves who published it,
+//! not that the publisher's build was sane.
+//!
+//! The `tar` crate only parses here; it never touches the file system,
+//! because `Entry::unpack` resolves paths through whatever is already on disk.
+//! Instead every entry path is validated ([`RelPath::parse`]) and looked up in
+//! a map of what this archive has created so far, which is the whole truth
+//! about `dest` since we made it empty. That map is what refuses writes
+//! through symlinks or files, duplicates, and hardlinks to anything but an
+//! earlier regular file. Files are created with `O_CREAT|O_EXCL|O_NOFOLLOW`,
+//! so even a bug in the map could not make us follow a link. Symlinks are
+//! checked once the whole archive is read, against the final tree, because a
+//! link's safety depends on links that may come later in the archive; as
+//! nothing is ever written through a link, checking late is safe.
+//!
+//! Sizes in headers are never trusted: data bytes are counted as they are
+//! copied, and the bytes the `tar` crate reads on its own (headers, PAX and
+//! GNU long-name records, which it buffers in memory) are capped per entry by
+//! [`Meter`]. On any error `dest` is removed, so a failed unpack leaves nothing.
+
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use tar::EntryType;
+
+use super::ArtifactError;
+use super::verify::{self, Kind, NodeId, RelPath, Tree};
+
+/// How much an unpacked artifact may hold.
+#[derive(Clone, Debug)]
+pub struct UnpackLimits {
+    /// Total bytes of file data.
+    pub max_bytes: u64,
+    /// Number of archive entries of any kind.
+    pub max_entries: u64,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        UnpackLimits {
+            max_bytes: 4 << 30,
+            max_entries: 200_000,
+        }
+    }
+}
+
+/// What an unpack created. `links` counts symlinks and hardlinks.
+#[derive(Debug, Default)]
+pub struct UnpackStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub links: u64,
+    pub bytes: u64,
+}
+
+/// The most the `tar` crate may read between two entries (headers, PAX and
+/// GNU long-name records, padding), and after the last one. Real archives
+/// need a few KiB; the cap stops a huge PAX record from filling memory.
+const METADATA_BUDGET: u64 = 1 << 20;
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const COPY_BUFFER: usize = 64 * 1024;
+
+/// Unpacks a .tar.zst or .tar.gz (detected by magic bytes, not name; anything
+/// else is an error) into `dest`, which must not exist yet (its parent must).
+/// Blocking (callers use spawn_blocking).
+///
+/// On any error `dest` is removed entirely and nothing is left outside it.
+/// On success everything written has been made durable with one syncfs(2) of
+/// the file system holding `dest` (an fsync per file costs minutes on a
+/// node_modules tree), so the caller can rename `dest` into place and fsync
+/// the parent.
+///
+/// Modes are the archive's masked to 0o777 (no setuid, setgid or sticky),
+/// except that directories always keep owner rwx, so hoist can prune the
+/// release later. Owners and mtimes are not restored.
+pub fn unpack(
+    archive: &Path,
+    dest: &Path,
+    limits: &UnpackLimits,
+) -> Result<UnpackStats, ArtifactError> {
+    let mut file = File::open(archive).map_err(ArtifactError::io(format!(
+        "cannot open {}",
+        archive.display()
+    )))?;
+    let format = Format::detect(&mut file).map_err(ArtifactError::io(format!(
+        "cannot read {}",
+        archive.display()
+    )))??;
+
+    DirBuilder::new()
+        .mode(0o755)
+        .create(dest)
+        .map_err(ArtifactError::io(format!(
+            "cannot create the unpack directory {}",
+            dest.display()
+        )))?;
+    let result = Unpacker::new(archive, dest, limits).run(file, format);
+    if result.is_err() {
+        remove_tree(dest);
+    }
+    result
+}
+
+#[derive(Clone, Copy)]
+enum Format {
+    Zstd,
+    Gzip,
+}
+
+impl Format {
+    fn detect(file: &mut File) -> io::Result<Result<Format, ArtifactError>> {
+        let mut magic = [0u8; 4];
+        let mut got = 0;
+        while got < magic.len() {
+            match file.read(&mut magic[got..])? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        file.rewind()?;
+        let magic = &magic[..got];
+        Ok(if magic == ZSTD_MAGIC {
+            Ok(Format::Zstd)
+        } else if magic.starts_with(&GZIP_MAGIC) {
+            Ok(Format::Gzip)
+        } else if magic.is_empty() {
+            Err(ArtifactError::UnsupportedFormat {
+                detail: "the file is empty".into(),
+            })
+        } else {
+            Err(ArtifactError::UnsupportedFormat {
+                detail: format!("it starts with the bytes {}", hex::encode(magic)),
+            })
+        })
+    }
+}
+
+/// Shared between [`Meter`], which sits inside the `tar::Archive`, and the
+/// unpack loop, which switches it between "the tar crate is reading metadata"
+/// (capped) and "we are reading entry data" (counted by us).
+#[derive(Default)]
+struct MeterState {
+    capped: Cell<bool>,
+    remaining: Cell<u64>,
+    exceeded: Cell<bool>,
+    /// The decompressed stream has ended.
+    eof: Cell<bool>,
+    /// Reading the archive file itself failed: a local I/O fault, not a bad archive.
+    source_failed: Cell<bool>,
+}
+
+impl MeterState {
+    fn cap(&self, budget: u64) {
+        self.capped.set(true);
+        self.remaining.set(budget);
+    }
+
+    fn uncap(&self) {
+        self.capped.set(false);
+    }
+}
+
+/// Wraps the decompressed stream; see [`MeterState`].
+struct Meter<R> {
+    inner: R,
+    state: Rc<MeterState>,
+}
+
+impl<R: Read> Read for Meter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let st = &self.state;
+        let mut want = buf.len();
+        if st.capped.get() {
+            let remaining = st.remaining.get();
+            if remaining == 0 && want > 0 {
+                st.exceeded.set(true);
+                return Err(io::Error::other("metadata budget exceeded"));
+            }
+            want = want.min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        }
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 && want > 0 {
+            st.eof.set(true);
+        }
+        if st.capped.get() {
+            st.remaining.set(st.remaining.get() - n as u64);
+        }
+        Ok(n)
+    }
+}
+
+/// The archive file under the decompressor, noting whether reading it failed.
+struct Source {
+    file: File,
+    state: Rc<MeterState>,
+}
+
+impl Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file
+            .read(buf)
+            .inspect_err(|_| self.state.source_failed.set(true))
+    }
+}
+
+struct Unpacker<'a> {
+    archive: &'a Path,
+    dest: &'a Path,
+    limits: &'a UnpackLimits,
+    state: Rc<MeterState>,
+    tree: Tree,
+    /// Directories we created because an entry needed them, not (yet) named by an entry.
+    implied: HashSet<NodeId>,
+    /// Directory modes, applied at the end so a read-only directory in the
+    /// archive cannot stop us from filling it.
+    dir_modes: HashMap<NodeId, u32>,
+    stats: UnpackStats,
+    entries: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> Unpacker<'a> {
+    fn new(archive: &'a Path, dest: &'a Path, limits: &'a UnpackLimits) -> Self {
+        Unpacker {
+            archive,
+            dest,
+            limits,
+            state: Rc::default(),
+            tree: Tree::default(),
+            implied: HashSet::new(),
+            dir_modes: HashMap::new(),
+            stats: UnpackStats::default(),
+            entries: 0,
+            buf: vec![0; COPY_BUFFER],
+        }
+    }
+
+    fn run(mut self, file: File, format: Format) -> Result<UnpackStats, ArtifactError> {
+        let source = Source {
+            file,
+            state: Rc::clone(&self.state),
+        };
+        let decoder: Box<dyn Read> = match format {
+            Format::Zstd => Box::new(
+                zstd::stream::read::Decoder::new(source)
+                    .map_err(ArtifactError::io("cannot start the zstd decoder"))?,
+            ),
+            Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(source)),
+        };
+        let meter = Meter {
+            inner: decoder,
+            state: Rc::clone(&self.state),
+        };
+        let mut archive = tar::Archive::new(meter);
+        let mut entries = archive.entries().map_err(|e| self.read_error(e))?;
+        loop {
+            self.state.cap(METADATA_BUDGET);
+            let next = entries.next();
+            self.state.uncap();
+            let mut entry = match next {
+                None => break,
+                Some(entry) => entry.map_err(|e| self.read_error(e))?,
+            };
+            self.count_entry()?;
+            self.add(&mut entry)?;
+        }
+        drop(entries);
+        // The tar crate takes a clean end of stream between entries for the end
+        // of the archive; a real archive ends with zero blocks instead.
+        if self.state.eof.get() {
+            return Err(ArtifactError::CorruptArchive {
+                detail: "it ends without the tar end-of-archive marker".into(),
+            });
+        }
+        // Read what follows the end marker so the decompressor checks its
+        // trailer (gzip CRC, zstd checksum) and a cut-off stream is noticed.
+        self.state.cap(METADATA_BUDGET);
+        let mut rest = archive.into_inner();
+        io::copy(&mut rest, &mut io::sink()).map_err(|e| self.read_error(e))?;
+
+        self.check_symlinks()?;
+        self.apply_dir_modes()?;
+        self.sync()?;
+        Ok(self.stats)
+    }
+
+    fn add<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ArtifactError> {
+        let kind = entry.header().entry_type();
+        let raw_path = entry.path_bytes().into_owned();
+        let refuse = |reason: &str| ArtifactError::UnsafeEntry {
+            entry: String::from_utf8_lossy(&raw_path).into_owned(),
+            reason: reason.to_string(),
+        };
+        if kind == EntryType::XGlobalHeader {
+            // `git archive` writes one (holding the commit id); it names no file.
+            return self.drain(entry);
+        }
+        let path = RelPath::parse(&raw_path).map_err(refuse)?;
+        match kind {
+            EntryType::Regular | EntryType::Continuous | EntryType::Directory => {}
+            EntryType::Symlink | EntryType::Link => {}
+            EntryType::Char => return Err(refuse("it is a character device")),
+            EntryType::Block => return Err(refuse("it is a block device")),
+            EntryType::Fifo => return Err(refuse("it is a fifo")),
+            EntryType::GNUSparse => return Err(refuse("it is a sparse file")),
+            other => {
+                return Err(refuse(&format!(
+                    "its type {:?} is not a file, directory or link",
+                    char::from(other.as_byte())
+                )));
+            }
+        }
+        if kind != EntryType::Directory && raw_path.ends_with(b"/") {
+            return Err(refuse("it is not a directory but its path ends with `/`"));
+        }
+        if path.is_root() {
+            if kind != EntryType::Directory {
+                return Err(refuse("the archive root can only be a directory"));
+            }
+            return self.drain(entry);
+        }
+        let parent = self.make_parents(&path, &refuse)?;
+        let Some(name) = path.names().last() else {
+            return Err(refuse("the archive root can only be a directory"));
+        };
+        let existing = self.tree.child(parent, name);
+        if let Some(id) = existing {
+            let implied_dir = kind == EntryType::Directory && self.implied.contains(&id);
+            if !implied_dir {
+                let old = self.tree.kind(id);
+                return Err(refuse(&match (kind, old) {
+                    (EntryType::Directory, Kind::Dir) => "it appears twice in the archive".into(),
+                    (EntryType::Directory, _) => {
+                        format!("it is a directory over {}", old.describe())
+                    }
+                    (_, Kind::Dir) => "it would replace a directory".into(),
+                    _ => format!("it would replace {} of the same name", old.describe()),
+                }));
+            }
+        }
+        let mode = entry
+            .header()
+            .mode()
+            .map_err(|e| ArtifactError::CorruptArchive {
+                detail: format!("entry {}: {e}", path.display()),
+            })?
+            & 0o777;
+        let full = self.dest.join(path.to_path_buf());
+        match kind {
+            EntryType::Directory => {
+                let id = match existing {
+                    Some(id) => {
+                        self.implied.remove(&id);
+                        id
+                    }
+                    None => {
+                        self.mkdir(&full)?;
+                        self.stats.dirs += 1;
+                        self.tree.insert(parent, name, Kind::Dir)
+                    }
+                };
+                self.dir_modes.insert(id, mode);
+                self.drain(entry)
+            }
+            EntryType::Symlink => {
+                let target = entry.link_name_bytes().map(|t| t.into_owned());
+                let target = target.unwrap_or_default();
+                verify::check_link_text(&target).map_err(|p| refuse(p.reason()))?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &full).map_err(
+                    ArtifactError::io(format!("cannot create the symlink {}", full.display())),
+                )?;
+                self.tree.insert(parent, name, Kind::Symlink(target));
+                self.stats.links += 1;
+                self.drain(entry)
+            }
+            EntryType::Link => {
+                let target = entry.link_name_bytes().map(|t| t.into_owned());
+                let target = RelPath::parse(&target.unwrap_or_default()).map_err(|reason| {
+                    refuse(&format!(
+                        "it is a hardlink whose target is refused: {reason}"
+                    ))
+                })?;
+                let is_file = self
+                    .tree
+                    .lookup(&target)
+                    .is_some_and(|id| matches!(self.tree.kind(id), Kind::File));
+                if !is_file {
+                    return Err(refuse(&format!(
+                        "it is a hardlink to {}, which is not an earlier regular file of the archive",
+                        target.display()
+                    )));
+                }
+                let original = self.dest.join(target.to_path_buf());
+                fs::hard_link(&original, &full).map_err(ArtifactError::io(format!(
+                    "cannot create the hardlink {}",
+                    full.display()
+                )))?;
+                self.tree.insert(parent, name, Kind::File);
+                self.stats.links += 1;
+                self.drain(entry)
+            }
+            _ => {
+                self.write_file(entry, &path, &full, mode)?;
+                self.tree.insert(parent, name, Kind::File);
+                self.stats.files += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Returns the directory that holds `path`, creating the missing ones
+    /// (which count as entries: an archive of deep paths would otherwise
+    /// create unbounded directories), refusing any that is not a directory.
+    fn make_parents(
+        &mut self,
+        path: &RelPath,
+        refuse: &dyn Fn(&str) -> ArtifactError,
+    ) -> Result<NodeId, ArtifactError> {
+        let parents = &path.names()[..path.names().len().saturating_sub(1)];
+        let mut at = Tree::ROOT;
+        for (depth, name) in parents.iter().enumerate() {
+            at = match self.tree.child(at, name) {
+                Some(id) => match self.tree.kind(id) {
+                    Kind::Dir => id,
+                    other => {
+                        let through =
+                            String::from_utf8_lossy(&parents[..=depth].join(&b'/')).into_owned();
+                        return Err(refuse(&format!(
+                            "its path passes through {} ({through})",
+                            other.describe()
+                        )));
+                    }
+                },
+                None => {
+                    self.count_entry()?;
+                    let relative: PathBuf = parents[..=depth]
+                        .iter()
+                        .map(|n| OsStr::from_bytes(n))
+                        .collect();
+                    self.mkdir(&self.dest.join(relative))?;
+                    self.stats.dirs += 1;
+                    let id = self.tree.insert(at, name, Kind::Dir);
+                    self.implied.insert(id);
+                    self.dir_modes.insert(id, 0o755);
+                    id
+                }
+            };
+        }
+        Ok(at)
+    }
+
+    fn count_entry(&mut self) -> Result<(), ArtifactError> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(ArtifactError::TooLarge {
+                detail: format!("it has more than {} entries", self.limits.max_entries),
+            });
+        }
+        Ok(())
+    }
+
+    fn mkdir(&self, full: &Path) -> Result<(), ArtifactError> {
+        // mkdir(2) never follows a symlink in the last component; it fails with EEXIST.
+        DirBuilder::new()
+            .mode(0o700)
+            .create(full)
+            .map_err(ArtifactError::io(format!(
+                "cannot create the directory {}",
+                full.display()
+            )))
+    }
+
+    fn write_file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &RelPath,
+        full: &Path,
+        mode: u32,
+    ) -> Result<(), ArtifactError> {
+        let announced = entry.size();
+        self.charge(announced)?;
+        let write_error = ArtifactError::io(format!("cannot write {}", full.display()));
+        let mut file = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(full)
+        {
+            Ok(file) => file,
+            Err(e) => return Err(write_error(e)),
+        };
+        let mut copied = 0u64;
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.read_error(e)),
+            };
+            copied += n as u64;
+            if let Err(e) = file.write_all(&self.buf[..n]) {
+                return Err(write_error(e));
+            }
+        }
+        if copied != announced {
+            return Err(ArtifactError::CorruptArchive {
+                detail: format!(
+                    "the file {} ends after {copied} of its {announced} bytes",
+                    path.display()
+                ),
+            });
+        }
+        // fchmod, so the umask plays no part.
+        file.set_permissions(Permissions::from_mode(mode))
+            .map_err(ArtifactError::io(format!(
+                "cannot set the mode of {}",
+                full.display()
+            )))
+    }
+
+    /// Counts `bytes` of data against the limit before they are read, so an
+    /// announced size over the limit fails before any copying.
+    fn charge(&mut self, bytes: u64) -> Result<(), ArtifactError> {
+        self.stats.bytes = self.stats.bytes.saturating_add(bytes);
+        if self.stats.bytes > self.limits.max_bytes {
+            return Err(ArtifactError::TooLarge {
+                detail: format!("it unpacks to more than {} bytes", self.limits.max_bytes),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads and discards the data of an entry that is not a file, counting it
+    /// like file data: directories and links normally have none.
+    fn drain<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ArtifactError> {
+        self.charge(entry.size())?;
+        io::copy(entry, &mut io::sink()).map_err(|e| self.read_error(e))?;
+        Ok(())
+    }
+
+    /// Maps an error from reading the archive stream to its cause.
+    fn read_error(&self, e: io::Error) -> ArtifactError {
+        if self.state.source_failed.get() {
+            ArtifactError::Io {
+                context: format!("cannot read {}", self.archive.display()),
+                error: e,
+            }
+        } else if self.state.exceeded.get() {
+            ArtifactError::CorruptArchive {
+                detail: format!(
+                    "more than {METADATA_BUDGET} bytes of headers or trailing data around one entry"
+                ),
+            }
+        } else {
+            ArtifactError::CorruptArchive {
+                detail: e.to_string(),
+            }
+        }
+    }
+
+    fn check_symlinks(&self) -> Result<(), ArtifactError> {
+        self.tree
+            .check_links()
+            .map_err(|(path, problem)| ArtifactError::UnsafeEntry {
+                entry: path.display(),
+                reason: problem.reason().to_string(),
+            })
+    }
+
+    fn apply_dir_modes(&self) -> Result<(), ArtifactError> {
+        // The root's mode is ours, whatever the umask or a `./` entry say.
+        let root = std::iter::once((&Tree::ROOT, &0o755));
+        for (id, mode) in root.chain(&self.dir_modes) {
+            let full = self.dest.join(self.tree.path(*id).to_path_buf());
+            // Owner rwx stays so that hoist itself can always prune the release.
+            fs::set_permissions(&full, Permissions::from_mode(mode | 0o700)).map_err(
+                ArtifactError::io(format!("cannot set the mode of {}", full.display())),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), ArtifactError> {
+        let context = || format!("cannot flush {} to disk", self.dest.display());
+        let dir = File::open(self.dest).map_err(|e| ArtifactError::Io {
+            context: context(),
+            error: e,
+        })?;
+        // SAFETY: syncfs only reads the file descriptor, which `dir` keeps open.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(ArtifactError::Io {
+                context: context(),
+                error: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Best-effort removal of a failed unpack. `remove_dir_all` does not follow
+/// symlinks, so this cannot reach outside `dest`.
+fn remove_tree(dest: &Path) {
+    if let Err(e) = fs::remove_dir_all(dest) {
+        tracing::warn!(path = %dest.display(), error = %e, "cannot remove a failed unpack");
+    }
+}
+
+#[cfg(test)]
+mod tests;
