@@ -211,8 +211,12 @@ async fn demo(root: &Path, pm2: PathBuf) -> Result<(), String> {
         web_port: free_port()?,
         api_port: free_port()?,
     };
-    std::fs::create_dir_all(w.path("srv/web/shared")).map_err(|e| e.to_string())?;
-    std::fs::write(w.path("srv/web/shared/.env"), "GREETING=hello from shared/.env\n").map_err(|e| e.to_string())?;
+    for app in ["web", "api"] {
+        let shared = w.path(&format!("srv/{app}/shared"));
+        std::fs::create_dir_all(&shared).map_err(|e| e.to_string())?;
+        std::fs::write(shared.join(".env"), format!("GREETING=hello from {app}/shared/.env\n"))
+            .map_err(|e| e.to_string())?;
+    }
     let cfg_text = format!(
         "host: web-demo\nlabels: [web]\nenvironment: demo\nroot: {root}/srv\nstate_dir: {root}/state\nkeep_releases: 3\nrepo:\n  url: file://{root}/config.git\n  branch: main\n  poll_interval: 1s\n  jitter: 0s\nstatus:\n  provider: file\n  path: {root}/statuses.jsonl\npm2:\n  command: {pm2}\n  home: {root}/pm2home\nlisten: \"\"\n",
         root = root.display(),

@@ -101,7 +101,7 @@ type Res = Result<u8, Failure>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, matches!(cli.command, Command::Run | Command::Once | Command::Demo));
+    init_logging(cli.log_format, matches!(cli.command, Command::Run | Command::Once));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

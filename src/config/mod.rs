@@ -11,6 +11,7 @@ mod manifest;
 mod types;
 
 pub use host::{
+    DEFAULT_CONFIG_PATH,
     HostConfig, Pm2Config, ProviderName, RepoConfig, S3Config, StatusConfig, StorageConfig,
 };
 pub use manifest::{
