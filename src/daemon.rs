@@ -79,12 +79,21 @@ async fn serve_control(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
                 Ok(req) => {
                     let (otx, orx) = oneshot::channel();
                     if tx.send((req, otx)).await.is_err() {
-                        Reply { ok: false, message: "hoist is shutting down".into() }
+                        Reply {
+                            ok: false,
+                            message: "hoist is shutting down".into(),
+                        }
                     } else {
-                        orx.await.unwrap_or(Reply { ok: false, message: "hoist is shutting down".into() })
+                        orx.await.unwrap_or(Reply {
+                            ok: false,
+                            message: "hoist is shutting down".into(),
+                        })
                     }
                 }
-                Err(_) => Reply { ok: false, message: "unknown request".into() },
+                Err(_) => Reply {
+                    ok: false,
+                    message: "unknown request".into(),
+                },
             };
             let mut out = serde_json::to_vec(&reply).unwrap_or_default();
             out.push(b'\n');
@@ -102,7 +111,10 @@ fn read_webhook_secret(cfg: &HostConfig) -> Option<String> {
     match std::fs::read_to_string(p) {
         Ok(s) => Some(s.trim().to_string()),
         Err(e) => {
-            warn!("cannot read webhook_secret_file {}: {e}; webhooks are refused", p.display());
+            warn!(
+                "cannot read webhook_secret_file {}: {e}; webhooks are refused",
+                p.display()
+            );
             None
         }
     }
@@ -180,7 +192,10 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
     }
 
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
-    sd_notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("started")]);
+    sd_notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("started"),
+    ]);
     info!(host = %engine.host, branch = %cfg.repo.branch, repo = %engine.source.shown_url(), "hoist is running");
 
     let mut cfg = cfg;
@@ -202,7 +217,9 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
                 let msg = e.to_string();
                 warn!("poll failed: {msg}");
                 health.record_poll(false, Some(msg.clone()));
-                sd_notify(&[sd_notify::NotifyState::Status(&format!("poll failed: {msg}"))]);
+                sd_notify(&[sd_notify::NotifyState::Status(&format!(
+                    "poll failed: {msg}"
+                ))]);
             }
         }
         if stop.load(Ordering::SeqCst) {
@@ -256,7 +273,9 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
 }
 
 fn short(c: &Option<String>) -> String {
-    c.as_deref().map(|c| c[..c.len().min(12)].to_string()).unwrap_or_default()
+    c.as_deref()
+        .map(|c| c[..c.len().min(12)].to_string())
+        .unwrap_or_default()
 }
 
 fn reload(path: &Path, old: &HostConfig) -> Result<HostConfig, String> {

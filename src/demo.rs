@@ -18,8 +18,14 @@ use std::time::Duration;
 
 const APP_FILES: &[(&str, &str)] = &[
     ("server.js", include_str!("../example-repo/app/server.js")),
-    ("package.json", include_str!("../example-repo/app/package.json")),
-    ("scripts/migrate.js", include_str!("../example-repo/app/scripts/migrate.js")),
+    (
+        "package.json",
+        include_str!("../example-repo/app/package.json"),
+    ),
+    (
+        "scripts/migrate.js",
+        include_str!("../example-repo/app/scripts/migrate.js"),
+    ),
 ];
 const WEB_MANIFEST: &str = include_str!("../example-repo/apps/web.yaml");
 const API_MANIFEST: &str = include_str!("../example-repo/apps/api.yaml");
@@ -102,7 +108,13 @@ impl World {
         Ok((format!("file://{}", out.display()), sha))
     }
 
-    fn manifest(&self, template: &str, release: &str, url: &str, sha: &str) -> Result<String, String> {
+    fn manifest(
+        &self,
+        template: &str,
+        release: &str,
+        url: &str,
+        sha: &str,
+    ) -> Result<String, String> {
         // Ports first: the sha256 written next could contain "3000".
         let template = template
             .replace("3000", &self.web_port.to_string())
@@ -145,7 +157,11 @@ impl World {
     /// with the tree of HEAD's parent.
     fn revert_head(&self) -> Result<String, String> {
         let e = |e: git2::Error| e.message().to_string();
-        let head = self.repo.find_reference("refs/heads/main").and_then(|r| r.peel_to_commit()).map_err(e)?;
+        let head = self
+            .repo
+            .find_reference("refs/heads/main")
+            .and_then(|r| r.peel_to_commit())
+            .map_err(e)?;
         let parent = head.parent(0).map_err(e)?;
         let msg = format!("Revert \"{}\"", head.summary().ok().flatten().unwrap_or(""));
         self.commit_tree(&msg, &parent.tree().map_err(e)?)
@@ -153,7 +169,12 @@ impl World {
 
     async fn app_says(&self, port: u16) -> String {
         let url = format!("http://127.0.0.1:{port}/");
-        match reqwest::Client::new().get(&url).timeout(Duration::from_secs(2)).send().await {
+        match reqwest::Client::new()
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        {
             Ok(r) => r.text().await.unwrap_or_default().trim().to_string(),
             Err(_) => "(no answer)".into(),
         }
@@ -203,7 +224,8 @@ async fn demo(root: &Path, pm2: PathBuf) -> Result<(), String> {
     for d in ["store", "srv", "state", "pm2home"] {
         std::fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
     }
-    let repo = Repository::init_bare(root.join("config.git")).map_err(|e| e.message().to_string())?;
+    let repo =
+        Repository::init_bare(root.join("config.git")).map_err(|e| e.message().to_string())?;
     let w = World {
         dir: root.to_path_buf(),
         repo,
@@ -214,8 +236,11 @@ async fn demo(root: &Path, pm2: PathBuf) -> Result<(), String> {
     for app in ["web", "api"] {
         let shared = w.path(&format!("srv/{app}/shared"));
         std::fs::create_dir_all(&shared).map_err(|e| e.to_string())?;
-        std::fs::write(shared.join(".env"), format!("GREETING=hello from {app}/shared/.env\n"))
-            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            shared.join(".env"),
+            format!("GREETING=hello from {app}/shared/.env\n"),
+        )
+        .map_err(|e| e.to_string())?;
     }
     let cfg_text = format!(
         "host: web-demo\nlabels: [web]\nenvironment: demo\nroot: {root}/srv\nstate_dir: {root}/state\nkeep_releases: 3\nrepo:\n  url: file://{root}/config.git\n  branch: main\n  poll_interval: 1s\n  jitter: 0s\nstatus:\n  provider: file\n  path: {root}/statuses.jsonl\npm2:\n  command: {pm2}\n  home: {root}/pm2home\nlisten: \"\"\n",
@@ -234,7 +259,10 @@ async fn demo(root: &Path, pm2: PathBuf) -> Result<(), String> {
     let steps: [(&str, &str); 3] = [
         ("deploy 1.0.0", "web and api 1.0.0"),
         ("deploy 2.0.0", "web and api 2.0.0"),
-        ("revert the last commit", "back to 1.0.0, from the releases kept on disk"),
+        (
+            "revert the last commit",
+            "back to 1.0.0, from the releases kept on disk",
+        ),
     ];
     for (i, (title, what)) in steps.iter().enumerate() {
         println!("\n== step {}: {title} ({what})", i + 1);

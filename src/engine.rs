@@ -53,11 +53,11 @@ impl Step {
 /// Test hook: `HOIST_FAULT_AT=<step>` aborts the process (as a crash would)
 /// right after that step completes. Used by the crash-consistency tests.
 fn fault_point(step: Step) {
-    if let Ok(v) = std::env::var("HOIST_FAULT_AT") {
-        if v == step.name() {
-            eprintln!("hoist: HOIST_FAULT_AT={v}: aborting after step {v}");
-            std::process::abort();
-        }
+    if let Ok(v) = std::env::var("HOIST_FAULT_AT")
+        && v == step.name()
+    {
+        eprintln!("hoist: HOIST_FAULT_AT={v}: aborting after step {v}");
+        std::process::abort();
     }
 }
 
@@ -114,7 +114,10 @@ impl Engine {
     /// sentence naming the key or file.
     pub fn new(cfg: HostConfig, metrics: Arc<Metrics>) -> Result<Engine, EngineError> {
         std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
-            EngineError::Other(format!("cannot create state_dir {}: {e}", cfg.state_dir.display()))
+            EngineError::Other(format!(
+                "cannot create state_dir {}: {e}",
+                cfg.state_dir.display()
+            ))
         })?;
         std::fs::create_dir_all(&cfg.root).map_err(|e| {
             EngineError::Other(format!("cannot create root {}: {e}", cfg.root.display()))
@@ -210,8 +213,10 @@ impl Engine {
             {
                 match (&st.release, &st.manifest) {
                     (Some(prev), Some(m)) if dir.release(prev).is_dir() => {
-                        dir.activate(prev).map_err(|e| EngineError::Other(e.to_string()))?;
-                        if let Err(e) = self.pm2.start_or_reload(app, &dir.current(), prev, m).await {
+                        dir.activate(prev)
+                            .map_err(|e| EngineError::Other(e.to_string()))?;
+                        if let Err(e) = self.pm2.start_or_reload(app, &dir.current(), prev, m).await
+                        {
                             error!(app = %app, "reloading {prev} after an interrupted deploy failed: {e}");
                         }
                     }
@@ -223,7 +228,8 @@ impl Engine {
                             .map(Manifest::process_names)
                             .unwrap_or_default();
                         let _ = self.pm2.delete(&names).await;
-                        dir.deactivate().map_err(|e| EngineError::Other(e.to_string()))?;
+                        dir.deactivate()
+                            .map_err(|e| EngineError::Other(e.to_string()))?;
                     }
                 }
             }
@@ -241,10 +247,11 @@ impl Engine {
         // its first state write) is cleaned too.
         if let Ok(rd) = std::fs::read_dir(&self.cfg.root) {
             for e in rd.flatten() {
-                if let Some(name) = e.file_name().to_str() {
-                    if !self.state.apps.contains_key(name) && e.path().is_dir() {
-                        self.app_dir(name).clean_leftovers();
-                    }
+                if let Some(name) = e.file_name().to_str()
+                    && !self.state.apps.contains_key(name)
+                    && e.path().is_dir()
+                {
+                    self.app_dir(name).clean_leftovers();
                 }
             }
         }
@@ -464,13 +471,24 @@ impl Engine {
                     "release {release} is already on this server with different content; publish the new build under a new release name"
                 );
                 self.state.app_mut(&p.app).last_error = Some(error.clone());
-                self.history(Event::new("error").app(&p.app).release(release).commit(commit).message(error.clone()));
+                self.history(
+                    Event::new("error")
+                        .app(&p.app)
+                        .release(release)
+                        .commit(commit)
+                        .message(error.clone()),
+                );
                 self.metrics.deploy(&p.app, "error", 0.0);
                 Outcome::Errored { error }
             }
             Decision::Remove { processes } => {
                 let mut names = processes.clone();
-                if let Some(m) = self.state.apps.get(&p.app).and_then(|s| s.manifest.as_ref()) {
+                if let Some(m) = self
+                    .state
+                    .apps
+                    .get(&p.app)
+                    .and_then(|s| s.manifest.as_ref())
+                {
                     names.extend(m.process_names());
                 }
                 names.sort();
@@ -486,7 +504,12 @@ impl Engine {
                 st.pinned = None;
                 self.save()?;
                 self.metrics.set_current_release(&p.app, None);
-                self.history(Event::new("remove").app(&p.app).commit(commit).message("processes deleted; files kept"));
+                self.history(
+                    Event::new("remove")
+                        .app(&p.app)
+                        .commit(commit)
+                        .message("processes deleted; files kept"),
+                );
                 Outcome::Removed
             }
         })
@@ -525,9 +548,10 @@ impl Engine {
             let staging = dir.new_staging(release);
             let limits = self.limits.clone();
             let st2 = staging.clone();
-            let unpacked = tokio::task::spawn_blocking(move || artifact::unpack(&path, &st2, &limits))
-                .await
-                .map_err(|e| EngineError::Other(e.to_string()))?;
+            let unpacked =
+                tokio::task::spawn_blocking(move || artifact::unpack(&path, &st2, &limits))
+                    .await
+                    .map_err(|e| EngineError::Other(e.to_string()))?;
             if let Err(e) = unpacked {
                 return Ok(self.artifact_failed(app, release, commit, e));
             }
@@ -553,7 +577,11 @@ impl Engine {
         match dir.link_shared(release, &m.shared) {
             Ok(missing) => {
                 for f in missing {
-                    warn!(app, "shared file {f} does not exist yet in {}", dir.shared().display());
+                    warn!(
+                        app,
+                        "shared file {f} does not exist yet in {}",
+                        dir.shared().display()
+                    );
                 }
             }
             Err(e) => return Ok(self.transient(app, e.to_string())),
@@ -573,7 +601,10 @@ impl Engine {
             .apps
             .get(app)
             .and_then(|s| s.release.clone())
-            .filter(|_| !self.state.apps.get(app).is_some_and(|s| s.removed) || dir.current_release().is_some());
+            .filter(|_| {
+                !self.state.apps.get(app).is_some_and(|s| s.removed)
+                    || dir.current_release().is_some()
+            });
         self.state.app_mut(app).pending = Some(Pending {
             release: release.to_string(),
             sha256: sha256.to_string(),
@@ -596,17 +627,21 @@ impl Engine {
             .get(app)
             .map(|s| s.processes.clone())
             .unwrap_or_default();
-        let gate = match self.pm2.start_or_reload(app, &dir.current(), release, m).await {
+        let gate = match self
+            .pm2
+            .start_or_reload(app, &dir.current(), release, m)
+            .await
+        {
             Ok(()) => {
                 let gone: Vec<String> = old_names
                     .iter()
                     .filter(|n| !new_names.contains(n))
                     .cloned()
                     .collect();
-                if !gone.is_empty() {
-                    if let Err(e) = self.pm2.delete(&gone).await {
-                        warn!(app, "cannot delete processes that left the manifest: {e}");
-                    }
+                if !gone.is_empty()
+                    && let Err(e) = self.pm2.delete(&gone).await
+                {
+                    warn!(app, "cannot delete processes that left the manifest: {e}");
                 }
                 fault_point(Step::Reload);
                 // 6. Health gate.
@@ -621,7 +656,16 @@ impl Engine {
         if let Err(error) = gate {
             // 7. Roll back.
             return self
-                .roll_back_after_failure(app, m, release, sha256, commit, previous.as_deref(), error, t0)
+                .roll_back_after_failure(
+                    app,
+                    m,
+                    release,
+                    sha256,
+                    commit,
+                    previous.as_deref(),
+                    error,
+                    t0,
+                )
                 .await;
         }
 
@@ -679,12 +723,21 @@ impl Engine {
     }
 
     fn transient(&mut self, app: &str, error: String) -> Outcome {
-        warn!(app, "deploy interrupted, tried again on the next poll: {error}");
+        warn!(
+            app,
+            "deploy interrupted, tried again on the next poll: {error}"
+        );
         self.state.app_mut(app).last_error = Some(error.clone());
         Outcome::Transient { error }
     }
 
-    fn artifact_failed(&mut self, app: &str, release: &str, commit: &str, e: artifact::ArtifactError) -> Outcome {
+    fn artifact_failed(
+        &mut self,
+        app: &str,
+        release: &str,
+        commit: &str,
+        e: artifact::ArtifactError,
+    ) -> Outcome {
         let error = e.to_string();
         if e.is_transient() {
             return self.transient(app, error);
@@ -692,7 +745,13 @@ impl Engine {
         error!(app, release, "the artifact cannot be used: {error}");
         self.state.app_mut(app).last_error = Some(error.clone());
         self.metrics.deploy(app, "error", 0.0);
-        self.history(Event::new("error").app(app).release(release).commit(commit).message(error.clone()));
+        self.history(
+            Event::new("error")
+                .app(app)
+                .release(release)
+                .commit(commit)
+                .message(error.clone()),
+        );
         Outcome::Errored { error }
     }
 
@@ -724,8 +783,15 @@ impl Engine {
             error!("{e}");
         }
         let running = self.state.apps.get(app).and_then(|s| s.release.clone());
-        self.metrics.deploy(app, "failure", t0.elapsed().as_secs_f64());
-        self.history(Event::new("failure").app(app).release(release).commit(commit).message(error.clone()));
+        self.metrics
+            .deploy(app, "failure", t0.elapsed().as_secs_f64());
+        self.history(
+            Event::new("failure")
+                .app(app)
+                .release(release)
+                .commit(commit)
+                .message(error.clone()),
+        );
         Outcome::Failed {
             release: release.to_string(),
             error,
@@ -751,7 +817,8 @@ impl Engine {
         let mut rolled_back_to = None;
         match (previous, prev_manifest) {
             (Some(prev), Some(pm)) if dir.release(prev).is_dir() => {
-                dir.activate(prev).map_err(|e| EngineError::Other(e.to_string()))?;
+                dir.activate(prev)
+                    .map_err(|e| EngineError::Other(e.to_string()))?;
                 let old_names = pm.process_names();
                 let extra: Vec<String> = m
                     .process_names()
@@ -761,7 +828,11 @@ impl Engine {
                 if !extra.is_empty() {
                     let _ = self.pm2.delete(&extra).await;
                 }
-                let back = match self.pm2.start_or_reload(app, &dir.current(), prev, &pm).await {
+                let back = match self
+                    .pm2
+                    .start_or_reload(app, &dir.current(), prev, &pm)
+                    .await
+                {
                     Ok(()) => pm2::health_gate(&self.pm2, &old_names, &pm.health)
                         .await
                         .map_err(|e| e.to_string()),
@@ -771,7 +842,10 @@ impl Engine {
                 match back {
                     Ok(()) => st.health = Some("healthy".into()),
                     Err(e) => {
-                        error!(app, "the previous release {prev} is not healthy either: {e}");
+                        error!(
+                            app,
+                            "the previous release {prev} is not healthy either: {e}"
+                        );
                         st.health = Some(format!("unhealthy: {e}"));
                     }
                 }
@@ -781,13 +855,15 @@ impl Engine {
                 // Nothing to go back to: stop the bad release rather than
                 // leave it serving errors.
                 let _ = self.pm2.delete(&m.process_names()).await;
-                dir.deactivate().map_err(|e| EngineError::Other(e.to_string()))?;
+                dir.deactivate()
+                    .map_err(|e| EngineError::Other(e.to_string()))?;
                 self.state.app_mut(app).health = Some("stopped".into());
             }
         }
         self.mark_failed(app, release, sha256, commit, &error);
         self.save()?;
-        self.metrics.deploy(app, "failure", t0.elapsed().as_secs_f64());
+        self.metrics
+            .deploy(app, "failure", t0.elapsed().as_secs_f64());
         self.history(
             Event::new("rollback")
                 .app(app)
@@ -806,7 +882,9 @@ impl Engine {
     fn prune(&mut self, app: &str, m: &Manifest) {
         let dir = self.app_dir(app);
         let on_disk = dir.list_releases();
-        let Some(st) = self.state.apps.get(app) else { return };
+        let Some(st) = self.state.apps.get(app) else {
+            return;
+        };
         let recency: BTreeMap<String, String> = st
             .releases
             .iter()
@@ -819,13 +897,16 @@ impl Engine {
         if let Some(r) = &st.previous {
             protect.push(r);
         }
-        if let Some(r) = dir.current_release() {
-            if !protect.contains(&r.as_str()) {
-                // Never delete what `current` points at, whatever the state says.
-                let gone = releases_to_prune(&on_disk, &recency, self.keep_for(m), &[&r]);
-                let gone: Vec<String> = gone.into_iter().filter(|g| !protect.contains(&g.as_str())).collect();
-                return self.remove_releases(app, gone);
-            }
+        if let Some(r) = dir.current_release()
+            && !protect.contains(&r.as_str())
+        {
+            // Never delete what `current` points at, whatever the state says.
+            let gone = releases_to_prune(&on_disk, &recency, self.keep_for(m), &[&r]);
+            let gone: Vec<String> = gone
+                .into_iter()
+                .filter(|g| !protect.contains(&g.as_str()))
+                .collect();
+            return self.remove_releases(app, gone);
         }
         let gone = releases_to_prune(&on_disk, &recency, self.keep_for(m), &protect);
         self.remove_releases(app, gone);
@@ -842,10 +923,10 @@ impl Engine {
                 Err(e) => warn!(app, "cannot prune {r}: {e}"),
             }
         }
-        if !gone.is_empty() {
-            if let Err(e) = self.save() {
-                warn!("{e}");
-            }
+        if !gone.is_empty()
+            && let Err(e) = self.save()
+        {
+            warn!("{e}");
         }
         let keep: HashSet<String> = self
             .state
@@ -868,7 +949,12 @@ impl Engine {
         match st.failed.take() {
             Some(f) => {
                 self.save().map_err(|e| e.to_string())?;
-                self.history(Event::new("retry").app(app).release(&f.release).commit(&f.commit));
+                self.history(
+                    Event::new("retry")
+                        .app(app)
+                        .release(&f.release)
+                        .commit(&f.commit),
+                );
                 // The commit must be applied again even though it is the last one seen.
                 self.state.last_commit = None;
                 Ok(format!("{app}: {} will be tried again", f.release))
@@ -893,10 +979,9 @@ impl Engine {
         let dir = self.app_dir(app);
         let target = match to {
             Some(t) => t.to_string(),
-            None => st
-                .previous
-                .clone()
-                .ok_or_else(|| format!("app {app} has no previous release to roll back to; name one with --to"))?,
+            None => st.previous.clone().ok_or_else(|| {
+                format!("app {app} has no previous release to roll back to; name one with --to")
+            })?,
         };
         if target == current {
             return Err(format!("{app} already runs {target}"));
@@ -916,7 +1001,11 @@ impl Engine {
             .ok_or_else(|| format!("no pm2 settings are recorded for {app}"))?;
         let t0 = Instant::now();
         dir.activate(&target).map_err(|e| e.to_string())?;
-        let gate = match self.pm2.start_or_reload(app, &dir.current(), &target, &m).await {
+        let gate = match self
+            .pm2
+            .start_or_reload(app, &dir.current(), &target, &m)
+            .await
+        {
             Ok(()) => pm2::health_gate(&self.pm2, &m.process_names(), &m.health)
                 .await
                 .map_err(|e| e.to_string()),
@@ -933,8 +1022,16 @@ impl Engine {
             s.since = Some(now_rfc3339());
             s.pinned = Some(state::Pinned {
                 release: target.clone(),
-                desired_release: st.failed.as_ref().map(|f| f.release.clone()).or(Some(current.clone())),
-                desired_sha256: st.failed.as_ref().map(|f| f.sha256.clone()).or(st.sha256.clone()),
+                desired_release: st
+                    .failed
+                    .as_ref()
+                    .map(|f| f.release.clone())
+                    .or(Some(current.clone())),
+                desired_sha256: st
+                    .failed
+                    .as_ref()
+                    .map(|f| f.sha256.clone())
+                    .or(st.sha256.clone()),
                 at: now_rfc3339(),
             });
             s.failed = None;
@@ -957,8 +1054,12 @@ impl Engine {
                 .message("local rollback by an operator; held until the branch changes this app"),
         );
         match gate {
-            Ok(()) => Ok(format!("{app} rolled back from {current} to {target}; it stays there until the branch changes its release")),
-            Err(e) => Err(format!("{app} rolled back from {current} to {target}, but it is not healthy: {e}")),
+            Ok(()) => Ok(format!(
+                "{app} rolled back from {current} to {target}; it stays there until the branch changes its release"
+            )),
+            Err(e) => Err(format!(
+                "{app} rolled back from {current} to {target}, but it is not healthy: {e}"
+            )),
         }
     }
 }
@@ -969,11 +1070,20 @@ fn describe_outcome(o: &Outcome) -> String {
         Outcome::Unchanged { release } => format!("unchanged ({release})"),
         Outcome::Paused => "paused".into(),
         Outcome::Pinned { release } => format!("held at {release} by a local rollback"),
-        Outcome::Failed { release, error, rolled_back_to } => format!(
+        Outcome::Failed {
+            release,
+            error,
+            rolled_back_to,
+        } => format!(
             "{release} failed: {error}; {}",
-            rolled_back_to.as_deref().map(|p| format!("rolled back to {p}")).unwrap_or_else(|| "stopped".into())
+            rolled_back_to
+                .as_deref()
+                .map(|p| format!("rolled back to {p}"))
+                .unwrap_or_else(|| "stopped".into())
         ),
-        Outcome::Held { release } => format!("{release} failed earlier on this commit; not retried"),
+        Outcome::Held { release } => {
+            format!("{release} failed earlier on this commit; not retried")
+        }
         Outcome::Errored { error } => format!("cannot apply: {error}"),
         Outcome::Transient { error } => format!("will retry: {error}"),
         Outcome::Removed => "removed from this server".into(),
@@ -1004,7 +1114,12 @@ async fn run_hook(
     let shown = argv.join(" ");
     let out = tokio::time::timeout(HOOK_TIMEOUT, cmd.output())
         .await
-        .map_err(|_| format!("`{shown}` did not finish within {}s", HOOK_TIMEOUT.as_secs()))?
+        .map_err(|_| {
+            format!(
+                "`{shown}` did not finish within {}s",
+                HOOK_TIMEOUT.as_secs()
+            )
+        })?
         .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         info!(app, hook = %shown, "{line}");
@@ -1016,11 +1131,17 @@ async fn run_hook(
         let tail: Vec<&str> = stderr.lines().rev().take(2).collect();
         Err(format!(
             "`{shown}` exited with {}{}",
-            out.status.code().map(|c| c.to_string()).unwrap_or_else(|| "a signal".into()),
+            out.status
+                .code()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "a signal".into()),
             if tail.is_empty() {
                 String::new()
             } else {
-                format!(": {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / "))
+                format!(
+                    ": {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                )
             }
         ))
     }

@@ -23,8 +23,15 @@ fn parent_of(path: &Path) -> &Path {
 }
 
 fn temp_name(path: &Path, tag: &str) -> std::path::PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    parent_of(path).join(format!(".{name}.{tag}-{}-{:08x}", std::process::id(), rand::random::<u32>()))
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent_of(path).join(format!(
+        ".{name}.{tag}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ))
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, with
@@ -33,7 +40,10 @@ fn temp_name(path: &Path, tag: &str) -> std::path::PathBuf {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = temp_name(path, "tmp");
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);

@@ -42,7 +42,9 @@ impl StateLock {
             })?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(StateLock { _lock: lock }),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(LockError::Held(state_dir.to_path_buf())),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                Err(LockError::Held(state_dir.to_path_buf()))
+            }
             Err((_, e)) => Err(LockError::Io {
                 path,
                 source: std::io::Error::from(e),
@@ -59,7 +61,10 @@ mod tests {
     fn second_holder_is_refused_until_the_first_lets_go() {
         let dir = tempfile::tempdir().unwrap();
         let first = StateLock::acquire(dir.path()).unwrap();
-        assert!(matches!(StateLock::acquire(dir.path()), Err(LockError::Held(_))));
+        assert!(matches!(
+            StateLock::acquire(dir.path()),
+            Err(LockError::Held(_))
+        ));
         drop(first);
         assert!(StateLock::acquire(dir.path()).is_ok());
     }

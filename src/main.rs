@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "hoist", version, about = "GitOps pull-based deployer for Node.js apps")]
+#[command(
+    name = "hoist",
+    version,
+    about = "GitOps pull-based deployer for Node.js apps"
+)]
 struct Cli {
     /// Host config file.
     #[arg(long, global = true, env = "HOIST_CONFIG", default_value = hoist::config::DEFAULT_CONFIG_PATH)]
@@ -101,7 +105,10 @@ type Res = Result<u8, Failure>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, matches!(cli.command, Command::Run | Command::Once));
+    init_logging(
+        cli.log_format,
+        matches!(cli.command, Command::Run | Command::Once),
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -155,7 +162,9 @@ async fn dispatch(cli: Cli) -> Res {
         Command::Run => {
             let cfg = load_config(&cli.config)?;
             let _lock = lock(&cfg)?;
-            daemon::run(cli.config.clone(), cfg).await.map_err(|m| fail(1, m))?;
+            daemon::run(cli.config.clone(), cfg)
+                .await
+                .map_err(|m| fail(1, m))?;
             Ok(0)
         }
         Command::Once => {
@@ -171,7 +180,10 @@ async fn dispatch(cli: Cli) -> Res {
                 return Ok(1);
             }
             for (app, o) in &r.outcomes {
-                println!("{app}: {}", hoist::plan::summarize(&[(app.clone(), o.clone())]).1);
+                println!(
+                    "{app}: {}",
+                    hoist::plan::summarize(&[(app.clone(), o.clone())]).1
+                );
             }
             Ok(if r.converged { 0 } else { 1 })
         }
@@ -195,7 +207,10 @@ async fn dispatch(cli: Cli) -> Res {
                     Ok(0)
                 }
                 Ok(r) => Err(fail(1, r.message)),
-                Err(m) => Err(fail(1, format!("{m}; is `hoist run` running with this config?"))),
+                Err(m) => Err(fail(
+                    1,
+                    format!("{m}; is `hoist run` running with this config?"),
+                )),
             }
         }
         Command::Pack { dir, output } => {
@@ -208,10 +223,21 @@ async fn dispatch(cli: Cli) -> Res {
             println!("{sha}  {}", output.display());
             Ok(0)
         }
-        Command::Publish { dir, to, manifest, release } => {
-            hoist::publish::publish(&cli.config, &dir, &to, manifest.as_deref(), release.as_deref())
-                .await
-                .map_err(|m| fail(1, m))?;
+        Command::Publish {
+            dir,
+            to,
+            manifest,
+            release,
+        } => {
+            hoist::publish::publish(
+                &cli.config,
+                &dir,
+                &to,
+                manifest.as_deref(),
+                release.as_deref(),
+            )
+            .await
+            .map_err(|m| fail(1, m))?;
             Ok(0)
         }
         Command::Demo => hoist::demo::run().await.map(|()| 0).map_err(|m| fail(1, m)),
@@ -261,7 +287,13 @@ async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
                 Ok(0)
             }
             Ok(r) => Err(fail(1, r.message)),
-            Err(m) => Err(fail(3, format!("another hoist holds the lock on {} and {m}", cfg.state_dir.display()))),
+            Err(m) => Err(fail(
+                3,
+                format!(
+                    "another hoist holds the lock on {} and {m}",
+                    cfg.state_dir.display()
+                ),
+            )),
         },
         Err(e) => Err(fail(1, e.to_string())),
     }
@@ -271,7 +303,10 @@ async fn cmd_plan(config: &Path, json: bool) -> Res {
     let cfg = load_config(config)?;
     let e = engine(cfg)?;
     let tip = e.poll().await.map_err(|e| fail(1, e.to_string()))?;
-    let apps = e.manifests_at(&tip).await.map_err(|e| fail(1, e.to_string()))?;
+    let apps = e
+        .manifests_at(&tip)
+        .await
+        .map_err(|e| fail(1, e.to_string()))?;
     let apps = match apps {
         Ok(a) => a,
         Err(inv) => {
@@ -301,8 +336,10 @@ async fn cmd_plan(config: &Path, json: bool) -> Res {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"commit": tip, "host": e.host, "apps": items}))
-                .unwrap_or_default()
+            serde_json::to_string_pretty(
+                &serde_json::json!({"commit": tip, "host": e.host, "apps": items})
+            )
+            .unwrap_or_default()
         );
     } else {
         println!("commit {tip} on {} for host {}", e.cfg.repo.branch, e.host);
@@ -375,7 +412,10 @@ fn cmd_status(config: &Path, json: bool) -> Res {
         let mut line = format!(
             "{name}: {} (commit {}, since {}), health {}",
             s.release.as_deref().unwrap_or("-"),
-            s.commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("-"),
+            s.commit
+                .as_deref()
+                .map(|c| &c[..c.len().min(12)])
+                .unwrap_or("-"),
             s.since.as_deref().unwrap_or("-"),
             s.health.as_deref().unwrap_or("unknown"),
         );
@@ -403,7 +443,10 @@ fn cmd_history(config: &Path, app: Option<&str>, json: bool) -> Res {
         .filter(|e| app.is_none() || e.app.as_deref() == app)
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&events).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&events).unwrap_or_default()
+        );
         return Ok(0);
     }
     for e in &events {
@@ -440,12 +483,22 @@ fn cmd_check(config: &Path, dir: Option<PathBuf>) -> Res {
         .unwrap_or_else(|_| "apps".to_string());
     let folder = dir.join(&apps_path);
     if !folder.is_dir() {
-        return Err(fail(1, format!("{} has no manifest folder {apps_path}/", dir.display())));
+        return Err(fail(
+            1,
+            format!("{} has no manifest folder {apps_path}/", dir.display()),
+        ));
     }
     match load_manifests_from_dir(&folder, Path::new(&apps_path)) {
         Ok(apps) => {
-            println!("{} valid: {} app(s): {}", dir.display(), apps.len(),
-                apps.keys().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+            println!(
+                "{} valid: {} app(s): {}",
+                dir.display(),
+                apps.len(),
+                apps.keys()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             Ok(0)
         }
         Err(errors) => {

@@ -147,36 +147,39 @@ pub fn plan(desired: &Desired<'_>, actual: &Actual<'_>) -> Vec<AppPlan> {
             continue;
         }
 
-        if let Some(f) = st.and_then(|s| s.failed.as_ref()) {
-            if f.commit == desired.commit && f.release == release && f.sha256 == sha {
-                out.push(AppPlan {
-                    app: app.to_string(),
-                    decision: Decision::HeldAfterFailure {
-                        release,
-                        running,
-                        error: f.error.clone(),
-                    },
-                    unpin,
-                });
-                continue;
-            }
+        if let Some(f) = st.and_then(|s| s.failed.as_ref())
+            && f.commit == desired.commit
+            && f.release == release
+            && f.sha256 == sha
+        {
+            out.push(AppPlan {
+                app: app.to_string(),
+                decision: Decision::HeldAfterFailure {
+                    release,
+                    running,
+                    error: f.error.clone(),
+                },
+                unpin,
+            });
+            continue;
         }
 
         let known = st.and_then(|s| s.releases.get(&release));
         let present = on_disk.contains(&release);
-        if let Some(k) = known {
-            if present && k.sha256 != sha {
-                out.push(AppPlan {
-                    app: app.to_string(),
-                    decision: Decision::Conflict {
-                        release,
-                        known_sha256: k.sha256.clone(),
-                        wanted_sha256: sha,
-                    },
-                    unpin,
-                });
-                continue;
-            }
+        if let Some(k) = known
+            && present
+            && k.sha256 != sha
+        {
+            out.push(AppPlan {
+                app: app.to_string(),
+                decision: Decision::Conflict {
+                    release,
+                    known_sha256: k.sha256.clone(),
+                    wanted_sha256: sha,
+                },
+                unpin,
+            });
+            continue;
         }
         let reuse = present && known.is_some_and(|k| k.sha256 == sha);
         let why = if unpin {
@@ -293,10 +296,17 @@ impl AppPlan {
 /// How carrying out one app's decision ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Deployed { release: String, seconds: f64 },
-    Unchanged { release: String },
+    Deployed {
+        release: String,
+        seconds: f64,
+    },
+    Unchanged {
+        release: String,
+    },
     Paused,
-    Pinned { release: String },
+    Pinned {
+        release: String,
+    },
     /// Deploy failed (hooks, reload, health) and the previous release runs again.
     Failed {
         release: String,
@@ -304,11 +314,17 @@ pub enum Outcome {
         rolled_back_to: Option<String>,
     },
     /// Still held after an earlier failure of this commit.
-    Held { release: String },
+    Held {
+        release: String,
+    },
     /// The commit cannot be applied for this app (checksum, unsafe archive, name reuse).
-    Errored { error: String },
+    Errored {
+        error: String,
+    },
     /// A passing fault (network, disk); tried again on the next poll.
-    Transient { error: String },
+    Transient {
+        error: String,
+    },
     Removed,
 }
 
@@ -343,7 +359,9 @@ pub fn summarize(outcomes: &[(String, Outcome)]) -> (StatusState, String) {
             } => (
                 StatusState::Failure,
                 match rolled_back_to {
-                    Some(prev) => format!("{app} {release} failed ({error}); rolled back to {prev}"),
+                    Some(prev) => {
+                        format!("{app} {release} failed ({error}); rolled back to {prev}")
+                    }
                     None => format!("{app} {release} failed ({error}); stopped"),
                 },
             ),
@@ -352,10 +370,9 @@ pub fn summarize(outcomes: &[(String, Outcome)]) -> (StatusState, String) {
                 format!("{app} {release} failed earlier; not retried"),
             ),
             Outcome::Errored { error } => (StatusState::Error, format!("{app}: {error}")),
-            Outcome::Transient { error } => (
-                StatusState::Pending,
-                format!("{app}: {error}; retrying"),
-            ),
+            Outcome::Transient { error } => {
+                (StatusState::Pending, format!("{app}: {error}; retrying"))
+            }
         };
         if rank(s) > rank(state) {
             state = s;
@@ -490,16 +507,24 @@ mod tests {
         let m = manifest("v1", A, "");
         let w = World::new(apps(&[("web", m.clone())])).with("web", running("v1", A, &m));
         let p = w.one("c2");
-        assert_eq!(p.decision, Decision::Unchanged { release: "v1".into() });
+        assert_eq!(
+            p.decision,
+            Decision::Unchanged {
+                release: "v1".into()
+            }
+        );
         assert!(!p.acts());
     }
 
     #[test]
     fn new_release_is_deployed_from_the_running_one() {
         let m1 = manifest("v1", A, "");
-        let w = World::new(apps(&[("web", manifest("v2", B, ""))])).with("web", running("v1", A, &m1));
+        let w =
+            World::new(apps(&[("web", manifest("v2", B, ""))])).with("web", running("v1", A, &m1));
         match w.one("c2").decision {
-            Decision::Deploy { from, reuse, why, .. } => {
+            Decision::Deploy {
+                from, reuse, why, ..
+            } => {
                 assert_eq!(from.as_deref(), Some("v1"));
                 assert!(!reuse);
                 assert_eq!(why, Why::NewRelease);
@@ -513,7 +538,14 @@ mod tests {
         let m1 = manifest("v1", A, "");
         let m2 = manifest("v2", B, "");
         let mut st = running("v2", B, &m2);
-        st.releases.insert("v1".into(), KnownRelease { sha256: A.into(), used: 0, manifest: Some(m1.clone()) });
+        st.releases.insert(
+            "v1".into(),
+            KnownRelease {
+                sha256: A.into(),
+                used: 0,
+                manifest: Some(m1.clone()),
+            },
+        );
         let w = World::new(apps(&[("web", m1)])).with("web", st);
         match w.one("c3").decision {
             Decision::Deploy { reuse, from, .. } => {
@@ -529,7 +561,14 @@ mod tests {
         let m1 = manifest("v1", A, "");
         let m2 = manifest("v2", B, "");
         let mut st = running("v2", B, &m2);
-        st.releases.insert("v1".into(), KnownRelease { sha256: A.into(), used: 0, manifest: None });
+        st.releases.insert(
+            "v1".into(),
+            KnownRelease {
+                sha256: A.into(),
+                used: 0,
+                manifest: None,
+            },
+        );
         let mut w = World::new(apps(&[("web", m1)])).with("web", st);
         w.disk.get_mut("web").unwrap().remove("v1");
         match w.one("c3").decision {
@@ -541,7 +580,8 @@ mod tests {
     #[test]
     fn release_name_reused_with_other_content_is_refused() {
         let m1 = manifest("v1", A, "");
-        let w = World::new(apps(&[("web", manifest("v1", B, ""))])).with("web", running("v1", A, &m1));
+        let w =
+            World::new(apps(&[("web", manifest("v1", B, ""))])).with("web", running("v1", A, &m1));
         assert!(matches!(w.one("c2").decision, Decision::Conflict { .. }));
     }
 
@@ -579,7 +619,10 @@ mod tests {
             at: "t".into(),
         });
         let w = World::new(apps(&[("web", manifest("v2", B, ""))])).with("web", st);
-        assert!(matches!(w.one("c2").decision, Decision::HeldAfterFailure { .. }));
+        assert!(matches!(
+            w.one("c2").decision,
+            Decision::HeldAfterFailure { .. }
+        ));
         assert!(!w.one("c2").acts());
         // The branch moved: the same release is tried again.
         assert!(matches!(w.one("c3").decision, Decision::Deploy { .. }));
@@ -590,7 +633,12 @@ mod tests {
         let m1 = manifest("v1", A, "");
         let w = World::new(apps(&[("web", manifest("v2", B, "paused: true\n"))]))
             .with("web", running("v1", A, &m1));
-        assert_eq!(w.one("c2").decision, Decision::Paused { release: Some("v1".into()) });
+        assert_eq!(
+            w.one("c2").decision,
+            Decision::Paused {
+                release: Some("v1".into())
+            }
+        );
         let w = World::new(apps(&[("web", manifest("v2", B, "paused: true\n"))]));
         assert_eq!(w.one("c2").decision, Decision::Paused { release: None });
     }
@@ -606,7 +654,14 @@ mod tests {
             desired_sha256: Some(B.into()),
             at: "t".into(),
         });
-        st.releases.insert("v2".into(), KnownRelease { sha256: B.into(), used: 0, manifest: Some(m2.clone()) });
+        st.releases.insert(
+            "v2".into(),
+            KnownRelease {
+                sha256: B.into(),
+                used: 0,
+                manifest: Some(m2.clone()),
+            },
+        );
         let w = World::new(apps(&[("web", m2)])).with("web", st.clone());
         let p = w.one("c9");
         assert!(matches!(p.decision, Decision::Pinned { .. }));
@@ -615,7 +670,13 @@ mod tests {
         let w = World::new(apps(&[("web", manifest("v3", A, ""))])).with("web", st.clone());
         let p = w.one("c10");
         assert!(p.unpin);
-        assert!(matches!(p.decision, Decision::Deploy { why: Why::PinEnded, .. }));
+        assert!(matches!(
+            p.decision,
+            Decision::Deploy {
+                why: Why::PinEnded,
+                ..
+            }
+        ));
         // The branch reverted to what the pin holds: unpinned, unchanged.
         let w = World::new(apps(&[("web", m1)])).with("web", st);
         let p = w.one("c11");
@@ -628,9 +689,17 @@ mod tests {
     fn apps_leaving_the_repo_or_this_server_are_removed() {
         let m1 = manifest("v1", A, "");
         let w = World::new(AppSet::new()).with("web", running("v1", A, &m1));
-        assert_eq!(w.one("c2").decision, Decision::Remove { processes: vec!["web".into()] });
-        let w = World::new(apps(&[("web", manifest("v1", A, "targets:\n  hosts: [\"db-*\"]\n"))]))
-            .with("web", running("v1", A, &m1));
+        assert_eq!(
+            w.one("c2").decision,
+            Decision::Remove {
+                processes: vec!["web".into()]
+            }
+        );
+        let w = World::new(apps(&[(
+            "web",
+            manifest("v1", A, "targets:\n  hosts: [\"db-*\"]\n"),
+        )]))
+        .with("web", running("v1", A, &m1));
         assert!(matches!(w.one("c2").decision, Decision::Remove { .. }));
         // Already removed: nothing more to do.
         let mut st = running("v1", A, &m1);
@@ -646,7 +715,9 @@ mod tests {
         st.removed = true;
         let w = World::new(apps(&[("web", m1)])).with("web", st);
         match w.one("c4").decision {
-            Decision::Deploy { reuse, why, from, .. } => {
+            Decision::Deploy {
+                reuse, why, from, ..
+            } => {
                 assert!(reuse);
                 assert_eq!(why, Why::FirstDeploy);
                 assert_eq!(from, None);
@@ -687,26 +758,66 @@ mod tests {
     #[test]
     fn summary_worst_state_wins_and_news_first() {
         let (s, d) = summarize(&[
-            ("api".into(), Outcome::Unchanged { release: "1".into() }),
-            ("web".into(), Outcome::Deployed { release: "2026.11.27-3".into(), seconds: 4.21 }),
+            (
+                "api".into(),
+                Outcome::Unchanged {
+                    release: "1".into(),
+                },
+            ),
+            (
+                "web".into(),
+                Outcome::Deployed {
+                    release: "2026.11.27-3".into(),
+                    seconds: 4.21,
+                },
+            ),
         ]);
         assert_eq!(s, StatusState::Success);
         assert_eq!(d, "web 2026.11.27-3 live in 4.2s; api unchanged");
         let (s, d) = summarize(&[
-            ("api".into(), Outcome::Unchanged { release: "1".into() }),
+            (
+                "api".into(),
+                Outcome::Unchanged {
+                    release: "1".into(),
+                },
+            ),
             (
                 "web".into(),
-                Outcome::Failed { release: "v3".into(), error: "unhealthy".into(), rolled_back_to: Some("v1".into()) },
+                Outcome::Failed {
+                    release: "v3".into(),
+                    error: "unhealthy".into(),
+                    rolled_back_to: Some("v1".into()),
+                },
             ),
         ]);
         assert_eq!(s, StatusState::Failure);
-        assert!(d.starts_with("web v3 failed (unhealthy); rolled back to v1"), "{d}");
+        assert!(
+            d.starts_with("web v3 failed (unhealthy); rolled back to v1"),
+            "{d}"
+        );
         let (s, _) = summarize(&[
-            ("a".into(), Outcome::Errored { error: "checksum".into() }),
-            ("b".into(), Outcome::Failed { release: "x".into(), error: "e".into(), rolled_back_to: None }),
+            (
+                "a".into(),
+                Outcome::Errored {
+                    error: "checksum".into(),
+                },
+            ),
+            (
+                "b".into(),
+                Outcome::Failed {
+                    release: "x".into(),
+                    error: "e".into(),
+                    rolled_back_to: None,
+                },
+            ),
         ]);
         assert_eq!(s, StatusState::Error);
-        let (s, _) = summarize(&[("a".into(), Outcome::Transient { error: "timeout".into() })]);
+        let (s, _) = summarize(&[(
+            "a".into(),
+            Outcome::Transient {
+                error: "timeout".into(),
+            },
+        )]);
         assert_eq!(s, StatusState::Pending);
         let (s, d) = summarize(&[]);
         assert_eq!(s, StatusState::Success);
@@ -716,7 +827,15 @@ mod tests {
     #[test]
     fn summary_is_at_most_140_chars() {
         let many: Vec<_> = (0..30)
-            .map(|i| (format!("app{i}"), Outcome::Deployed { release: "2026.11.27-3".into(), seconds: 1.0 }))
+            .map(|i| {
+                (
+                    format!("app{i}"),
+                    Outcome::Deployed {
+                        release: "2026.11.27-3".into(),
+                        seconds: 1.0,
+                    },
+                )
+            })
             .collect();
         let (_, d) = summarize(&many);
         assert!(d.chars().count() <= 140, "{}", d.len());

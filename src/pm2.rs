@@ -85,7 +85,11 @@ impl Pm2 {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let text = if stderr.trim().is_empty() { &stdout } else { stderr.as_ref() };
+            let text = if stderr.trim().is_empty() {
+                &stdout
+            } else {
+                stderr.as_ref()
+            };
             return Err(Pm2Error::Failed {
                 args: shown,
                 message: last_lines(text, 3),
@@ -131,8 +135,10 @@ impl Pm2 {
         let path = self.ecosystem_dir.join(format!("{app}.json"));
         let eco = Pm2::ecosystem(app, current, release, manifest);
         let bytes = serde_json::to_vec_pretty(&eco).unwrap_or_default();
-        crate::fsutil::write_atomic(&path, &bytes)
-            .map_err(|source| Pm2Error::Ecosystem { path: path.clone(), source })?;
+        crate::fsutil::write_atomic(&path, &bytes).map_err(|source| Pm2Error::Ecosystem {
+            path: path.clone(),
+            source,
+        })?;
         let p = path.to_string_lossy().into_owned();
         self.run(&["startOrReload", &p, "--update-env"]).await?;
         Ok(())
@@ -182,11 +188,26 @@ pub fn parse_jlist(out: &str) -> Result<Vec<Proc>, Pm2Error> {
                 .and_then(|v| v.as_str())
                 .map(String::from);
             Proc {
-                name: p.get("name").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+                name: p
+                    .get("name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string(),
                 pm_id: p.get("pm_id").and_then(|v| v.as_i64()).unwrap_or(-1),
-                status: env.get("status").and_then(|v| v.as_str()).unwrap_or("").to_string(),
-                restarts: env.get("restart_time").and_then(|v| v.as_i64()).unwrap_or(0),
-                cwd: env.get("pm_cwd").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+                status: env
+                    .get("status")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                restarts: env
+                    .get("restart_time")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(0),
+                cwd: env
+                    .get("pm_cwd")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string(),
                 hoist_app,
             }
         })
@@ -227,7 +248,10 @@ pub async fn health_gate(pm2: &Pm2, names: &[String], health: &Health) -> Result
     let mut last_problem: HealthError = HealthError::Missing(names.join(", "));
     let mut total_restarts = 0i64;
     loop {
-        let procs = pm2.jlist().await.map_err(|e| HealthError::Pm2(e.to_string()))?;
+        let procs = pm2
+            .jlist()
+            .await
+            .map_err(|e| HealthError::Pm2(e.to_string()))?;
         let mine: Vec<&Proc> = procs.iter().filter(|p| names.contains(&p.name)).collect();
         let mut problem: Option<HealthError> = None;
         for n in names {

@@ -27,7 +27,10 @@ pub enum ReleaseError {
     },
 }
 
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ReleaseError + 'a {
+fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ReleaseError + 'a {
     move |source| ReleaseError::Io {
         action,
         path: path.to_path_buf(),
@@ -90,7 +93,9 @@ impl AppDir {
         let target = std::fs::read_link(self.current()).ok()?;
         let mut comps = target.components();
         match (comps.next(), comps.next(), comps.next()) {
-            (Some(Component::Normal(r)), Some(Component::Normal(name)), None) if r == "releases" => {
+            (Some(Component::Normal(r)), Some(Component::Normal(name)), None)
+                if r == "releases" =>
+            {
                 name.to_str().map(String::from)
             }
             _ => None,
@@ -245,7 +250,10 @@ pub fn releases_to_prune(
     let mut out = Vec::new();
     // Protected releases count toward `keep` first.
     let protected: BTreeSet<&str> = protect.iter().copied().collect();
-    kept += ordered.iter().filter(|r| protected.contains(r.as_str())).count();
+    kept += ordered
+        .iter()
+        .filter(|r| protected.contains(r.as_str()))
+        .count();
     for r in ordered {
         if protected.contains(r.as_str()) {
             continue;
@@ -268,14 +276,20 @@ mod tests {
     }
 
     fn rec(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn prune_keeps_the_most_recent() {
         let disk = set(&["v1", "v2", "v3", "v4"]);
         let r = rec(&[("v1", "1"), ("v2", "2"), ("v3", "3"), ("v4", "4")]);
-        assert_eq!(releases_to_prune(&disk, &r, 2, &["v4", "v3"]), vec!["v2", "v1"]);
+        assert_eq!(
+            releases_to_prune(&disk, &r, 2, &["v4", "v3"]),
+            vec!["v2", "v1"]
+        );
         assert_eq!(releases_to_prune(&disk, &r, 3, &["v4", "v3"]), vec!["v1"]);
     }
 
@@ -312,7 +326,10 @@ mod tests {
         ];
         let missing = app.link_shared("v1", &shared).unwrap();
         assert_eq!(missing, vec!["config/local.json"]);
-        assert_eq!(std::fs::read_link(rel.join(".env")).unwrap(), Path::new("../../shared/.env"));
+        assert_eq!(
+            std::fs::read_link(rel.join(".env")).unwrap(),
+            Path::new("../../shared/.env")
+        );
         assert_eq!(
             std::fs::read_link(rel.join("config/local.json")).unwrap(),
             Path::new("../../../shared/config/local.json")
@@ -340,13 +357,19 @@ mod tests {
         assert_eq!(app.current_release().as_deref(), Some("v1"));
         app.activate("v2").unwrap();
         assert_eq!(app.current_release().as_deref(), Some("v2"));
-        assert_eq!(std::fs::read_to_string(app.current().join("VERSION")).unwrap(), "v2");
+        assert_eq!(
+            std::fs::read_to_string(app.current().join("VERSION")).unwrap(),
+            "v2"
+        );
         assert_eq!(app.list_releases(), set(&["v1", "v2"]));
         app.remove_release("v1").unwrap();
         assert_eq!(app.list_releases(), set(&["v2"]));
         std::fs::create_dir(app.new_staging("v3")).unwrap();
         assert_eq!(app.clean_leftovers().len(), 1);
-        let names: Vec<_> = std::fs::read_dir(app.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(app.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 3, "{names:?}");
         app.deactivate().unwrap();
         assert_eq!(app.current_release(), None);

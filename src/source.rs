@@ -8,9 +8,7 @@
 //! Manifests are read straight from the commit's tree: no work tree exists,
 //! so nothing on disk can drift from what the commit says.
 
-use crate::config::{
-    AppName, AppSet, ConfigError, HostConfig, parse_manifest, validate_app_set,
-};
+use crate::config::{AppName, AppSet, ConfigError, HostConfig, parse_manifest, validate_app_set};
 use git2::{Cred, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
 use std::path::{Path, PathBuf};
 
@@ -43,7 +41,11 @@ pub struct InvalidCommit {
 
 impl std::fmt::Display for InvalidCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let first = self.errors.first().map(|e| e.to_string()).unwrap_or_default();
+        let first = self
+            .errors
+            .first()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         if self.errors.len() > 1 {
             write!(f, "{first} (and {} more)", self.errors.len() - 1)
         } else {
@@ -138,16 +140,14 @@ impl Source {
             if tries > 3 {
                 return Err(git2::Error::from_str("authentication failed"));
             }
-            if allowed.contains(git2::CredentialType::SSH_KEY) {
-                if let Some(k) = &key {
+            if allowed.contains(git2::CredentialType::SSH_KEY)
+                && let Some(k) = &key {
                     return Cred::ssh_key(username.unwrap_or("git"), None, k, None);
                 }
-            }
-            if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
-                if let Some(t) = &token {
+            if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT)
+                && let Some(t) = &token {
                     return Cred::userpass_plaintext("hoist", t);
                 }
-            }
             Err(git2::Error::from_str(
                 "the repository asks for credentials and none are configured (repo.token_file or repo.ssh_key_file)",
             ))
@@ -161,7 +161,9 @@ impl Source {
     /// Where the branch points on the remote, without fetching.
     pub fn remote_tip(&self) -> Result<String, SourceError> {
         let repo = self.open_mirror()?;
-        let mut remote = repo.remote_anonymous(&self.url).map_err(|e| self.remote_err(e.message()))?;
+        let mut remote = repo
+            .remote_anonymous(&self.url)
+            .map_err(|e| self.remote_err(e.message()))?;
         let cb = self.callbacks()?;
         let conn = remote
             .connect_auth(Direction::Fetch, Some(cb), None)
@@ -192,7 +194,9 @@ impl Source {
     /// Fetches the branch into the mirror.
     pub fn fetch(&self) -> Result<(), SourceError> {
         let repo = self.open_mirror()?;
-        let mut remote = repo.remote_anonymous(&self.url).map_err(|e| self.remote_err(e.message()))?;
+        let mut remote = repo
+            .remote_anonymous(&self.url)
+            .map_err(|e| self.remote_err(e.message()))?;
         let mut fo = FetchOptions::new();
         fo.remote_callbacks(self.callbacks()?);
         fo.download_tags(git2::AutotagOption::None);
@@ -226,7 +230,9 @@ impl Source {
             message: m,
         };
         let oid = Oid::from_str(commit).map_err(|e| cerr(e.message().into()))?;
-        let c = repo.find_commit(oid).map_err(|e| cerr(e.message().into()))?;
+        let c = repo
+            .find_commit(oid)
+            .map_err(|e| cerr(e.message().into()))?;
         let tree = c.tree().map_err(|e| cerr(e.message().into()))?;
         let folder = if self.apps_path == "." {
             tree
@@ -250,7 +256,11 @@ impl Source {
         };
         let mut apps = AppSet::new();
         let mut errors = Vec::new();
-        let base = PathBuf::from(if self.apps_path == "." { "" } else { &self.apps_path });
+        let base = PathBuf::from(if self.apps_path == "." {
+            ""
+        } else {
+            &self.apps_path
+        });
         for entry in folder.iter() {
             let Ok(name) = entry.name() else { continue };
             if entry.kind() != Some(git2::ObjectType::Blob) {
@@ -344,7 +354,10 @@ fn check_host_key(
             continue;
         };
         let matches_host = hosts.split(',').any(|h| {
-            h == host || h.strip_prefix('[').and_then(|r| r.split_once("]:")).is_some_and(|(n, _)| n == host)
+            h == host
+                || h.strip_prefix('[')
+                    .and_then(|r| r.split_once("]:"))
+                    .is_some_and(|(n, _)| n == host)
         });
         if matches_host {
             host_known = true;
@@ -373,12 +386,24 @@ mod base64_engine {
     pub fn encode(data: &[u8]) -> String {
         let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
         for chunk in data.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             out.push(ALPHABET[(n >> 18) as usize & 63] as char);
             out.push(ALPHABET[(n >> 12) as usize & 63] as char);
-            out.push(if chunk.len() > 1 { ALPHABET[(n >> 6) as usize & 63] as char } else { '=' });
-            out.push(if chunk.len() > 2 { ALPHABET[n as usize & 63] as char } else { '=' });
+            out.push(if chunk.len() > 1 {
+                ALPHABET[(n >> 6) as usize & 63] as char
+            } else {
+                '='
+            });
+            out.push(if chunk.len() > 2 {
+                ALPHABET[n as usize & 63] as char
+            } else {
+                '='
+            });
         }
         out
     }
@@ -409,7 +434,11 @@ mod tests {
             .env("GIT_COMMITTER_EMAIL", "t@example.com")
             .output()
             .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -419,8 +448,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bare = dir.path().join("config.git");
         let work = dir.path().join("work");
-        git(dir.path(), &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()]);
-        git(dir.path(), &["clone", "-q", bare.to_str().unwrap(), work.to_str().unwrap()]);
+        git(
+            dir.path(),
+            &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+        );
+        git(
+            dir.path(),
+            &[
+                "clone",
+                "-q",
+                bare.to_str().unwrap(),
+                work.to_str().unwrap(),
+            ],
+        );
         std::fs::create_dir_all(work.join("apps")).unwrap();
         let cfg_text = format!(
             "state_dir: {}\nrepo:\n  url: file://{}\n",
@@ -440,7 +480,9 @@ mod tests {
     }
 
     fn manifest(release: &str) -> String {
-        format!("release: {release}\nartifact:\n  url: file:///x.tar.gz\n  sha256: {SHA}\npm2:\n  - name: web\n    script: server.js\n")
+        format!(
+            "release: {release}\nartifact:\n  url: file:///x.tar.gz\n  sha256: {SHA}\npm2:\n  - name: web\n    script: server.js\n"
+        )
     }
 
     #[test]

@@ -86,7 +86,12 @@ fn an_unhealthy_release_is_rolled_back_and_not_retried() {
 
     // `hoist retry` tries it again (and it fails again, back on v1).
     let out = w.hoist(&["retry", "web"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(w.history().iter().any(|e| e["event"] == "retry"));
     assert_eq!(w.app_says().as_deref(), Some("v1"));
 
@@ -114,7 +119,10 @@ fn a_crash_looping_release_is_rolled_back() {
     assert_eq!(w.app_says().as_deref(), Some("v1"));
     assert_eq!(w.current_target("web").as_deref(), Some("releases/v1"));
     let procs = w.pm2_list();
-    assert!(procs.iter().all(|p| p["pm2_env"]["status"] == "online"), "{procs:?}");
+    assert!(
+        procs.iter().all(|p| p["pm2_env"]["status"] == "online"),
+        "{procs:?}"
+    );
     let st = w.state_json();
     assert_eq!(st["apps"]["web"]["release"], "v1");
     assert_eq!(st["apps"]["web"]["failed"]["release"], "v2-crash");
@@ -155,7 +163,10 @@ fn pruning_keeps_current_and_previous() {
     assert_eq!(w.app_says().as_deref(), Some("v1"));
     assert_eq!(w.releases_on_disk("web"), vec!["v1", "v3"]);
     // The artifact cache only holds what the kept releases need.
-    let cached: Vec<_> = std::fs::read_dir(w.path("state/cache")).unwrap().flatten().collect();
+    let cached: Vec<_> = std::fs::read_dir(w.path("state/cache"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert!(cached.len() <= 2, "{cached:?}");
 }
 
@@ -167,7 +178,8 @@ fn a_second_hoist_on_the_same_state_dir_exits_3() {
     w.commit("web v1");
     w.start_daemon();
     assert!(
-        w.wait_for(Duration::from_secs(60), || w.app_says().as_deref() == Some("v1")),
+        w.wait_for(Duration::from_secs(60), || w.app_says().as_deref()
+            == Some("v1")),
         "{}",
         w.daemon_log()
     );
@@ -197,7 +209,10 @@ fn an_invalid_manifest_changes_nothing() {
     w.once(1);
     let (state, desc) = w.final_status(&c).unwrap();
     assert_eq!(state, "error");
-    assert!(desc.contains("apps/api.yaml") && desc.contains("no_such_key"), "{desc}");
+    assert!(
+        desc.contains("apps/api.yaml") && desc.contains("no_such_key"),
+        "{desc}"
+    );
     assert_eq!(w.app_says().as_deref(), Some("v1"));
     assert_eq!(w.releases_on_disk("web"), vec!["v1"]);
 }
@@ -215,7 +230,10 @@ fn a_checksum_mismatch_is_refused_and_leaves_nothing_behind() {
     w.once(1);
     let (state, desc) = w.final_status(&c).unwrap();
     assert_eq!(state, "error");
-    assert!(desc.contains("sha256") || desc.contains("checksum"), "{desc}");
+    assert!(
+        desc.contains("sha256") || desc.contains("checksum"),
+        "{desc}"
+    );
     assert_eq!(w.app_says().as_deref(), Some("v1"));
     assert_eq!(w.releases_on_disk("web"), vec!["v1"]);
     assert!(w.leftovers("web").is_empty(), "{:?}", w.leftovers("web"));
@@ -265,7 +283,12 @@ fn local_rollback_holds_until_the_branch_changes_the_app() {
         w.once(0);
     }
     let out = w.hoist(&["rollback", "web"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(w.app_says().as_deref(), Some("v1"));
     // An unrelated commit does not undo the operator's rollback.
     w.commit("unrelated");

@@ -36,8 +36,14 @@ impl std::fmt::Debug for S3Settings {
         f.debug_struct("S3Settings")
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
-            .field("access_key_id", &self.access_key_id.as_ref().map(|_| "<redacted>"))
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "access_key_id",
+                &self.access_key_id.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -71,7 +77,9 @@ impl Cache {
     ) -> Result<PathBuf, ArtifactError> {
         let want = sha256.to_ascii_lowercase();
         if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ArtifactError::BadSha256 { value: sha256.into() });
+            return Err(ArtifactError::BadSha256 {
+                value: sha256.into(),
+            });
         }
         let dest = self.path_for(&want);
         if dest.is_file() {
@@ -79,7 +87,10 @@ impl Cache {
         }
         tokio::fs::create_dir_all(&self.dir)
             .await
-            .map_err(ArtifactError::io(format!("cannot create the cache {}", self.dir.display())))?;
+            .map_err(ArtifactError::io(format!(
+                "cannot create the cache {}",
+                self.dir.display()
+            )))?;
         let shown = crate::redact::url(url);
         let tmp = self
             .dir
@@ -102,9 +113,14 @@ impl Cache {
         }
         tokio::fs::rename(&tmp, &dest)
             .await
-            .map_err(ArtifactError::io(format!("cannot store {}", dest.display())))?;
-        crate::fsutil::sync_dir(&self.dir)
-            .map_err(ArtifactError::io(format!("cannot sync {}", self.dir.display())))?;
+            .map_err(ArtifactError::io(format!(
+                "cannot store {}",
+                dest.display()
+            )))?;
+        crate::fsutil::sync_dir(&self.dir).map_err(ArtifactError::io(format!(
+            "cannot sync {}",
+            self.dir.display()
+        )))?;
         Ok(dest)
     }
 
@@ -120,7 +136,10 @@ impl Cache {
             .create_new(true)
             .open(tmp)
             .await
-            .map_err(ArtifactError::io(format!("cannot create {}", tmp.display())))?;
+            .map_err(ArtifactError::io(format!(
+                "cannot create {}",
+                tmp.display()
+            )))?;
         let mut hasher = Sha256::new();
         let mut written: u64 = 0;
         let mut sink = |chunk: &[u8]| {
@@ -129,14 +148,19 @@ impl Cache {
         };
         let write_err = || ArtifactError::io(format!("cannot write {}", tmp.display()));
         if let Some(path) = url.strip_prefix("file://") {
-            let mut f = tokio::fs::File::open(path).await.map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => ArtifactError::NotFound { url: shown.into() },
-                std::io::ErrorKind::PermissionDenied => ArtifactError::AccessDenied {
-                    url: shown.into(),
-                    detail: e.to_string(),
-                },
-                _ => ArtifactError::Io { context: format!("cannot read {shown}"), error: e },
-            })?;
+            let mut f = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => ArtifactError::NotFound { url: shown.into() },
+                    std::io::ErrorKind::PermissionDenied => ArtifactError::AccessDenied {
+                        url: shown.into(),
+                        detail: e.to_string(),
+                    },
+                    _ => ArtifactError::Io {
+                        context: format!("cannot read {shown}"),
+                        error: e,
+                    },
+                })?;
             let mut buf = vec![0u8; 256 * 1024];
             loop {
                 use tokio::io::AsyncReadExt;
@@ -158,7 +182,11 @@ impl Cache {
                 });
             }
             let client = http_client(settings, shown)?;
-            let resp = client.get(url).send().await.map_err(|e| net_err(shown, &e))?;
+            let resp = client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| net_err(shown, &e))?;
             let status = resp.status();
             if !status.is_success() {
                 return Err(match status.as_u16() {
@@ -167,42 +195,50 @@ impl Cache {
                         url: shown.into(),
                         detail: format!("HTTP {}", status.as_u16()),
                     },
-                    s => ArtifactError::HttpStatus { url: shown.into(), status: s },
+                    s => ArtifactError::HttpStatus {
+                        url: shown.into(),
+                        status: s,
+                    },
                 });
             }
             let expected = resp.content_length();
             let mut stream = resp.bytes_stream();
-            while let Some(chunk) = tokio::time::timeout(TIMEOUT, stream.next())
-                .await
-                .map_err(|_| ArtifactError::Network {
-                    url: shown.into(),
-                    detail: "no data for 5 minutes".into(),
-                })?
+            while let Some(chunk) =
+                tokio::time::timeout(TIMEOUT, stream.next())
+                    .await
+                    .map_err(|_| ArtifactError::Network {
+                        url: shown.into(),
+                        detail: "no data for 5 minutes".into(),
+                    })?
             {
                 let chunk = chunk.map_err(|e| net_err(shown, &e))?;
                 sink(&chunk);
                 file.write_all(&chunk).await.map_err(write_err())?;
             }
-            if let Some(exp) = expected {
-                if written != exp {
-                    return Err(ArtifactError::Truncated {
-                        url: shown.into(),
-                        received: written,
-                        expected: exp,
-                    });
-                }
+            if let Some(exp) = expected
+                && written != exp
+            {
+                return Err(ArtifactError::Truncated {
+                    url: shown.into(),
+                    received: written,
+                    expected: exp,
+                });
             }
         } else if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, key) = rest.split_once('/').filter(|(b, k)| !b.is_empty() && !k.is_empty()).ok_or_else(|| {
-                ArtifactError::BadUrl {
+            let (bucket, key) = rest
+                .split_once('/')
+                .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+                .ok_or_else(|| ArtifactError::BadUrl {
                     url: shown.into(),
                     reason: "an s3 URL looks like s3://bucket/key".into(),
-                }
-            })?;
+                })?;
             let store = s3_store(bucket, settings, shown)?;
             let path = object_store::path::Path::from(key);
             use object_store::ObjectStoreExt;
-            let got = store.get(&path).await.map_err(|e| s3_err(shown, bucket, key, e))?;
+            let got = store
+                .get(&path)
+                .await
+                .map_err(|e| s3_err(shown, bucket, key, e))?;
             let expected = got.meta.size;
             let mut stream = got.into_stream();
             while let Some(chunk) = stream.next().await {
@@ -256,10 +292,11 @@ fn http_client(settings: &FetchSettings, shown: &str) -> Result<reqwest::Client,
             url: shown.into(),
             reason: format!("cannot read ca_file {}: {e}", ca.display()),
         })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ArtifactError::Settings {
-            url: shown.into(),
-            reason: format!("ca_file {} is not PEM certificates: {e}", ca.display()),
-        })?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ArtifactError::Settings {
+                url: shown.into(),
+                reason: format!("ca_file {} is not PEM certificates: {e}", ca.display()),
+            })?;
         for c in certs {
             b = b.add_root_certificate(c);
         }
@@ -278,7 +315,11 @@ fn s3_store(
     let s3 = settings.s3.clone().unwrap_or_default();
     let mut b = object_store::aws::AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
-        .with_region(if s3.region.is_empty() { "us-east-1".to_string() } else { s3.region.clone() });
+        .with_region(if s3.region.is_empty() {
+            "us-east-1".to_string()
+        } else {
+            s3.region.clone()
+        });
     if let Some(ep) = &s3.endpoint {
         if ep.starts_with("http://") && !settings.allow_http {
             return Err(ArtifactError::BadUrl {
@@ -302,9 +343,11 @@ fn s3_store(
             url: shown.into(),
             reason: format!("cannot read ca_file {}: {e}", ca.display()),
         })?;
-        let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| ArtifactError::Settings {
-            url: shown.into(),
-            reason: format!("ca_file {} is not PEM certificates: {e}", ca.display()),
+        let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            ArtifactError::Settings {
+                url: shown.into(),
+                reason: format!("ca_file {} is not PEM certificates: {e}", ca.display()),
+            }
         })?;
         let mut opts = object_store::ClientOptions::new();
         for c in certs {
@@ -335,27 +378,37 @@ fn net_err(shown: &str, e: &reqwest::Error) -> ArtifactError {
         }
         text
     };
-    ArtifactError::Network { url: shown.into(), detail }
+    ArtifactError::Network {
+        url: shown.into(),
+        detail,
+    }
 }
 
 fn s3_err(shown: &str, bucket: &str, key: &str, e: object_store::Error) -> ArtifactError {
     match e {
         object_store::Error::NotFound { .. } => ArtifactError::NotFound { url: shown.into() },
-        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
-            ArtifactError::AccessDenied {
-                url: shown.into(),
-                detail: format!("check the S3 credentials for bucket {bucket}, key {key}"),
-            }
-        }
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => ArtifactError::AccessDenied {
+            url: shown.into(),
+            detail: format!("check the S3 credentials for bucket {bucket}, key {key}"),
+        },
         other => {
             let text = other.to_string();
-            if text.contains("403") || text.contains("SignatureDoesNotMatch") || text.contains("InvalidAccessKeyId") {
+            if text.contains("403")
+                || text.contains("SignatureDoesNotMatch")
+                || text.contains("InvalidAccessKeyId")
+            {
                 ArtifactError::AccessDenied {
                     url: shown.into(),
-                    detail: format!("the S3 server refused the credentials for bucket {bucket}, key {key}"),
+                    detail: format!(
+                        "the S3 server refused the credentials for bucket {bucket}, key {key}"
+                    ),
                 }
             } else {
-                ArtifactError::Network { url: shown.into(), detail: first_line(&text) }
+                ArtifactError::Network {
+                    url: shown.into(),
+                    detail: first_line(&text),
+                }
             }
         }
     }
@@ -377,13 +430,25 @@ mod tests {
         let cache = Cache::new(d.path().join("cache"));
         let url = format!("file://{}", src.display());
         let s = sha(b"artifact bytes");
-        let p = cache.fetch(&url, &s, &FetchSettings::default()).await.unwrap();
+        let p = cache
+            .fetch(&url, &s, &FetchSettings::default())
+            .await
+            .unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"artifact bytes");
         // Cached: no access to the source at all.
         std::fs::remove_file(&src).unwrap();
-        assert_eq!(cache.fetch(&url, &s, &FetchSettings::default()).await.unwrap(), p);
+        assert_eq!(
+            cache
+                .fetch(&url, &s, &FetchSettings::default())
+                .await
+                .unwrap(),
+            p
+        );
         // Gone and not cached: a clear not-found.
-        let e = cache.fetch(&url, &"0".repeat(64), &FetchSettings::default()).await.unwrap_err();
+        let e = cache
+            .fetch(&url, &"0".repeat(64), &FetchSettings::default())
+            .await
+            .unwrap_err();
         assert!(matches!(e, ArtifactError::NotFound { .. }), "{e}");
         assert!(!e.is_transient());
     }
@@ -395,11 +460,18 @@ mod tests {
         std::fs::write(&src, b"x").unwrap();
         let cache = Cache::new(d.path().join("cache"));
         let e = cache
-            .fetch(&format!("file://{}", src.display()), &"a".repeat(64), &FetchSettings::default())
+            .fetch(
+                &format!("file://{}", src.display()),
+                &"a".repeat(64),
+                &FetchSettings::default(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, ArtifactError::ChecksumMismatch { .. }), "{e}");
-        assert_eq!(std::fs::read_dir(d.path().join("cache")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(d.path().join("cache")).unwrap().count(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -407,7 +479,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let cache = Cache::new(d.path());
         let e = cache
-            .fetch("http://127.0.0.1:1/a.tar.gz", &"a".repeat(64), &FetchSettings::default())
+            .fetch(
+                "http://127.0.0.1:1/a.tar.gz",
+                &"a".repeat(64),
+                &FetchSettings::default(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, ArtifactError::BadUrl { .. }), "{e}");
@@ -426,7 +502,10 @@ mod tests {
         }
         let keep: HashSet<String> = ["a".to_string()].into();
         Cache::new(d.path()).prune(&keep).unwrap();
-        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(left, vec![std::ffi::OsString::from("a")]);
     }
 }

@@ -218,10 +218,10 @@ impl HostConfig {
             }
         };
         let fix_opt = |p: &mut Option<PathBuf>| {
-            if let Some(p) = p {
-                if p.is_relative() {
-                    *p = base.join(&*p);
-                }
+            if let Some(p) = p
+                && p.is_relative()
+            {
+                *p = base.join(&*p);
             }
         };
         fix(&mut self.root);
@@ -251,10 +251,10 @@ impl HostConfig {
             let needle = key.rsplit('.').next().unwrap_or(key);
             ConfigError::new(path, line_of(text, &format!("{needle}:")), msg)
         };
-        if let Some(h) = &self.host {
-            if h.trim().is_empty() {
-                return Err(err("host", "host must not be empty".into()));
-            }
+        if let Some(h) = &self.host
+            && h.trim().is_empty()
+        {
+            return Err(err("host", "host must not be empty".into()));
         }
         if self.keep_releases == 0 {
             return Err(err(
@@ -291,21 +291,30 @@ impl HostConfig {
             ));
         }
         if self.repo.branch.trim().is_empty() || self.repo.branch.contains("..") {
-            return Err(err("repo.branch", "repo.branch is not a valid branch name".into()));
+            return Err(err(
+                "repo.branch",
+                "repo.branch is not a valid branch name".into(),
+            ));
         }
         let p = self.repo.path.trim_matches('/');
         if p.split('/').any(|c| c == "..") {
-            return Err(err("repo.path", "repo.path must stay inside the repository".into()));
+            return Err(err(
+                "repo.path",
+                "repo.path must stay inside the repository".into(),
+            ));
         }
-        if let Some(s3) = &self.storage.s3 {
-            if let Some(ep) = &s3.endpoint {
-                check_http_url(ep, "storage.s3.endpoint", self.allow_http)
-                    .map_err(|m| err("endpoint", m))?;
-            }
+        if let Some(s3) = &self.storage.s3
+            && let Some(ep) = &s3.endpoint
+        {
+            check_http_url(ep, "storage.s3.endpoint", self.allow_http)
+                .map_err(|m| err("endpoint", m))?;
         }
         for key in &self.storage.trusted_keys {
             if key.trim().is_empty() {
-                return Err(err("trusted_keys", "storage.trusted_keys has an empty key".into()));
+                return Err(err(
+                    "trusted_keys",
+                    "storage.trusted_keys has an empty key".into(),
+                ));
             }
         }
         match self.status.provider {
@@ -550,17 +559,21 @@ webhook_secret_file: /etc/hoist/webhook-secret
     fn forge_needs_repository() {
         let e = parse("repo:\n  url: https://x/y.git\nstatus:\n  provider: github\n").unwrap_err();
         assert!(e.message.contains("status.repository"), "{e}");
-        let e = parse(
-            "repo:\n  url: https://x/y.git\nstatus:\n  provider: gitea\n  repository: a/b\n",
-        )
-        .unwrap_err();
+        let e =
+            parse("repo:\n  url: https://x/y.git\nstatus:\n  provider: gitea\n  repository: a/b\n")
+                .unwrap_err();
         assert!(e.message.contains("api_url"), "{e}");
     }
 
     #[test]
     fn bad_listen_and_keep() {
         assert!(parse("listen: nope\nrepo:\n  url: https://x/y.git\n").is_err());
-        assert_eq!(parse("listen: \"\"\nrepo:\n  url: https://x/y.git\n").unwrap().listen, "");
+        assert_eq!(
+            parse("listen: \"\"\nrepo:\n  url: https://x/y.git\n")
+                .unwrap()
+                .listen,
+            ""
+        );
         assert!(parse("keep_releases: 0\nrepo:\n  url: https://x/y.git\n").is_err());
         assert!(parse("keep_releases: -1\nrepo:\n  url: https://x/y.git\n").is_err());
     }

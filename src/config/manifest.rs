@@ -136,13 +136,22 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<(AppName, Manifest), Co
     }
     for (i, p) in m.pm2.iter().enumerate() {
         let obj = p.as_object().ok_or_else(|| {
-            err("pm2:", format!("pm2[{i}] must be a mapping like an ecosystem file's apps entry"))
+            err(
+                "pm2:",
+                format!("pm2[{i}] must be a mapping like an ecosystem file's apps entry"),
+            )
         })?;
         let name = match obj.get("name") {
             Some(serde_json::Value::String(s)) => s.as_str(),
-            _ => return Err(err("pm2:", format!("pm2[{i}].name is required and must be a string"))),
+            _ => {
+                return Err(err(
+                    "pm2:",
+                    format!("pm2[{i}].name is required and must be a string"),
+                ));
+            }
         };
-        check_process_name(name).map_err(|m| err(&format!("name: {name}"), format!("pm2[{i}].name: {m}")))?;
+        check_process_name(name)
+            .map_err(|m| err(&format!("name: {name}"), format!("pm2[{i}].name: {m}")))?;
         match obj.get("script") {
             Some(serde_json::Value::String(s)) if !s.is_empty() => {}
             _ => {
@@ -170,16 +179,19 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<(AppName, Manifest), Co
             ));
         }
     }
-    if let Some(url) = &m.health.http {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(err(
-                "http:",
-                format!("health.http {url:?} must be an http:// or https:// URL"),
-            ));
-        }
+    if let Some(url) = &m.health.http
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(err(
+            "http:",
+            format!("health.http {url:?} must be an http:// or https:// URL"),
+        ));
     }
     if m.health.timeout.0.is_zero() {
-        return Err(err("timeout:", "health.timeout must be more than 0s".into()));
+        return Err(err(
+            "timeout:",
+            "health.timeout must be more than 0s".into(),
+        ));
     }
     if m.health.stable_for.0 >= m.health.timeout.0 {
         return Err(err(
@@ -198,18 +210,26 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<(AppName, Manifest), Co
             if argv.is_empty() || argv[0].is_empty() {
                 return Err(err(
                     &format!("{kind}:"),
-                    format!("hooks.{kind}[{i}] must be a non-empty argv list like [npm, run, migrate]"),
+                    format!(
+                        "hooks.{kind}[{i}] must be a non-empty argv list like [npm, run, migrate]"
+                    ),
                 ));
             }
         }
     }
     if m.keep_releases == Some(0) {
-        return Err(err("keep_releases:", "keep_releases must be at least 1".into()));
+        return Err(err(
+            "keep_releases:",
+            "keep_releases must be at least 1".into(),
+        ));
     }
     let mut shared_seen = std::collections::HashSet::new();
     for s in &m.shared {
         if !shared_seen.insert(s.rel().to_string()) {
-            return Err(err("shared:", format!("shared path {:?} appears twice", s.rel())));
+            return Err(err(
+                "shared:",
+                format!("shared path {:?} appears twice", s.rel()),
+            ));
         }
     }
     if let Some(t) = &m.targets {
@@ -241,12 +261,17 @@ fn check_process_name(name: &str) -> Result<(), String> {
         return Err("must be 1 to 128 characters".into());
     }
     if name.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{name:?} is all digits, which pm2 takes for a process id"));
+        return Err(format!(
+            "{name:?} is all digits, which pm2 takes for a process id"
+        ));
     }
     if name == "all" {
         return Err("\"all\" means every process to pm2".into());
     }
-    if name.chars().any(|c| c.is_whitespace() || c == '/' || c.is_control()) {
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c == '/' || c.is_control())
+    {
         return Err(format!("{name:?} must not contain spaces or '/'"));
     }
     Ok(())
@@ -316,12 +341,16 @@ pub fn load_manifests_from_dir(dir: &Path, shown_as: &Path) -> Result<AppSet, Ve
             Err(e) => errors.push(ConfigError::new(&shown, None, format!("cannot read: {e}"))),
         }
     }
-    if errors.is_empty() {
-        if let Err(e) = validate_app_set(&apps, &|a| shown_as.join(format!("{a}.yaml"))) {
-            errors.push(e);
-        }
+    if errors.is_empty()
+        && let Err(e) = validate_app_set(&apps, &|a| shown_as.join(format!("{a}.yaml")))
+    {
+        errors.push(e);
     }
-    if errors.is_empty() { Ok(apps) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(apps)
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]
@@ -415,8 +444,14 @@ paused: false
             ("pm2:\n  - script: a.js\n", "name"),
             ("pm2:\n  - name: web\n", "script"),
             ("pm2:\n  - name: \"42\"\n    script: a.js\n", "digits"),
-            ("pm2:\n  - name: web\n    script: a.js\n    cwd: /tmp\n", "cwd"),
-            ("pm2:\n  - name: web\n    script: a.js\n  - name: web\n    script: b.js\n", "twice"),
+            (
+                "pm2:\n  - name: web\n    script: a.js\n    cwd: /tmp\n",
+                "cwd",
+            ),
+            (
+                "pm2:\n  - name: web\n    script: a.js\n  - name: web\n    script: b.js\n",
+                "twice",
+            ),
             ("pm2:\n  - just-a-string\n", "mapping"),
         ];
         for (tail, want) in cases {
@@ -470,11 +505,17 @@ paused: false
 
     #[test]
     fn targets_matching() {
-        let t = Targets { hosts: vec!["web-*".into(), "api-1".into()], labels: vec![] };
+        let t = Targets {
+            hosts: vec!["web-*".into(), "api-1".into()],
+            labels: vec![],
+        };
         assert!(t.matches("api-1", &[]));
         assert!(t.matches("web-9", &[]));
         assert!(!t.matches("api-2", &[]));
-        let t = Targets { hosts: vec![], labels: vec!["web".into(), "eu".into()] };
+        let t = Targets {
+            hosts: vec![],
+            labels: vec!["web".into(), "eu".into()],
+        };
         assert!(t.matches("x", &["eu".into(), "web".into(), "z".into()]));
         assert!(!t.matches("x", &["web".into()]));
     }

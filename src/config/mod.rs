@@ -11,11 +11,11 @@ mod manifest;
 mod types;
 
 pub use host::{
-    DEFAULT_CONFIG_PATH,
-    HostConfig, Pm2Config, ProviderName, RepoConfig, S3Config, StatusConfig, StorageConfig,
+    DEFAULT_CONFIG_PATH, HostConfig, Pm2Config, ProviderName, RepoConfig, S3Config, StatusConfig,
+    StorageConfig,
 };
 pub use manifest::{
-    Artifact, AppSet, Health, Hooks, Manifest, Targets, load_manifests_from_dir, parse_manifest,
+    AppSet, Artifact, Health, Hooks, Manifest, Targets, load_manifests_from_dir, parse_manifest,
     validate_app_set,
 };
 pub use types::{AppName, Dur, ReleaseName, Sha256, SharedPath, glob_match};
@@ -60,16 +60,15 @@ impl ConfigError {
     /// message is looked for from that line on, to point at the value itself.
     pub fn from_yaml_in(file: &Path, err: &serde_norway::Error, text: &str) -> Self {
         let mut e = ConfigError::from_yaml(file, err);
-        if let (Some(line), Some(value)) = (e.line, quoted_value(&e.message)) {
-            if let Some(i) = text
+        if let (Some(line), Some(value)) = (e.line, quoted_value(&e.message))
+            && let Some(i) = text
                 .lines()
                 .enumerate()
                 .skip(line.saturating_sub(1))
                 .find(|(_, l)| l.contains(value.as_str()))
                 .map(|(i, _)| i)
-            {
-                e.line = Some(i + 1);
-            }
+        {
+            e.line = Some(i + 1);
         }
         e
     }

@@ -234,7 +234,16 @@ mod tests {
             assert!(AppName::new(ok).is_ok(), "{ok}");
         }
         let long = "a".repeat(65);
-        for bad in ["", "Web", "-web", "_x", "we b", "web.yaml", "../x", long.as_str()] {
+        for bad in [
+            "",
+            "Web",
+            "-web",
+            "_x",
+            "we b",
+            "web.yaml",
+            "../x",
+            long.as_str(),
+        ] {
             assert!(AppName::new(bad).is_err(), "{bad}");
         }
         assert!(AppName::new(&"a".repeat(64)).is_ok());
@@ -254,7 +263,10 @@ mod tests {
     #[test]
     fn sha256s() {
         assert!(Sha256::new(&"a".repeat(64)).is_ok());
-        assert_eq!(Sha256::new(&"A".repeat(64)).unwrap().lower(), "a".repeat(64));
+        assert_eq!(
+            Sha256::new(&"A".repeat(64)).unwrap().lower(),
+            "a".repeat(64)
+        );
         assert!(Sha256::new("abc").is_err());
         assert!(Sha256::new(&"g".repeat(64)).is_err());
     }

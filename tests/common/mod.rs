@@ -82,7 +82,12 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status: u16 = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string();
+    let body = buf
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string();
     Some((status, body))
 }
 
@@ -98,7 +103,10 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
-        let dir = tempfile::Builder::new().prefix("hoist-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("hoist-test-")
+            .tempdir()
+            .unwrap();
         let w = World {
             dir,
             host: "web-1".into(),
@@ -112,8 +120,19 @@ impl World {
             std::fs::create_dir_all(w.path(d)).unwrap();
         }
         let bare = w.path("config.git");
-        git(w.dir.path(), &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()]);
-        git(w.dir.path(), &["clone", "-q", bare.to_str().unwrap(), w.path("work").to_str().unwrap()]);
+        git(
+            w.dir.path(),
+            &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+        );
+        git(
+            w.dir.path(),
+            &[
+                "clone",
+                "-q",
+                bare.to_str().unwrap(),
+                w.path("work").to_str().unwrap(),
+            ],
+        );
         std::fs::create_dir_all(w.path("work/apps")).unwrap();
         w.write_config();
         w
@@ -162,7 +181,10 @@ impl World {
             t.into_inner().unwrap().finish().unwrap();
             let bytes = std::fs::read(&out).unwrap();
             use sha2::Digest;
-            (format!("file://{}", out.display()), hex::encode(sha2::Sha256::digest(&bytes)))
+            (
+                format!("file://{}", out.display()),
+                hex::encode(sha2::Sha256::digest(&bytes)),
+            )
         }
     }
 
@@ -265,7 +287,11 @@ impl World {
 
     pub fn releases_on_disk(&self, app: &str) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.path(&format!("srv/{app}/releases")))
-            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -358,7 +384,10 @@ impl Drop for World {
         if std::env::var_os("HOIST_TEST_KEEP").is_some() {
             let p = self.dir.path().to_path_buf();
             eprintln!("kept test world {}", p.display());
-            std::mem::forget(std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()));
+            std::mem::forget(std::mem::replace(
+                &mut self.dir,
+                tempfile::tempdir().unwrap(),
+            ));
         }
     }
 }
