@@ -1,33 +1,67 @@
-//! Downloading artifacts into a content-addressed cache.
+//! Getting an artifact's bytes onto this server: a content-addressed cache
+//! (`<state_dir>/cache/<sha256>`) filled from `file://`, `https://` (or
+//! `http://` when allowed) and `s3://` URLs.
 //!
-//! The cache is `<state_dir>/cache/<sha256>`: a file only gets that name by
-//! a rename after its bytes were hashed while streaming and matched, so a
-//! cached name is proof of content. Nothing is ever held whole in memory:
-//! every source (file://, http(s)://, s3://) is a stream of chunks written to
-//! a temp file beside its final name.
+//! The cache is keyed by the manifest's sha256, not by URL, so a revert to a
+//! release seen before, or the same artifact published under another name,
+//! needs no network at all. A file only ever appears under its hash after
+//! the bytes streamed into a temp file beside it hashed to exactly that
+//! value and were fsynced, so whatever is in the cache is trusted without
+//! hashing it again. Downloads stream through a fixed buffer: an artifact is
+//! never held in memory.
+//!
+//! URLs are shown in errors only through [`redact`], because userinfo and
+//! query strings (presigned URLs) carry credentials.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, ObjectStoreExt, RetryConfig};
+use reqwest::Url;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::ArtifactError;
-use futures::StreamExt;
-use sha2::{Digest, Sha256};
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use super::verify::{Sha256Stream, normalize_sha256};
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for the next bytes of a body; a download may take as long as it needs.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_REDIRECTS: usize = 10;
+const BUFFER: usize = 256 * 1024;
+/// Temp files are named `.tmp-*` so a hash can never collide with one.
+const TEMP_PREFIX: &str = ".tmp-";
+/// A temp file untouched this long belongs to a download that died with its
+/// process; a live download writes to its file far more often.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+/// Where [`Cache::path_for`] points for a string that is not a sha256.
+const NOT_A_HASH: &str = "not-a-sha256";
+
+/// How this server may fetch artifacts (from the host config).
 #[derive(Clone, Debug, Default)]
 pub struct FetchSettings {
-    /// Plain http:// is refused unless true.
+    /// Plain http:// (artifact URLs and the S3 endpoint) is refused unless true.
     pub allow_http: bool,
     /// Extra PEM CA certificates trusted for https and the S3 endpoint.
     pub ca_file: Option<PathBuf>,
     pub s3: Option<S3Settings>,
 }
 
+/// The host config's `storage.s3`. `Debug` leaves the secret out.
 #[derive(Clone, Default)]
 pub struct S3Settings {
+    /// e.g. `http://127.0.0.1:9000`; None means AWS.
     pub endpoint: Option<String>,
+    /// Empty means `us-east-1`.
     pub region: String,
+    /// Already read from files by the caller; None falls back to `AWS_ACCESS_KEY_ID`.
     pub access_key_id: Option<String>,
+    /// None falls back to `AWS_SECRET_ACCESS_KEY`.
     pub secret_access_key: Option<String>,
 }
 
@@ -36,10 +70,7 @@ impl std::fmt::Debug for S3Settings {
         f.debug_struct("S3Settings")
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
-            .field(
-                "access_key_id",
-                &self.access_key_id.as_ref().map(|_| "<redacted>"),
-            )
+            .field("access_key_id", &self.access_key_id)
             .field(
                 "secret_access_key",
                 &self.secret_access_key.as_ref().map(|_| "<redacted>"),
@@ -48,464 +79,581 @@ impl std::fmt::Debug for S3Settings {
     }
 }
 
+/// The artifact cache: one file per artifact, named by its sha256.
+#[derive(Clone, Debug)]
 pub struct Cache {
     dir: PathBuf,
 }
 
-const TIMEOUT: Duration = Duration::from_secs(300);
-
 impl Cache {
+    /// `dir` is `<state_dir>/cache`; it is created on the first fetch.
     pub fn new(dir: impl Into<PathBuf>) -> Cache {
         Cache { dir: dir.into() }
     }
 
+    /// `dir/<sha256 lowercase hex>`. A string that is not a sha256 gets a
+    /// path that never holds an artifact, so it cannot point elsewhere.
     pub fn path_for(&self, sha256: &str) -> PathBuf {
-        self.dir.join(sha256.to_ascii_lowercase())
+        match normalize_sha256(sha256) {
+            Some(hash) => self.dir.join(hash),
+            None => self.dir.join(NOT_A_HASH),
+        }
     }
 
     pub fn contains(&self, sha256: &str) -> bool {
-        self.path_for(sha256).is_file()
+        normalize_sha256(sha256).is_some()
+            && fs::symlink_metadata(self.path_for(sha256)).is_ok_and(|m| m.is_file())
     }
 
-    /// Streams `url` into the cache, checking its sha256 on the way; see the
-    /// module docs. Already cached: returns at once, without network access.
+    /// Streams `url` (file://, https://, http:// only if allow_http,
+    /// s3://bucket/key) into a temp file in the cache dir, hashing while
+    /// streaming; on a matching sha256 fsyncs and renames it to
+    /// `path_for(sha256)` and returns that path. Already cached => returns at
+    /// once without any network access (the URL is still checked, so a URL
+    /// this server may not use fails the same way cached or not). Mismatch =>
+    /// the temp file is removed and `ChecksumMismatch` names the URL, expected
+    /// and actual hash. Dropping the future removes the temp file too.
     pub async fn fetch(
         &self,
         url: &str,
         sha256: &str,
         settings: &FetchSettings,
     ) -> Result<PathBuf, ArtifactError> {
-        let want = sha256.to_ascii_lowercase();
-        if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ArtifactError::BadSha256 {
-                value: sha256.into(),
-            });
+        let shown = redact(url);
+        let expected = normalize_sha256(sha256).ok_or_else(|| ArtifactError::BadSha256 {
+            value: sha256.to_string(),
+        })?;
+        let source = Source::parse(url, &shown, settings)?;
+        let path = self.dir.join(&expected);
+        if tokio::fs::symlink_metadata(&path)
+            .await
+            .is_ok_and(|m| m.is_file())
+        {
+            return Ok(path);
         }
-        let dest = self.path_for(&want);
-        if dest.is_file() {
-            return Ok(dest);
-        }
+
+        let cache_error = format!("cannot write to the artifact cache {}", self.dir.display());
         tokio::fs::create_dir_all(&self.dir)
             .await
-            .map_err(ArtifactError::io(format!(
-                "cannot create the cache {}",
-                self.dir.display()
-            )))?;
-        let shown = crate::redact::url(url);
-        let tmp = self
-            .dir
-            .join(format!(".partial-{want}-{:08x}", rand::random::<u32>()));
-        let result = self.download(url, &shown, &tmp, settings).await;
-        let (actual, _len) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
-            }
+            .map_err(ArtifactError::io(cache_error.clone()))?;
+        let temp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(&self.dir)
+            .map_err(ArtifactError::io(cache_error.clone()))?;
+        let file = temp
+            .as_file()
+            .try_clone()
+            .map_err(ArtifactError::io(cache_error.clone()))?;
+        let mut sink = Sink {
+            file: tokio::fs::File::from_std(file),
+            hash: Sha256Stream::default(),
+            context: cache_error.clone(),
         };
-        if actual != want {
-            let _ = tokio::fs::remove_file(&tmp).await;
+        match source {
+            Source::File(file) => from_file(&file, &shown, &mut sink).await?,
+            Source::Http(url) => from_http(url, &shown, settings, &mut sink).await?,
+            Source::S3 { bucket, key } => {
+                from_s3(&bucket, &key, &shown, settings, &mut sink).await?;
+            }
+        }
+        let Sink { mut file, hash, .. } = sink;
+        let actual = hash.finish();
+        if actual != expected {
+            // Dropping `temp` removes the file.
             return Err(ArtifactError::ChecksumMismatch {
                 url: shown,
-                expected: want,
+                expected,
                 actual,
             });
         }
-        tokio::fs::rename(&tmp, &dest)
+        file.flush()
             .await
-            .map_err(ArtifactError::io(format!(
-                "cannot store {}",
-                dest.display()
-            )))?;
-        crate::fsutil::sync_dir(&self.dir).map_err(ArtifactError::io(format!(
-            "cannot sync {}",
-            self.dir.display()
-        )))?;
-        Ok(dest)
-    }
-
-    async fn download(
-        &self,
-        url: &str,
-        shown: &str,
-        tmp: &Path,
-        settings: &FetchSettings,
-    ) -> Result<(String, u64), ArtifactError> {
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(tmp)
+            .map_err(ArtifactError::io(cache_error.clone()))?;
+        file.sync_all()
             .await
-            .map_err(ArtifactError::io(format!(
-                "cannot create {}",
-                tmp.display()
-            )))?;
-        let mut hasher = Sha256::new();
-        let mut written: u64 = 0;
-        let mut sink = |chunk: &[u8]| {
-            hasher.update(chunk);
-            written += chunk.len() as u64;
-        };
-        let write_err = || ArtifactError::io(format!("cannot write {}", tmp.display()));
-        if let Some(path) = url.strip_prefix("file://") {
-            let mut f = tokio::fs::File::open(path)
-                .await
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => ArtifactError::NotFound { url: shown.into() },
-                    std::io::ErrorKind::PermissionDenied => ArtifactError::AccessDenied {
-                        url: shown.into(),
-                        detail: e.to_string(),
-                    },
-                    _ => ArtifactError::Io {
-                        context: format!("cannot read {shown}"),
-                        error: e,
-                    },
-                })?;
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                use tokio::io::AsyncReadExt;
-                let n = f
-                    .read(&mut buf)
-                    .await
-                    .map_err(ArtifactError::io(format!("cannot read {shown}")))?;
-                if n == 0 {
-                    break;
-                }
-                sink(&buf[..n]);
-                file.write_all(&buf[..n]).await.map_err(write_err())?;
-            }
-        } else if url.starts_with("https://") || url.starts_with("http://") {
-            if url.starts_with("http://") && !settings.allow_http {
-                return Err(ArtifactError::BadUrl {
-                    url: shown.into(),
-                    reason: "plain http is refused unless allow_http is set".into(),
-                });
-            }
-            let client = http_client(settings, shown)?;
-            let resp = client
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| net_err(shown, &e))?;
-            let status = resp.status();
-            if !status.is_success() {
-                return Err(match status.as_u16() {
-                    404 | 410 => ArtifactError::NotFound { url: shown.into() },
-                    401 | 403 => ArtifactError::AccessDenied {
-                        url: shown.into(),
-                        detail: format!("HTTP {}", status.as_u16()),
-                    },
-                    s => ArtifactError::HttpStatus {
-                        url: shown.into(),
-                        status: s,
-                    },
-                });
-            }
-            let expected = resp.content_length();
-            let mut stream = resp.bytes_stream();
-            while let Some(chunk) =
-                tokio::time::timeout(TIMEOUT, stream.next())
-                    .await
-                    .map_err(|_| ArtifactError::Network {
-                        url: shown.into(),
-                        detail: "no data for 5 minutes".into(),
-                    })?
-            {
-                let chunk = chunk.map_err(|e| net_err(shown, &e))?;
-                sink(&chunk);
-                file.write_all(&chunk).await.map_err(write_err())?;
-            }
-            if let Some(exp) = expected
-                && written != exp
-            {
-                return Err(ArtifactError::Truncated {
-                    url: shown.into(),
-                    received: written,
-                    expected: exp,
-                });
-            }
-        } else if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, key) = rest
-                .split_once('/')
-                .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-                .ok_or_else(|| ArtifactError::BadUrl {
-                    url: shown.into(),
-                    reason: "an s3 URL looks like s3://bucket/key".into(),
-                })?;
-            let store = s3_store(bucket, settings, shown)?;
-            let path = object_store::path::Path::from(key);
-            use object_store::ObjectStoreExt;
-            let got = store
-                .get(&path)
-                .await
-                .map_err(|e| s3_err(shown, bucket, key, e))?;
-            let expected = got.meta.size;
-            let mut stream = got.into_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| s3_err(shown, bucket, key, e))?;
-                sink(&chunk);
-                file.write_all(&chunk).await.map_err(write_err())?;
-            }
-            if written != expected {
-                return Err(ArtifactError::Truncated {
-                    url: shown.into(),
-                    received: written,
-                    expected,
-                });
-            }
-        } else {
-            return Err(ArtifactError::BadUrl {
-                url: shown.into(),
-                reason: "use s3://, https:// or file://".into(),
-            });
-        }
-        file.sync_all().await.map_err(write_err())?;
+            .map_err(ArtifactError::io(cache_error.clone()))?;
         drop(file);
-        Ok((hex::encode(hasher.finalize()), written))
+        let (dir, dest) = (self.dir.clone(), path.clone());
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            temp.persist(&dest).map_err(|e| e.error)?;
+            fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(|e| ArtifactError::Io {
+            context: cache_error.clone(),
+            error: io::Error::other(e),
+        })?
+        .map_err(ArtifactError::io(cache_error))?;
+        Ok(path)
     }
 
-    /// Removes cached artifacts (and stale partial downloads) whose hash is
-    /// not in `keep`.
-    pub fn prune(&self, keep: &HashSet<String>) -> std::io::Result<()> {
-        let rd = match std::fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+    /// Removes cached artifacts whose hash is not in `keep`, and temp files
+    /// left by downloads that died (untouched for an hour; a younger one may
+    /// belong to a download in progress). Files that are neither are not
+    /// ours and are left alone.
+    pub fn prune(&self, keep: &HashSet<String>) -> io::Result<()> {
+        let keep: HashSet<String> = keep.iter().filter_map(|k| normalize_sha256(k)).collect();
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !keep.contains(&name) {
-                std::fs::remove_file(e.path())?;
+        let now = SystemTime::now();
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if !meta.is_file() {
+                continue;
+            }
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let remove = if normalize_sha256(name).as_deref() == Some(name) {
+                !keep.contains(name)
+            } else if name.starts_with(TEMP_PREFIX) {
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok());
+                age.is_some_and(|age| age > STALE_TEMP)
+            } else {
+                false
+            };
+            if remove {
+                match fs::remove_file(entry.path()) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
             }
         }
         Ok(())
     }
 }
 
-fn http_client(settings: &FetchSettings, shown: &str) -> Result<reqwest::Client, ArtifactError> {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(120))
-        .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")));
-    if let Some(ca) = &settings.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| ArtifactError::Settings {
-            url: shown.into(),
-            reason: format!("cannot read ca_file {}: {e}", ca.display()),
-        })?;
-        let certs =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ArtifactError::Settings {
-                url: shown.into(),
-                reason: format!("ca_file {} is not PEM certificates: {e}", ca.display()),
-            })?;
-        for c in certs {
-            b = b.add_root_certificate(c);
+/// `url` for messages and logs: without userinfo, query or fragment.
+pub(crate) fn redact(url: &str) -> String {
+    let Ok(mut parsed) = Url::parse(url) else {
+        // Unparsable: cut what could be credentials by hand.
+        let end = url.find(['?', '#']).unwrap_or(url.len());
+        let url = &url[..end];
+        return match url.find("://") {
+            Some(i) => {
+                let rest = &url[i + 3..];
+                let authority_end = rest.find('/').unwrap_or(rest.len());
+                match rest[..authority_end].rfind('@') {
+                    Some(at) => format!("{}{}", &url[..i + 3], &rest[at + 1..]),
+                    None => url.to_string(),
+                }
+            }
+            None => url.to_string(),
+        };
+    };
+    let had_query = parsed.query().is_some();
+    // Fails only for URLs that cannot have credentials anyway.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    parsed.set_query(None);
+    parsed.set_fragment(None);
+    let mut shown = parsed.to_string();
+    if had_query {
+        shown.push_str("?[redacted]");
+    }
+    shown
+}
+
+/// A URL, checked against this server's settings, before any I/O.
+enum Source {
+    File(PathBuf),
+    Http(Url),
+    S3 { bucket: String, key: ObjectPath },
+}
+
+impl Source {
+    fn parse(url: &str, shown: &str, settings: &FetchSettings) -> Result<Source, ArtifactError> {
+        let refuse = |reason: &str| ArtifactError::BadUrl {
+            url: shown.to_string(),
+            reason: reason.to_string(),
+        };
+        let parsed =
+            Url::parse(url).map_err(|e| refuse(&format!("it is not a valid URL ({e})")))?;
+        match parsed.scheme() {
+            "file" => {
+                if !matches!(parsed.host_str(), None | Some("") | Some("localhost")) {
+                    return Err(refuse("a file:// URL must name a local path"));
+                }
+                let path = parsed
+                    .to_file_path()
+                    .map_err(|()| refuse("it does not name a local file"))?;
+                Ok(Source::File(path))
+            }
+            "https" => Ok(Source::Http(parsed)),
+            "http" if settings.allow_http => Ok(Source::Http(parsed)),
+            "http" => Err(refuse(
+                "plain http is refused unless allow_http is true in the host config",
+            )),
+            "s3" => {
+                let bucket = parsed.host_str().unwrap_or_default();
+                let key = parsed.path().trim_start_matches('/');
+                if bucket.is_empty() || key.is_empty() {
+                    return Err(refuse("an s3:// URL must be s3://bucket/key"));
+                }
+                let key = ObjectPath::from_url_path(key)
+                    .map_err(|e| refuse(&format!("its object key is not valid ({e})")))?;
+                Ok(Source::S3 {
+                    bucket: bucket.to_string(),
+                    key,
+                })
+            }
+            other => Err(refuse(&format!(
+                "the scheme {other}: is not supported (use s3://, https:// or file://)"
+            ))),
         }
     }
-    b.build().map_err(|e| ArtifactError::Settings {
-        url: shown.into(),
-        reason: e.to_string(),
+}
+
+/// The temp file being filled, and the hash of what went into it.
+struct Sink {
+    file: tokio::fs::File,
+    hash: Sha256Stream,
+    context: String,
+}
+
+impl Sink {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), ArtifactError> {
+        self.hash.update(chunk);
+        self.file
+            .write_all(chunk)
+            .await
+            .map_err(|error| ArtifactError::Io {
+                context: self.context.clone(),
+                error,
+            })
+    }
+}
+
+async fn from_file(path: &Path, shown: &str, sink: &mut Sink) -> Result<(), ArtifactError> {
+    let source_error = |error: io::Error| match error.kind() {
+        io::ErrorKind::NotFound => ArtifactError::NotFound {
+            url: shown.to_string(),
+        },
+        io::ErrorKind::PermissionDenied => ArtifactError::AccessDenied {
+            url: shown.to_string(),
+            detail: error.to_string(),
+        },
+        _ => ArtifactError::Io {
+            context: format!("cannot read {shown}"),
+            error,
+        },
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(source_error)?;
+    if file.metadata().await.map_err(source_error)?.is_dir() {
+        return Err(ArtifactError::BadUrl {
+            url: shown.to_string(),
+            reason: "it names a directory, not a file".into(),
+        });
+    }
+    let mut buf = vec![0; BUFFER];
+    loop {
+        let n = file.read(&mut buf).await.map_err(source_error)?;
+        if n == 0 {
+            return Ok(());
+        }
+        sink.write(&buf[..n]).await?;
+    }
+}
+
+/// Why the redirect policy stopped following, found again in the error chain.
+#[derive(Debug)]
+struct RedirectRefused(String);
+
+impl std::fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
+fn http_client(settings: &FetchSettings, shown: &str) -> Result<reqwest::Client, ArtifactError> {
+    let allow_http = settings.allow_http;
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        let scheme = attempt.url().scheme();
+        if attempt.previous().len() >= MAX_REDIRECTS {
+            attempt.error(RedirectRefused(format!(
+                "it redirects more than {MAX_REDIRECTS} times"
+            )))
+        } else if scheme == "https" || (scheme == "http" && allow_http) {
+            attempt.follow()
+        } else {
+            let reason = if scheme == "http" {
+                format!(
+                    "it redirects to {}, and plain http is refused unless allow_http is true \
+                     in the host config",
+                    redact(attempt.url().as_str())
+                )
+            } else {
+                format!(
+                    "it redirects to {}, and only https:// redirects are followed",
+                    redact(attempt.url().as_str())
+                )
+            };
+            attempt.error(RedirectRefused(reason))
+        }
+    });
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .redirect(policy)
+        .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = read_ca_file(settings, shown)? {
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| bad_ca_file(settings, shown, &error_chain(&e)))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(|e| ArtifactError::Settings {
+        url: shown.to_string(),
+        reason: format!("the HTTP client cannot be set up ({})", error_chain(&e)),
     })
+}
+
+async fn from_http(
+    url: Url,
+    shown: &str,
+    settings: &FetchSettings,
+    sink: &mut Sink,
+) -> Result<(), ArtifactError> {
+    let client = http_client(settings, shown)?;
+    let mut response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| http_error(e, shown))?;
+    let status = response.status();
+    if !status.is_success() {
+        let url = shown.to_string();
+        return Err(match status.as_u16() {
+            404 | 410 => ArtifactError::NotFound { url },
+            401 | 403 => ArtifactError::AccessDenied {
+                url,
+                detail: format!("HTTP status {status}"),
+            },
+            status => ArtifactError::HttpStatus { url, status },
+        });
+    }
+    let announced = response.content_length();
+    while let Some(chunk) = response.chunk().await.map_err(|e| http_error(e, shown))? {
+        sink.write(&chunk).await?;
+    }
+    match announced {
+        // hyper already fails a short body; this guards the guarantee.
+        Some(expected) if sink.hash.bytes() != expected => Err(ArtifactError::Truncated {
+            url: shown.to_string(),
+            received: sink.hash.bytes(),
+            expected,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn http_error(error: reqwest::Error, shown: &str) -> ArtifactError {
+    let url = shown.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(e) = source {
+        if let Some(refused) = e.downcast_ref::<RedirectRefused>() {
+            return ArtifactError::BadUrl {
+                url,
+                reason: refused.0.clone(),
+            };
+        }
+        source = e.source();
+    }
+    if error.is_builder() {
+        return ArtifactError::BadUrl {
+            url,
+            reason: error_chain(&error.without_url()),
+        };
+    }
+    let detail = if error.is_timeout() {
+        format!("timed out ({})", error_chain(&error.without_url()))
+    } else {
+        error_chain(&error.without_url())
+    };
+    ArtifactError::Network { url, detail }
+}
+
+fn read_ca_file(settings: &FetchSettings, shown: &str) -> Result<Option<Vec<u8>>, ArtifactError> {
+    let Some(path) = &settings.ca_file else {
+        return Ok(None);
+    };
+    let pem = fs::read(path).map_err(|e| bad_ca_file(settings, shown, &e.to_string()))?;
+    Ok(Some(pem))
+}
+
+fn bad_ca_file(settings: &FetchSettings, shown: &str, why: &str) -> ArtifactError {
+    let file = settings
+        .ca_file
+        .as_deref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    ArtifactError::Settings {
+        url: shown.to_string(),
+        reason: format!("the ca_file {file} cannot be used ({why})"),
+    }
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 fn s3_store(
     bucket: &str,
     settings: &FetchSettings,
     shown: &str,
-) -> Result<object_store::aws::AmazonS3, ArtifactError> {
-    let s3 = settings.s3.clone().unwrap_or_default();
-    let mut b = object_store::aws::AmazonS3Builder::from_env()
+) -> Result<AmazonS3, ArtifactError> {
+    let refuse = |reason: String| ArtifactError::Settings {
+        url: shown.to_string(),
+        reason,
+    };
+    let Some(s3) = &settings.s3 else {
+        return Err(refuse(
+            "the host config has no storage.s3 section for s3:// URLs".into(),
+        ));
+    };
+    let mut options = ClientOptions::new()
+        .with_allow_http(settings.allow_http)
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout_disabled()
+        .with_read_timeout(READ_TIMEOUT);
+    if let Some(pem) = read_ca_file(settings, shown)? {
+        let certs = object_store::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| bad_ca_file(settings, shown, &error_chain(&e)))?;
+        for cert in certs {
+            options = options.with_root_certificate(cert);
+        }
+    }
+    let region = if s3.region.is_empty() {
+        "us-east-1"
+    } else {
+        &s3.region
+    };
+    let mut builder = AmazonS3Builder::new()
+        .with_client_options(options)
+        .with_allow_http(settings.allow_http)
         .with_bucket_name(bucket)
-        .with_region(if s3.region.is_empty() {
-            "us-east-1".to_string()
-        } else {
-            s3.region.clone()
+        .with_region(region)
+        .with_retry(RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(60),
+            ..RetryConfig::default()
         });
-    if let Some(ep) = &s3.endpoint {
-        if ep.starts_with("http://") && !settings.allow_http {
-            return Err(ArtifactError::BadUrl {
-                url: shown.into(),
-                reason: "the S3 endpoint uses plain http and allow_http is not set".into(),
-            });
+    if let Some(endpoint) = &s3.endpoint {
+        let plain = endpoint
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+        if plain && !settings.allow_http {
+            return Err(refuse(format!(
+                "the S3 endpoint {} is plain http, which is refused unless allow_http is true",
+                redact(endpoint)
+            )));
         }
-        b = b
-            .with_endpoint(ep)
-            .with_virtual_hosted_style_request(false)
-            .with_allow_http(settings.allow_http);
+        // Self-hosted stores (MinIO, Garage, Ceph) want path-style requests.
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_virtual_hosted_style_request(false);
     }
-    if let Some(k) = &s3.access_key_id {
-        b = b.with_access_key_id(k);
-    }
-    if let Some(s) = &s3.secret_access_key {
-        b = b.with_secret_access_key(s);
-    }
-    if let Some(ca) = &settings.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| ArtifactError::Settings {
-            url: shown.into(),
-            reason: format!("cannot read ca_file {}: {e}", ca.display()),
-        })?;
-        let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            ArtifactError::Settings {
-                url: shown.into(),
-                reason: format!("ca_file {} is not PEM certificates: {e}", ca.display()),
+    let from_config = s3.access_key_id.is_some() || s3.secret_access_key.is_some();
+    let key_id = s3
+        .access_key_id
+        .clone()
+        .or_else(|| env_var("AWS_ACCESS_KEY_ID"));
+    let secret = s3
+        .secret_access_key
+        .clone()
+        .or_else(|| env_var("AWS_SECRET_ACCESS_KEY"));
+    match (key_id, secret) {
+        (Some(id), Some(secret)) => {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+            if !from_config && let Some(token) = env_var("AWS_SESSION_TOKEN") {
+                builder = builder.with_token(token);
             }
-        })?;
-        let mut opts = object_store::ClientOptions::new();
-        for c in certs {
-            opts = opts.with_root_certificate(c);
         }
-        b = b.with_client_options(opts);
+        // No credentials for a self-hosted store: a public bucket, read unsigned.
+        (None, None) if s3.endpoint.is_some() => builder = builder.with_skip_signature(true),
+        // No credentials on AWS: object_store's instance (IMDS) credentials.
+        (None, None) => {}
+        _ => {
+            return Err(refuse(
+                "only one of the S3 access key id and secret access key is set \
+                 (storage.s3 in the host config, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+                    .into(),
+            ));
+        }
     }
-    b.build().map_err(|e| ArtifactError::Settings {
-        url: shown.into(),
-        reason: first_line(&e.to_string()),
+    builder.build().map_err(|e| {
+        refuse(format!(
+            "the S3 client cannot be set up ({})",
+            error_chain(&e)
+        ))
     })
 }
 
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").to_string()
-}
-
-fn net_err(shown: &str, e: &reqwest::Error) -> ArtifactError {
-    let detail = if e.is_timeout() {
-        "timed out".to_string()
-    } else if e.is_connect() {
-        "cannot connect".to_string()
-    } else {
-        // reqwest's message names the URL; show ours, without secrets, instead.
-        let mut text = first_line(&e.to_string());
-        if let Some(u) = e.url() {
-            text = text.replace(u.as_str(), shown);
-        }
-        text
-    };
-    ArtifactError::Network {
-        url: shown.into(),
-        detail,
+async fn from_s3(
+    bucket: &str,
+    key: &ObjectPath,
+    shown: &str,
+    settings: &FetchSettings,
+    sink: &mut Sink,
+) -> Result<(), ArtifactError> {
+    let store = s3_store(bucket, settings, shown)?;
+    let result = store.get(key).await.map_err(|e| s3_error(e, shown))?;
+    let expected = result.range.end - result.range.start;
+    let mut stream = result.into_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| s3_error(e, shown))?;
+        sink.write(&chunk).await?;
     }
+    if sink.hash.bytes() != expected {
+        return Err(ArtifactError::Truncated {
+            url: shown.to_string(),
+            received: sink.hash.bytes(),
+            expected,
+        });
+    }
+    Ok(())
 }
 
-fn s3_err(shown: &str, bucket: &str, key: &str, e: object_store::Error) -> ArtifactError {
-    match e {
-        object_store::Error::NotFound { .. } => ArtifactError::NotFound { url: shown.into() },
-        object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. } => ArtifactError::AccessDenied {
-            url: shown.into(),
-            detail: format!("check the S3 credentials for bucket {bucket}, key {key}"),
+fn s3_error(error: object_store::Error, shown: &str) -> ArtifactError {
+    let url = shown.to_string();
+    match error {
+        object_store::Error::NotFound { .. } => ArtifactError::NotFound { url },
+        object_store::Error::PermissionDenied { source, .. }
+        | object_store::Error::Unauthenticated { source, .. } => ArtifactError::AccessDenied {
+            url,
+            detail: error_chain(source.as_ref()),
         },
-        other => {
-            let text = other.to_string();
-            if text.contains("403")
-                || text.contains("SignatureDoesNotMatch")
-                || text.contains("InvalidAccessKeyId")
-            {
-                ArtifactError::AccessDenied {
-                    url: shown.into(),
-                    detail: format!(
-                        "the S3 server refused the credentials for bucket {bucket}, key {key}"
-                    ),
-                }
-            } else {
-                ArtifactError::Network {
-                    url: shown.into(),
-                    detail: first_line(&text),
-                }
-            }
-        }
+        other => ArtifactError::Network {
+            url,
+            detail: error_chain(&other),
+        },
     }
+}
+
+/// An error and its causes on one line, skipping causes whose text the
+/// message already contains.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sha(b: &[u8]) -> String {
-        hex::encode(Sha256::digest(b))
-    }
-
-    #[tokio::test]
-    async fn file_fetch_verifies_and_caches() {
-        let d = tempfile::tempdir().unwrap();
-        let src = d.path().join("a.tar.zst");
-        std::fs::write(&src, b"artifact bytes").unwrap();
-        let cache = Cache::new(d.path().join("cache"));
-        let url = format!("file://{}", src.display());
-        let s = sha(b"artifact bytes");
-        let p = cache
-            .fetch(&url, &s, &FetchSettings::default())
-            .await
-            .unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"artifact bytes");
-        // Cached: no access to the source at all.
-        std::fs::remove_file(&src).unwrap();
-        assert_eq!(
-            cache
-                .fetch(&url, &s, &FetchSettings::default())
-                .await
-                .unwrap(),
-            p
-        );
-        // Gone and not cached: a clear not-found.
-        let e = cache
-            .fetch(&url, &"0".repeat(64), &FetchSettings::default())
-            .await
-            .unwrap_err();
-        assert!(matches!(e, ArtifactError::NotFound { .. }), "{e}");
-        assert!(!e.is_transient());
-    }
-
-    #[tokio::test]
-    async fn mismatch_leaves_nothing() {
-        let d = tempfile::tempdir().unwrap();
-        let src = d.path().join("a.tar.gz");
-        std::fs::write(&src, b"x").unwrap();
-        let cache = Cache::new(d.path().join("cache"));
-        let e = cache
-            .fetch(
-                &format!("file://{}", src.display()),
-                &"a".repeat(64),
-                &FetchSettings::default(),
-            )
-            .await
-            .unwrap_err();
-        assert!(matches!(e, ArtifactError::ChecksumMismatch { .. }), "{e}");
-        assert_eq!(
-            std::fs::read_dir(d.path().join("cache")).unwrap().count(),
-            0
-        );
-    }
-
-    #[tokio::test]
-    async fn plain_http_refused_unless_allowed() {
-        let d = tempfile::tempdir().unwrap();
-        let cache = Cache::new(d.path());
-        let e = cache
-            .fetch(
-                "http://127.0.0.1:1/a.tar.gz",
-                &"a".repeat(64),
-                &FetchSettings::default(),
-            )
-            .await
-            .unwrap_err();
-        assert!(matches!(e, ArtifactError::BadUrl { .. }), "{e}");
-        let e = cache
-            .fetch("ftp://x/a", &"a".repeat(64), &FetchSettings::default())
-            .await
-            .unwrap_err();
-        assert!(matches!(e, ArtifactError::BadUrl { .. }), "{e}");
-    }
-
-    #[test]
-    fn prune_keeps_only_what_is_asked() {
-        let d = tempfile::tempdir().unwrap();
-        for n in ["a", "b", ".partial-c"] {
-            std::fs::write(d.path().join(n), "").unwrap();
-        }
-        let keep: HashSet<String> = ["a".to_string()].into();
-        Cache::new(d.path()).prune(&keep).unwrap();
-        let left: Vec<_> = std::fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(left, vec![std::ffi::OsString::from("a")]);
-    }
-}
+mod tests;

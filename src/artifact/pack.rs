@@ -398,6 +398,33 @@ mod tests {
         assert_eq!((stats.files, stats.dirs), (0, 0));
     }
 
+    #[test]
+    fn gnu_tar_extracts_what_pack_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        build(&src, FILES, LINKS);
+        let long = format!("{}/{}", "d".repeat(120), "f".repeat(120));
+        build(&src, &[(&long, "long", true)], &[]);
+        let artifact = tmp.path().join("app.tar.zst");
+        pack(&src, &artifact).unwrap();
+        let dest = tmp.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let status = std::process::Command::new("tar")
+            .args(["--zstd", "-xf"])
+            .arg(&artifact)
+            .arg("-C")
+            .arg(&dest)
+            .status();
+        match status {
+            Ok(status) => assert!(status.success()),
+            Err(_) => {
+                eprintln!("skipping: GNU tar is not available");
+                return;
+            }
+        }
+        assert_eq!(describe(&src), describe(&dest));
+    }
+
     /// Refusals leave neither the output nor a temporary file behind.
     fn assert_refused(src: &Path, out_dir: &Path, reason: &str) {
         let out = out_dir.join("out.tar.zst");

@@ -274,7 +274,6 @@ impl<'a> Unpacker<'a> {
             self.count_entry()?;
             self.add(&mut entry)?;
         }
-        drop(entries);
         // The tar crate takes a clean end of stream between entries for the end
         // of the archive; a real archive ends with zero blocks instead.
         if self.state.eof.get() {

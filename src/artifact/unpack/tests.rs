@@ -524,6 +524,14 @@ fn duplicates_and_type_clashes_are_refused() {
             "would replace a file",
         ),
         (
+            RawTar::default().symlink("a", "b").dir("a/"),
+            "directory over a symlink",
+        ),
+        (
+            RawTar::default().dir("a/").symlink("a", "."),
+            "would replace a directory",
+        ),
+        (
             RawTar::default().file(".", b"1"),
             "root can only be a directory",
         ),
@@ -597,9 +605,11 @@ fn corrupt_streams_and_headers_are_refused() {
             *b ^= 0x5a;
         }
         let world = World::new(&compressed);
+        let before = world.snapshot();
         let err = world.unpack(&defaults()).unwrap_err();
         assert!(corrupt(&err), "{err}");
         assert!(!world.dest.exists());
+        assert_eq!(world.snapshot(), before);
     }
     // A tar header whose checksum does not match.
     let mut tar = RawTar::default().file("a", b"x").finish();
