@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 /// A request from a local command to the running daemon.
@@ -191,7 +192,21 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
         });
     }
 
-    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let heartbeat = Arc::new(std::sync::Mutex::new(Instant::now()));
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        let heartbeat = heartbeat.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period / 2).await;
+                let last = *heartbeat.lock().unwrap_or_else(|p| p.into_inner());
+                if last.elapsed() <= max_silence {
+                    sd_notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        });
+    }
+    let beat = || *heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    let (_watcher, mut config_changes) = watch_config(&config_path);
     sd_notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("started"),
@@ -203,6 +218,7 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
         if stop.load(Ordering::SeqCst) {
             break;
         }
+        beat();
         match engine.pass().await {
             Ok(r) => {
                 health.record_poll(true, None);
@@ -225,36 +241,31 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
         if stop.load(Ordering::SeqCst) {
             break;
         }
+        beat();
         let delay = next_delay(&cfg);
-        let wait_until = tokio::time::Instant::now() + delay;
+        let wait_until = Instant::now() + delay;
         loop {
-            let tick = watchdog.unwrap_or(Duration::from_secs(3600));
             tokio::select! {
                 _ = tokio::time::sleep_until(wait_until) => break,
                 _ = trigger.notified() => break,
-                _ = tokio::time::sleep(tick) => {
-                    sd_notify(&[sd_notify::NotifyState::Watchdog]);
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {
+                    beat();
                     continue;
                 }
                 _ = sighup.recv() => {
-                    sd_notify(&[sd_notify::NotifyState::Reloading]);
-                    match reload(&config_path, &cfg) {
-                        Ok(new_cfg) => {
-                            match Engine::new(new_cfg.clone(), metrics.clone()) {
-                                Ok(mut e) => {
-                                    e.stop = stop.clone();
-                                    engine = e;
-                                    *secret.write().unwrap_or_else(|p| p.into_inner()) = read_webhook_secret(&new_cfg);
-                                    cfg = new_cfg;
-                                    info!("reloaded {}", config_path.display());
-                                }
-                                Err(e) => error!("keeping the old config: {e}"),
-                            }
-                        }
-                        Err(e) => error!("keeping the old config: {e}"),
-                    }
-                    sd_notify(&[sd_notify::NotifyState::Ready]);
+                    info!("SIGHUP: reloading {}", config_path.display());
+                    let mut live = Live { cfg: &mut cfg, engine: &mut engine, metrics: &metrics, stop: &stop, secret: &secret };
+                    live.reload(&config_path, true).await;
                     break;
+                }
+                Some(()) = config_changes.recv() => {
+                    // Editors write in several steps: let them finish.
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while config_changes.try_recv().is_ok() {}
+                    let mut live = Live { cfg: &mut cfg, engine: &mut engine, metrics: &metrics, stop: &stop, secret: &secret };
+                    if live.reload(&config_path, false).await {
+                        break;
+                    }
                 }
                 Some((req, reply)) = ctl_rx.recv() => {
                     let r = handle(&mut engine, req).await;
@@ -287,6 +298,117 @@ fn reload(path: &Path, old: &HostConfig) -> Result<HostConfig, String> {
         warn!("a new listen address takes effect on restart");
     }
     Ok(new)
+}
+
+/// How long a burst of file events must be quiet before the config is read.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Watches the directory holding the config file (editors and config
+/// management replace the file by a rename, which a watch on the file itself
+/// would miss) and sends `()` for every change to the file's name. Without
+/// inotify, SIGHUP still works; the watcher must be kept alive.
+fn watch_config(
+    path: &Path,
+) -> (
+    Option<notify::RecommendedWatcher>,
+    mpsc::UnboundedReceiver<()>,
+) {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let (tx, rx) = mpsc::unbounded_channel();
+    let Some(name) = path.file_name().map(|n| n.to_os_string()) else {
+        return (None, rx);
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let handler = move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        // Opening and reading the file (our own reload does) is no change.
+        if !matches!(
+            event.kind,
+            EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+        ) {
+            return;
+        }
+        if event.paths.iter().any(|p| p.file_name() == Some(&name)) {
+            let _ = tx.send(());
+        }
+    };
+    match notify::recommended_watcher(handler) {
+        Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
+            Ok(()) => (Some(w), rx),
+            Err(e) => {
+                warn!(
+                    "cannot watch {} for changes ({e}); reload with SIGHUP",
+                    dir.display()
+                );
+                (None, rx)
+            }
+        },
+        Err(e) => {
+            warn!(
+                "cannot watch {} for changes ({e}); reload with SIGHUP",
+                path.display()
+            );
+            (None, rx)
+        }
+    }
+}
+
+/// What a reload replaces, borrowed from the loop.
+struct Live<'a> {
+    cfg: &'a mut HostConfig,
+    engine: &'a mut Engine,
+    metrics: &'a Arc<Metrics>,
+    stop: &'a Arc<AtomicBool>,
+    secret: &'a Arc<std::sync::RwLock<Option<String>>>,
+}
+
+impl Live<'_> {
+    /// Re-reads the host config and, when it loads and differs from the one
+    /// in use (or `forced`, as on SIGHUP, which also re-reads the secret
+    /// files), rebuilds the engine from it. Returns whether anything was
+    /// reloaded. A config that does not load changes nothing.
+    async fn reload(&mut self, path: &Path, forced: bool) -> bool {
+        let new_cfg = match reload(path, self.cfg) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("keeping the old config: {e}");
+                return false;
+            }
+        };
+        if !forced && same_config(self.cfg, &new_cfg) {
+            return false;
+        }
+        if let Ok(t) = sd_notify::NotifyState::monotonic_usec_now() {
+            sd_notify(&[sd_notify::NotifyState::Reloading, t]);
+        }
+        // Statuses queued by the old engine are posted before it goes.
+        self.engine.reporter.flush(Duration::from_secs(5)).await;
+        match Engine::new(new_cfg.clone(), self.metrics.clone()) {
+            Ok(mut e) => {
+                e.stop = self.stop.clone();
+                *self.engine = e;
+                *self.secret.write().unwrap_or_else(|p| p.into_inner()) =
+                    read_webhook_secret(&new_cfg);
+                *self.cfg = new_cfg;
+                info!("reloaded {}", path.display());
+            }
+            Err(e) => error!("keeping the old config: {e}"),
+        }
+        sd_notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("config reloaded"),
+        ]);
+        true
+    }
+}
+
+/// Whether two loaded configs say the same (compared by their parsed
+/// values, so a touched or re-saved file does not rebuild anything).
+fn same_config(a: &HostConfig, b: &HostConfig) -> bool {
+    format!("{a:?}") == format!("{b:?}")
 }
 
 async fn handle(engine: &mut Engine, req: Request) -> Reply {

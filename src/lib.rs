@@ -11,6 +11,7 @@ pub mod engine;
 pub mod fsutil;
 pub mod http;
 pub mod lock;
+pub mod logging;
 pub mod manifest_edit;
 pub mod metrics;
 pub mod plan;

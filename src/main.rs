@@ -76,10 +76,14 @@ enum Command {
     /// Pack, upload, and set release/artifact in a manifest.
     Publish {
         dir: PathBuf,
+        /// s3:// or file:// URL of the artifact, or a prefix ending in '/'
+        /// to which `<dirname>-<release>.tar.zst` is appended.
         #[arg(long)]
         to: String,
-        #[arg(long)]
+        /// Manifest whose `release` and `artifact` are set (needs --release).
+        #[arg(long, requires = "release")]
         manifest: Option<PathBuf>,
+        /// Release name (also names the file when --to ends with '/').
         #[arg(long)]
         release: Option<String>,
     },
@@ -107,7 +111,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(
         cli.log_format,
-        matches!(cli.command, Command::Run | Command::Once),
+        matches!(
+            cli.command,
+            Command::Run | Command::Once | Command::Publish { .. }
+        ),
     );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -130,16 +137,11 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat, default_info: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if default_info { "info" } else { "warn" })
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_target(false).init(),
-    }
+    let format = match format {
+        LogFormat::Text => hoist::logging::Format::Text,
+        LogFormat::Json => hoist::logging::Format::Json,
+    };
+    hoist::logging::init(format, if default_info { "info" } else { "warn" });
 }
 
 fn load_config(path: &Path) -> Result<HostConfig, Failure> {

@@ -504,7 +504,7 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn s3_store(
+pub(crate) fn s3_store(
     bucket: &str,
     settings: &FetchSettings,
     shown: &str,

@@ -23,6 +23,7 @@ mod unpack;
 mod verify;
 
 pub use fetch::{Cache, FetchSettings, S3Settings};
+pub(crate) use fetch::{redact, s3_store};
 pub use pack::pack;
 pub use unpack::{UnpackLimits, UnpackStats, unpack};
 
