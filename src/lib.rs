@@ -16,6 +16,7 @@ pub mod manifest_edit;
 pub mod metrics;
 pub mod plan;
 pub mod pm2;
+pub mod progress;
 pub mod publish;
 pub mod redact;
 pub mod release;

@@ -116,6 +116,12 @@ fn main() -> ExitCode {
             Command::Run | Command::Once | Command::Publish { .. }
         ),
     );
+    if matches!(
+        cli.command,
+        Command::Once | Command::Publish { .. } | Command::Demo
+    ) {
+        hoist::progress::enable();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -20,7 +20,7 @@
 //!   `<dirname>` is the last component of DIR (after resolving `.` and `..`)
 //!   and `<release>` is `--release`, which is then required.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use object_store::path::Path as ObjectPath;
@@ -29,6 +29,7 @@ use reqwest::Url;
 
 use crate::artifact::{self, ArtifactError, Cache, FetchSettings, S3Settings};
 use crate::config::HostConfig;
+use crate::progress::Progress;
 
 /// Files larger than this go up in parts (S3 refuses single PUTs over 5 GiB,
 /// and parts can be retried one by one).
@@ -172,6 +173,12 @@ fn dir_name(dir: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("{} has no name to build the file name from", dir.display()))
 }
 
+fn file_label(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 enum Target {
     File(PathBuf),
     S3 { bucket: String, key: ObjectPath },
@@ -295,7 +302,20 @@ async fn upload_file(src: &Path, dest: &Path) -> Result<(), String> {
             .map_err(fail)?;
         let mut from =
             std::fs::File::open(&src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
-        std::io::copy(&mut from, tmp.as_file_mut()).map_err(fail)?;
+        let total = from.metadata().map(|m| m.len()).ok();
+        let mut progress = Progress::new(format!("uploading {}", file_label(&dest)), total);
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = from
+                .read(&mut buf)
+                .map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+            if n == 0 {
+                break;
+            }
+            tmp.as_file_mut().write_all(&buf[..n]).map_err(fail)?;
+            progress.add(n as u64);
+        }
+        progress.finish();
         tmp.as_file().sync_all().map_err(fail)?;
         tmp.persist(&dest).map_err(|e| fail(e.error))?;
         crate::fsutil::sync_dir(&parent).map_err(fail)
@@ -317,10 +337,16 @@ async fn upload_s3(
     let size = std::fs::metadata(src)
         .map_err(|e| format!("cannot read {}: {e}", src.display()))?
         .len();
+    let mut progress = Progress::new(
+        format!("uploading {}", file_label(Path::new(key.as_ref()))),
+        Some(size),
+    );
     if size <= MULTIPART_THRESHOLD {
         let bytes =
             std::fs::read(src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
         store.put(key, bytes.into()).await.map_err(fail)?;
+        progress.add(size);
+        progress.finish();
         return Ok(());
     }
     let upload = store.put_multipart(key).await.map_err(fail)?;
@@ -343,8 +369,11 @@ async fn upload_s3(
             return Err(fail(e));
         }
         writer.write(&buf[..n]);
+        // Counted when handed to the uploader; parts go up in the background.
+        progress.add(n as u64);
     }
     writer.finish().await.map_err(fail)?;
+    progress.finish();
     Ok(())
 }
 

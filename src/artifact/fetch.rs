@@ -144,10 +144,12 @@ impl Cache {
             .as_file()
             .try_clone()
             .map_err(ArtifactError::io(cache_error.clone()))?;
+        let name = shown.rsplit('/').next().unwrap_or(&shown).to_string();
         let mut sink = Sink {
             file: tokio::fs::File::from_std(file),
             hash: Sha256Stream::default(),
             context: cache_error.clone(),
+            progress: crate::progress::Progress::new(format!("downloading {name}"), None),
         };
         match source {
             Source::File(file) => from_file(&file, &shown, &mut sink).await?,
@@ -156,6 +158,7 @@ impl Cache {
                 from_s3(&bucket, &key, &shown, settings, &mut sink).await?;
             }
         }
+        sink.progress.finish();
         let Sink { mut file, hash, .. } = sink;
         let actual = hash.finish();
         if actual != expected {
@@ -315,11 +318,14 @@ struct Sink {
     file: tokio::fs::File,
     hash: Sha256Stream,
     context: String,
+    /// Drawn only by commands that enabled it, on a terminal.
+    progress: crate::progress::Progress,
 }
 
 impl Sink {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), ArtifactError> {
         self.hash.update(chunk);
+        self.progress.add(chunk.len() as u64);
         self.file
             .write_all(chunk)
             .await
@@ -345,7 +351,9 @@ async fn from_file(path: &Path, shown: &str, sink: &mut Sink) -> Result<(), Arti
         },
     };
     let mut file = tokio::fs::File::open(path).await.map_err(source_error)?;
-    if file.metadata().await.map_err(source_error)?.is_dir() {
+    let meta = file.metadata().await.map_err(source_error)?;
+    sink.progress.set_total(Some(meta.len()));
+    if meta.is_dir() {
         return Err(ArtifactError::BadUrl {
             url: shown.to_string(),
             reason: "it names a directory, not a file".into(),
@@ -440,6 +448,7 @@ async fn from_http(
         });
     }
     let announced = response.content_length();
+    sink.progress.set_total(announced);
     while let Some(chunk) = response.chunk().await.map_err(|e| http_error(e, shown))? {
         sink.write(&chunk).await?;
     }
@@ -608,6 +617,7 @@ async fn from_s3(
     let store = s3_store(bucket, settings, shown)?;
     let result = store.get(key).await.map_err(|e| s3_error(e, shown))?;
     let expected = result.range.end - result.range.start;
+    sink.progress.set_total(Some(expected));
     let mut stream = result.into_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| s3_error(e, shown))?;

@@ -27,7 +27,13 @@ http.createServer((req, res) => {
 }).listen(Number(process.env.PORT), '127.0.0.1');
 "#;
 
+/// The hoist binary under test: `HOIST_TEST_BIN` when set (a copy taken
+/// right after the build, for a target dir other checkouts build into too),
+/// else the one cargo built for this test.
 pub fn hoist_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HOIST_TEST_BIN") {
+        return PathBuf::from(p);
+    }
     PathBuf::from(env!("CARGO_BIN_EXE_hoist"))
 }
 
