@@ -299,7 +299,7 @@ fn webhooks_from_each_forge_trigger_a_poll_and_forged_ones_are_refused() {
 }
 
 #[test]
-fn hoist_trigger_asks_the_running_daemon_to_poll_now() {
+fn hoist_trigger_polls_now_and_a_sighup_during_the_deploy_waits_for_it() {
     let mut w = World::new();
     configure(&mut w, None, "");
     // Without a daemon there is nobody to ask.
@@ -335,6 +335,19 @@ fn hoist_trigger_asks_the_running_daemon_to_poll_now() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // A SIGHUP in the middle of that deploy waits for the pass to end: the
+    // deploy is not dropped, and the reload comes after it.
+    let deploying = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("deploying") && l.contains("\"v2\""))
+    };
+    assert!(
+        w.wait_for(Duration::from_secs(30), || deploying(&w.daemon_log())),
+        "{}",
+        w.daemon_log()
+    );
+    nix::sys::signal::kill(daemon_pid(&w), nix::sys::signal::Signal::SIGHUP).unwrap();
     assert!(
         w.wait_for(Duration::from_secs(45), || w.app_says().as_deref()
             == Some("v2")),
@@ -344,6 +357,17 @@ fn hoist_trigger_asks_the_running_daemon_to_poll_now() {
     assert!(w.wait_for(Duration::from_secs(10), || {
         w.final_status(&c2).map(|s| s.0).as_deref() == Some("success")
     }));
+    assert!(
+        w.wait_for(Duration::from_secs(10), || w
+            .daemon_log()
+            .contains("reloaded")),
+        "{}",
+        w.daemon_log()
+    );
+    let log = w.daemon_log();
+    let live = log.find("v2 live in").expect("the deploy finished");
+    let reload = log.find("SIGHUP: reloading").expect("the reload happened");
+    assert!(live < reload, "the reload waited for the pass:\n{log}");
 }
 
 #[test]
