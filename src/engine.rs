@@ -570,7 +570,6 @@ impl Engine {
                 manifest: Some(m.clone()),
             },
         );
-        self.state.app_mut(app).removed = false;
         self.save()?;
 
         // 3. Shared links and before_activate hooks.
@@ -596,15 +595,13 @@ impl Engine {
         fault_point(Step::Hooks);
 
         // 4. Swap, remembering the deploy in flight first.
+        // An app that had left this server has nothing running to go back to.
         let previous = self
             .state
             .apps
             .get(app)
-            .and_then(|s| s.release.clone())
-            .filter(|_| {
-                !self.state.apps.get(app).is_some_and(|s| s.removed)
-                    || dir.current_release().is_some()
-            });
+            .filter(|s| !s.removed)
+            .and_then(|s| s.release.clone());
         self.state.app_mut(app).pending = Some(Pending {
             release: release.to_string(),
             sha256: sha256.to_string(),
