@@ -189,6 +189,30 @@ fn git_over_http_with_a_wrong_token_changes_nothing_until_it_is_fixed() {
 }
 
 #[test]
+fn the_token_never_follows_a_redirect_to_another_host() {
+    let mut w = World::new();
+    let git = GitHttp::start(w.dir.path(), Some(TOKEN), None);
+    write(&w.path("git-token"), TOKEN);
+    w.repo_url = Some(git.url("elsewhere/config.git"));
+    w.repo_extra = format!("  token_file: {}\n", w.path("git-token").display());
+    w.extra_config = "allow_http: true\n".into();
+    w.write_config();
+    commit_v1(&w);
+    let err = once_error(&w, 1);
+    assert!(
+        err.contains("localhost asks for credentials, and hoist gives them only to 127.0.0.1"),
+        "{err}"
+    );
+    let reqs = git.requests();
+    assert!(
+        reqs.iter().any(|r| r.host.starts_with("localhost:")),
+        "{reqs:?}"
+    );
+    assert!(reqs.iter().all(|r| !r.authorization), "{reqs:?}");
+    assert!(!w.path("srv/web").exists());
+}
+
+#[test]
 fn public_repository_over_http_needs_no_token() {
     let w = World::new();
     let git = GitHttp::start(w.dir.path(), None, None);
@@ -519,4 +543,41 @@ fn a_wrong_forge_token_never_blocks_a_deploy_nor_leaks() {
     );
     assert!(forge.accepted().is_empty());
     assert!(forge.attempts().iter().all(|(code, _)| *code == 401));
+}
+
+#[test]
+fn plain_http_is_refused_everywhere_unless_allowed() {
+    let mut w = World::new();
+    // Each http:// endpoint in the host config is a config error (exit 2)
+    // naming the key, before anything is contacted.
+    let s3 = "storage:\n  s3:\n    endpoint: http://127.0.0.1:9/\n";
+    let forge =
+        "status:\n  provider: gitea\n  api_url: http://127.0.0.1:9/\n  repository: acme/deploy\n";
+    for (extra, status, key) in [
+        (s3, None, "storage.s3.endpoint"),
+        ("", Some(forge), "status.api_url"),
+    ] {
+        w.extra_config = extra.into();
+        w.status_config = status.map(str::to_string);
+        w.write_config();
+        let err = once_error(&w, 2);
+        assert!(err.contains(key) && err.contains("allow_http"), "{err}");
+    }
+    w.extra_config = String::new();
+    w.status_config = None;
+    w.write_config();
+
+    // An http:// artifact is refused when fetched: status error, nothing on disk.
+    let server = GitHttp::start(w.dir.path(), None, None);
+    w.make_release("v1", true, &[]);
+    let url = format!("{}/files/store/web-v1.tar.zst", server.server.base_url());
+    let sha = hoist_sha256(&w.path("store/web-v1.tar.zst"));
+    w.manifest("web", "v1", &url, &sha, "");
+    let c = w.commit("web v1 over plain http");
+    w.once(1);
+    let (state, desc) = w.final_status(&c).unwrap();
+    assert_eq!(state, "error");
+    assert!(desc.contains("allow_http"), "{desc}");
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+    assert_eq!(w.current_target("web"), None);
 }

@@ -2,7 +2,9 @@
 //! CGI program behind an HTTP server that demands a token the way forges do
 //! (HTTP Basic, any user name, the token as password; 401 with a Basic
 //! challenge otherwise). It also serves plain files under `/files/`, without
-//! a token, for https artifact URLs. Every request is recorded
+//! a token, for https artifact URLs, and redirects `/elsewhere/<path>` to
+//! `<path>` on `localhost` (another host name for the same server), the way a
+//! moved repository would. Every request is recorded
 //! with the size of its answer, so tests can tell an ls-remote from a fetch
 //! and see how much a fetch transferred.
 
@@ -26,6 +28,10 @@ pub struct Request {
     pub status: u16,
     /// Bytes in the answer's body.
     pub bytes: usize,
+    /// The Host header, e.g. `127.0.0.1:PORT` or `localhost:PORT`.
+    pub host: String,
+    /// Whether the request carried an Authorization header.
+    pub authorization: bool,
 }
 
 pub struct GitHttp {
@@ -37,6 +43,7 @@ struct Setup {
     root: PathBuf,
     token: Option<String>,
     backend: PathBuf,
+    tls: bool,
     requests: Arc<Mutex<Vec<Request>>>,
 }
 
@@ -71,6 +78,7 @@ impl GitHttp {
             root: root.to_path_buf(),
             token: token.map(str::to_string),
             backend,
+            tls: ca.is_some(),
             requests: Arc::clone(&requests),
         });
         let router = axum::Router::new().fallback(
@@ -88,6 +96,12 @@ impl GitHttp {
                         target,
                         status,
                         bytes: body.len(),
+                        host: headers
+                            .get("host")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or("")
+                            .to_string(),
+                        authorization: headers.contains_key("authorization"),
                     });
                     let mut resp = Response::builder().status(status);
                     for (k, v) in resp_headers {
@@ -155,6 +169,24 @@ async fn handle(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Answer {
+    if let Some(rest) = uri.path().strip_prefix("/elsewhere/") {
+        let port = headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.rsplit_once(':'))
+            .map(|(_, p)| p.to_string())
+            .unwrap_or_default();
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let scheme = if setup.tls { "https" } else { "http" };
+        return (
+            301,
+            vec![(
+                "Location".into(),
+                format!("{scheme}://localhost:{port}/{rest}{query}"),
+            )],
+            Vec::new(),
+        );
+    }
     if let Some(file) = uri.path().strip_prefix("/files/") {
         if method != Method::GET || file.split('/').any(|c| c == ".." || c.is_empty()) {
             return (400, vec![], b"bad request\n".to_vec());
