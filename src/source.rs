@@ -596,3 +596,23 @@ mod tests {
         assert!(e.to_string().contains("/nonexistent/config.git"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod url_tests {
+    use super::{url_host, url_user};
+
+    #[test]
+    fn hosts_and_users_of_http_urls() {
+        assert_eq!(
+            url_host("https://Git.Example.com:8443/a.git").as_deref(),
+            Some("git.example.com")
+        );
+        assert_eq!(url_host("ssh://git@host/a.git"), None);
+        assert_eq!(url_host("/srv/config.git"), None);
+        assert_eq!(
+            url_user("https://deploy-token@git.example.com/a.git").as_deref(),
+            Some("deploy-token")
+        );
+        assert_eq!(url_user("https://git.example.com/a.git"), None);
+    }
+}
