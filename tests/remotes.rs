@@ -73,6 +73,7 @@ fn once_error(w: &World, expect: i32) -> String {
     let out = w.hoist(&["once"]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(expect), "{stderr}");
+    eprintln!("hoist once said: {}", stderr.trim());
     stderr
 }
 

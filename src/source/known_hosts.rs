@@ -96,7 +96,7 @@ pub(crate) fn check(
         match entry.marker() {
             Some(Marker::Revoked) if key == offered => {
                 return Err(format!(
-                    "the SSH host key of {name} is marked @revoked in known_hosts_file {}; refusing to connect",
+                    "the SSH host key of {name} is marked @revoked in known_hosts_file {}",
                     file.display()
                 ));
             }
@@ -117,8 +117,8 @@ pub(crate) fn check(
     let file = file.display();
     if known_algs.is_empty() {
         Err(format!(
-            "{name} is not in known_hosts_file {file}; refusing to connect to an unknown host \
-             (add its key, e.g. the output of ssh-keyscan{} {})",
+            "{name} is not in known_hosts_file {file}, and hoist does not connect to unknown \
+             hosts (add its key, e.g. the output of ssh-keyscan{} {})",
             if endpoint.port == 22 {
                 String::new()
             } else {
@@ -129,13 +129,13 @@ pub(crate) fn check(
     } else if known_algs.contains(&offered_alg) {
         Err(format!(
             "the SSH host key of {name} has changed: the {offered_alg} key it offered does not match \
-             known_hosts_file {file}; refusing to connect (the server was replaced or someone is \
-             in the middle; update the file only once you know which)"
+             known_hosts_file {file} (the server was replaced, or someone is in the middle; \
+             update the file only once you know which)"
         ))
     } else {
         Err(format!(
             "{name} offered a {offered_alg} host key, and known_hosts_file {file} has only {} keys \
-             for it; refusing to connect (add its {offered_alg} key, e.g. from ssh-keyscan -t {offered_alg})",
+             for it (add its {offered_alg} key, e.g. from ssh-keyscan -t {offered_alg})",
             known_algs.join(", ")
         ))
     }
