@@ -157,7 +157,8 @@ impl Source {
     /// only ever offered to the configured host (a redirect elsewhere gets
     /// none), and each is offered once: asked again means refused.
     fn callbacks(&self, refusal: &Refusal) -> Result<RemoteCallbacks<'static>, SourceError> {
-        if self.url.starts_with("https://") {
+        // http too: an allowed http:// remote may redirect to https.
+        if self.url.starts_with("https://") || self.url.starts_with("http://") {
             trust_ca_file(self.ca_file.as_deref())?;
         }
         let token = self.read_token()?;
