@@ -3,6 +3,11 @@
 //! Node.js app, a pm2 home of the test's own, and a host config pointing the
 //! real `hoist` binary at all of it. Dropping the world kills the daemon and
 //! the test's pm2, so nothing outlives the test.
+//!
+//! The submodules run real remotes on 127.0.0.1 for tests/remotes.rs, each
+//! stopped when dropped: `git_http` (git http-backend behind a token),
+//! `sshd` (OpenSSH), `s3` (s3s-fs, SigV4), `forge` (a strict fake of the
+//! three status APIs) and `serve` (plain or TLS serving, and the test CA).
 
 #![allow(dead_code)]
 
