@@ -412,6 +412,19 @@ fn s3_with_a_wrong_secret_names_bucket_and_key_and_changes_nothing() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(cache, 0, "nothing may be left in the artifact cache");
+
+    // A credentials problem is not held against the commit: with the right
+    // secret (read at start and on SIGHUP), the same commit deploys.
+    write(&w.path("s3-secret"), SECRET_KEY);
+    w.start_daemon();
+    assert!(
+        w.wait_for(Duration::from_secs(60), || w.app_says().as_deref()
+            == Some("v1")),
+        "{}",
+        w.daemon_log()
+    );
+    assert_eq!(w.stop_daemon(), Some(0));
+    assert_eq!(w.final_status(&c).unwrap().0, "success");
 }
 
 #[test]
