@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 mod known_hosts;
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot reach the config repository {url}: {message}")]
     Remote { url: String, message: String },
@@ -31,6 +31,13 @@ pub enum SourceError {
     Secret { file: PathBuf, message: String },
     #[error("commit {commit} is not in the local mirror: {message}")]
     Commit { commit: String, message: String },
+}
+
+impl SourceError {
+    /// A clear one-line message, safe to log and to show in /healthz.
+    pub fn short(&self) -> String {
+        self.to_string()
+    }
 }
 
 /// Manifests that could not be read from a commit.
