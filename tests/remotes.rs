@@ -505,11 +505,16 @@ fn statuses_reach_github_gitea_and_gitlab() {
             .filter(|a| a.sha == c)
             .map(|a| a.state.as_str())
             .collect();
+        // `pending` may be superseded before it is sent; `success` must land.
         assert_eq!(
-            states,
-            ["pending", "success"],
+            states.last(),
+            Some(&"success"),
             "{flavor:?}: {:?}",
             forge.attempts()
+        );
+        assert!(
+            states.iter().all(|s| ["pending", "success"].contains(s)),
+            "{flavor:?}: {states:?}"
         );
         assert!(
             accepted.iter().all(|a| a.context == "hoist/test/web-1"),
