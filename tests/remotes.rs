@@ -245,7 +245,23 @@ fn ssh_world(sshd: &Sshd, key: &Path, known_hosts: &Path) -> World {
 fn git_over_ssh_with_a_deploy_key_and_known_hosts() {
     let tmp = tempfile::tempdir().unwrap();
     let sshd = Sshd::start(&tmp.path().join("sshd"));
-    let w = ssh_world(&sshd, &sshd.deploy_key, &sshd.known_hosts);
+    // known_hosts as operators make it: ssh-keyscan, with hashed names.
+    let scan = std::process::Command::new("ssh-keyscan")
+        .args([
+            "-H",
+            "-t",
+            "ed25519",
+            "-p",
+            &sshd.port.to_string(),
+            "127.0.0.1",
+        ])
+        .output()
+        .expect("ssh-keyscan runs");
+    let scanned = String::from_utf8_lossy(&scan.stdout).into_owned();
+    assert!(scanned.starts_with("|1|"), "{scanned}");
+    let known_hosts = tmp.path().join("known_hosts_scanned");
+    write(&known_hosts, &scanned);
+    let w = ssh_world(&sshd, &sshd.deploy_key, &known_hosts);
     let c1 = commit_v1(&w);
     let out = w.hoist(&["once"]);
     assert_eq!(
