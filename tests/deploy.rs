@@ -237,6 +237,13 @@ fn a_checksum_mismatch_is_refused_and_leaves_nothing_behind() {
     assert_eq!(w.app_says().as_deref(), Some("v1"));
     assert_eq!(w.releases_on_disk("web"), vec!["v1"]);
     assert!(w.leftovers("web").is_empty(), "{:?}", w.leftovers("web"));
+    // The bad bytes are not fetched again at every poll, and the commit's
+    // status does not flip.
+    let statuses = w.statuses().len();
+    let events = w.history().len();
+    w.once(1);
+    assert_eq!(w.statuses().len(), statuses);
+    assert_eq!(w.history().len(), events);
 }
 
 #[test]
