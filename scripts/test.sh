@@ -11,9 +11,12 @@
 #   - pm2, when no `pm2` is on PATH: `npm install pm2@7` into .tools/pm2/
 #     inside this checkout (git-ignored; delete the folder to remove it).
 #     Nothing is installed globally.
-#   - git and zstd, when missing and only if run as root on a system with
-#     apt-get: `apt-get install -y git zstd`. Otherwise it names what is
-#     missing and stops.
+#   - git and zstd, and OpenSSH's sshd and ssh-keygen (the tests in
+#     tests/remotes.rs start a real sshd on a loopback port), when missing and
+#     only if run as root on a system with apt-get: `apt-get install -y git
+#     zstd openssh-server openssh-client`. Otherwise it names what is missing
+#     and stops. The S3 server those tests use (s3s-fs) is a dev-dependency,
+#     built by cargo like the rest.
 # The tests use the pm2 named by HOIST_TEST_PM2 (exported here; set it
 # yourself to use another pm2). Each test runs pm2 with its own PM2_HOME, so
 # the pm2 processes of the user running the tests are left alone.
@@ -27,11 +30,13 @@ die() {
     exit 1
 }
 
-# System tools: git and zstd can be installed here, the others cannot.
+# System tools: git, zstd and OpenSSH can be installed here, the others cannot.
 missing_apt=()
 for tool in git zstd; do
     command -v "$tool" >/dev/null 2>&1 || missing_apt+=("$tool")
 done
+[[ -x /usr/sbin/sshd ]] || missing_apt+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || missing_apt+=(openssh-client)
 if ((${#missing_apt[@]} > 0)); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "scripts/test.sh: installing ${missing_apt[*]} with apt-get" >&2

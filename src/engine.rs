@@ -98,6 +98,8 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// Set on SIGTERM: the pass stops between apps.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The commit `pending` was last posted for.
+    pending_posted: Option<String>,
 }
 
 fn read_secret(path: &Option<PathBuf>, key: &str) -> Result<Option<String>, String> {
@@ -155,6 +157,7 @@ impl Engine {
             reporter,
             metrics,
             stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            pending_posted: None,
             state,
             cfg,
         })
@@ -370,7 +373,11 @@ impl Engine {
             .filter(|p| matches!(p.decision, Decision::Deploy { .. }))
             .map(|p| p.app.as_str())
             .collect();
-        if !deploying.is_empty() {
+        // `pending` once per commit: a deploy tried again on a later poll of
+        // the same commit (after a transient fault or a fixable refusal) must
+        // not flip the commit's status back and forth.
+        if !deploying.is_empty() && self.pending_posted.as_deref() != Some(tip) {
+            self.pending_posted = Some(tip.to_string());
             let desc = format!("deploying {}", deploying.join(", "));
             if self.per_app_context() {
                 for a in &deploying {
@@ -542,7 +549,7 @@ impl Engine {
         if !reuse {
             let path = match self.cache.fetch(&m.artifact.url, sha256, &self.fetch).await {
                 Ok(p) => p,
-                Err(e) => return Ok(self.artifact_failed(app, release, commit, e)),
+                Err(e) => return Ok(self.artifact_failed(app, release, sha256, commit, e)),
             };
             fault_point(Step::Download);
             let staging = dir.new_staging(release);
@@ -553,7 +560,7 @@ impl Engine {
                     .await
                     .map_err(|e| EngineError::Other(e.to_string()))?;
             if let Err(e) = unpacked {
-                return Ok(self.artifact_failed(app, release, commit, e));
+                return Ok(self.artifact_failed(app, release, sha256, commit, e));
             }
             if let Err(e) = dir.install(&staging, release) {
                 let _ = std::fs::remove_dir_all(&staging);
@@ -570,7 +577,6 @@ impl Engine {
                 manifest: Some(m.clone()),
             },
         );
-        self.state.app_mut(app).removed = false;
         self.save()?;
 
         // 3. Shared links and before_activate hooks.
@@ -596,15 +602,13 @@ impl Engine {
         fault_point(Step::Hooks);
 
         // 4. Swap, remembering the deploy in flight first.
+        // An app that had left this server has nothing running to go back to.
         let previous = self
             .state
             .apps
             .get(app)
-            .and_then(|s| s.release.clone())
-            .filter(|_| {
-                !self.state.apps.get(app).is_some_and(|s| s.removed)
-                    || dir.current_release().is_some()
-            });
+            .filter(|s| !s.removed)
+            .and_then(|s| s.release.clone());
         self.state.app_mut(app).pending = Some(Pending {
             release: release.to_string(),
             sha256: sha256.to_string(),
@@ -735,6 +739,7 @@ impl Engine {
         &mut self,
         app: &str,
         release: &str,
+        sha256: &str,
         commit: &str,
         e: artifact::ArtifactError,
     ) -> Outcome {
@@ -743,6 +748,10 @@ impl Engine {
             return self.transient(app, error);
         }
         error!(app, release, "the artifact cannot be used: {error}");
+        if e.condemns_artifact() {
+            // Downloading the same bad bytes at every poll helps nobody.
+            self.mark_failed(app, release, sha256, commit, &error);
+        }
         self.state.app_mut(app).last_error = Some(error.clone());
         self.metrics.deploy(app, "error", 0.0);
         self.history(

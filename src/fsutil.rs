@@ -106,6 +106,46 @@ mod tests {
     }
 
     #[test]
+    fn readers_never_see_current_missing_during_swaps() {
+        // A reader resolving the link in a tight loop while it is swapped
+        // back and forth must always find one of the two targets. A
+        // remove-then-create swap fails this within a few iterations.
+        let dir = tempfile::tempdir().unwrap();
+        for r in ["a", "b"] {
+            std::fs::create_dir_all(dir.path().join("releases").join(r)).unwrap();
+            std::fs::write(dir.path().join("releases").join(r).join("VERSION"), r).unwrap();
+        }
+        let link = dir.path().join("current");
+        swap_symlink(&link, Path::new("releases/a")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let link = link.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let v = std::fs::read_to_string(link.join("VERSION"))
+                        .expect("current always resolves");
+                    assert!(v == "a" || v == "b", "{v}");
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        for i in 0..500 {
+            let t = if i % 2 == 0 {
+                "releases/b"
+            } else {
+                "releases/a"
+            };
+            swap_symlink(&link, Path::new(t)).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reads = reader.join().expect("the reader never failed");
+        assert!(reads > 0);
+    }
+
+    #[test]
     fn write_atomic_replaces() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.json");

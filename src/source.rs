@@ -11,11 +11,18 @@
 use crate::config::{AppName, AppSet, ConfigError, HostConfig, parse_manifest, validate_app_set};
 use git2::{Cred, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+mod known_hosts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot reach the config repository {url}: {message}")]
     Remote { url: String, message: String },
+    #[error("the config repository {url} refused hoist's credentials: {message}")]
+    Auth { url: String, message: String },
+    #[error("refusing the config repository {url}: {message}")]
+    HostKey { url: String, message: String },
     #[error("branch {branch} does not exist in the config repository {url}")]
     NoBranch { url: String, branch: String },
     #[error("the local mirror {path} is unusable: {message}")]
@@ -63,6 +70,7 @@ pub struct Source {
     token_file: Option<PathBuf>,
     ssh_key_file: Option<PathBuf>,
     known_hosts_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Source {
@@ -74,6 +82,10 @@ impl std::fmt::Debug for Source {
     }
 }
 
+/// Why a callback refused to go on, kept so the error says that rather than
+/// libgit2's generic "authentication replays" or "user rejected certificate".
+type Refusal = Arc<Mutex<Option<SourceError>>>;
+
 impl Source {
     pub fn new(cfg: &HostConfig) -> Source {
         Source {
@@ -84,6 +96,7 @@ impl Source {
             token_file: cfg.repo.token_file.clone(),
             ssh_key_file: cfg.repo.ssh_key_file.clone(),
             known_hosts_file: cfg.repo.known_hosts_file.clone(),
+            ca_file: cfg.ca_file.clone(),
         }
     }
 
@@ -91,13 +104,30 @@ impl Source {
         crate::redact::url(&self.url)
     }
 
-    fn remote_err(&self, e: impl std::fmt::Display) -> SourceError {
-        let secret = self.read_token().ok().flatten();
-        let msg = crate::redact::secrets(&e.to_string(), &[secret.as_deref().unwrap_or("")]);
-        SourceError::Remote {
-            url: self.shown_url(),
-            message: msg,
+    /// The error for a failed remote operation: what a callback refused if
+    /// one did, else libgit2's message with any secret masked.
+    fn remote_err(&self, refusal: &Refusal, e: &git2::Error) -> SourceError {
+        if let Some(r) = lock(refusal).take() {
+            return r;
         }
+        let secret = self.read_token().ok().flatten();
+        let msg = crate::redact::secrets(e.message(), &[secret.as_deref().unwrap_or("")]);
+        let url = self.shown_url();
+        if e.class() == git2::ErrorClass::Ssl || e.code() == git2::ErrorCode::Certificate {
+            let hint = if self.ca_file.is_some() {
+                "; the certificate is not signed by the system CAs or the ca_file"
+            } else {
+                "; for a private CA, set ca_file in the host config"
+            };
+            return SourceError::Remote {
+                url,
+                message: format!("{msg}{hint}"),
+            };
+        }
+        if e.code() == git2::ErrorCode::Auth {
+            return SourceError::Auth { url, message: msg };
+        }
+        SourceError::Remote { url, message: msg }
     }
 
     fn read_token(&self) -> Result<Option<String>, SourceError> {
@@ -130,46 +160,137 @@ impl Source {
         }
     }
 
-    fn callbacks(&self) -> Result<RemoteCallbacks<'static>, SourceError> {
-        let token = self.read_token()?;
-        let key = self.ssh_key_file.clone();
-        let mut cb = RemoteCallbacks::new();
-        let mut tries = 0u32;
-        cb.credentials(move |_url, username, allowed| {
-            tries += 1;
-            if tries > 3 {
-                return Err(git2::Error::from_str("authentication failed"));
-            }
-            if allowed.contains(git2::CredentialType::SSH_KEY)
-                && let Some(k) = &key {
-                    return Cred::ssh_key(username.unwrap_or("git"), None, k, None);
-                }
-            if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT)
-                && let Some(t) = &token {
-                    return Cred::userpass_plaintext("hoist", t);
-                }
-            Err(git2::Error::from_str(
-                "the repository asks for credentials and none are configured (repo.token_file or repo.ssh_key_file)",
-            ))
-        });
-        if let Some(kh) = self.known_hosts_file.clone() {
-            cb.certificate_check(move |cert, host| crate::source::check_host_key(&kh, cert, host));
+    /// Credentials and host checks for one remote operation. Credentials are
+    /// only ever offered to the configured host (a redirect elsewhere gets
+    /// none), and each is offered once: asked again means refused.
+    fn callbacks(&self, refusal: &Refusal) -> Result<RemoteCallbacks<'static>, SourceError> {
+        // http too: an allowed http:// remote may redirect to https.
+        if self.url.starts_with("https://") || self.url.starts_with("http://") {
+            trust_ca_file(self.ca_file.as_deref())?;
         }
+        let token = self.read_token()?;
+        if let Some(k) = &self.ssh_key_file
+            && let Err(e) = std::fs::File::open(k)
+        {
+            return Err(SourceError::Secret {
+                file: k.clone(),
+                message: e.to_string(),
+            });
+        }
+        let shown = self.shown_url();
+        let ssh = known_hosts::Endpoint::of_url(&self.url);
+        let home_host = url_host(&self.url).or_else(|| ssh.as_ref().map(|e| e.host.clone()));
+        let user_in_url = ssh
+            .as_ref()
+            .and_then(|e| e.user.clone())
+            .or_else(|| url_user(&self.url));
+        let token_file = self.token_file.clone();
+        let key_file = self.ssh_key_file.clone();
+        let (mut token_offered, mut key_offered) = (false, false);
+        let refused = Arc::clone(refusal);
+        let mut cb = RemoteCallbacks::new();
+        cb.credentials(move |url, username, allowed| {
+            let refuse = |message: String| {
+                let e = SourceError::Auth {
+                    url: shown.clone(),
+                    message: message.clone(),
+                };
+                *lock(&refused) = Some(e);
+                Err(git2::Error::from_str(&message))
+            };
+            let asked_by = url_host(url).or_else(|| {
+                known_hosts::Endpoint::of_url(url).map(|e| e.host)
+            });
+            if asked_by.is_some() && asked_by != home_host {
+                return refuse(format!(
+                    "{} asks for credentials, and hoist gives them only to {}",
+                    asked_by.unwrap_or_default(),
+                    home_host.clone().unwrap_or_default()
+                ));
+            }
+            if allowed.contains(git2::CredentialType::USERNAME) {
+                return Cred::username(user_in_url.as_deref().unwrap_or("git"));
+            }
+            if allowed.contains(git2::CredentialType::SSH_KEY) {
+                let Some(k) = &key_file else {
+                    return refuse(
+                        "the SSH server asks for a key, and repo.ssh_key_file is not set".into(),
+                    );
+                };
+                if key_offered {
+                    return refuse(format!(
+                        "the SSH server did not accept the key in repo.ssh_key_file {}",
+                        k.display()
+                    ));
+                }
+                key_offered = true;
+                return Cred::ssh_key(username.unwrap_or("git"), None, k, None);
+            }
+            if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+                let (Some(t), Some(file)) = (&token, &token_file) else {
+                    return refuse(
+                        "the server asks for credentials, and repo.token_file is not set".into(),
+                    );
+                };
+                if token_offered {
+                    return refuse(format!(
+                        "the server did not accept the token in repo.token_file {}",
+                        file.display()
+                    ));
+                }
+                token_offered = true;
+                return Cred::userpass_plaintext(user_in_url.as_deref().unwrap_or("hoist"), t);
+            }
+            refuse("the server asks for a kind of credentials hoist cannot give (use repo.token_file for https, repo.ssh_key_file for ssh)".into())
+        });
+        let known_hosts = self.known_hosts_file.clone();
+        let shown = self.shown_url();
+        let refused = Arc::clone(refusal);
+        cb.certificate_check(move |cert, _host| {
+            let Some(hostkey) = cert.as_hostkey() else {
+                // An https certificate: OpenSSL already checked it against
+                // the system CAs and ca_file (see trust_ca_file).
+                return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
+            };
+            let verdict = match (&ssh, &known_hosts, hostkey.hostkey()) {
+                (_, None, _) => Err(
+                    "repo.known_hosts_file is not set, so the SSH server cannot be trusted"
+                        .to_string(),
+                ),
+                (None, _, _) => Err("the repository URL names no SSH host".to_string()),
+                (_, _, None) => Err("the SSH server sent no host key".to_string()),
+                (Some(endpoint), Some(file), Some(raw)) => std::fs::read_to_string(file)
+                    .map_err(|e| format!("cannot read known_hosts_file {}: {e}", file.display()))
+                    .and_then(|text| known_hosts::check(file, &text, endpoint, raw)),
+            };
+            match verdict {
+                Ok(()) => Ok(git2::CertificateCheckStatus::CertificateOk),
+                Err(message) => {
+                    *lock(&refused) = Some(SourceError::HostKey {
+                        url: shown.clone(),
+                        message: message.clone(),
+                    });
+                    Err(git2::Error::from_str(&message))
+                }
+            }
+        });
         Ok(cb)
     }
 
-    /// Where the branch points on the remote, without fetching.
+    /// Where the branch points on the remote, without fetching: one
+    /// ls-remote style round trip.
     pub fn remote_tip(&self) -> Result<String, SourceError> {
         let repo = self.open_mirror()?;
+        let refusal = Refusal::default();
         let mut remote = repo
             .remote_anonymous(&self.url)
-            .map_err(|e| self.remote_err(e.message()))?;
-        let cb = self.callbacks()?;
+            .map_err(|e| self.remote_err(&refusal, &e))?;
+        let cb = self.callbacks(&refusal)?;
         let conn = remote
             .connect_auth(Direction::Fetch, Some(cb), None)
-            .map_err(|e| self.remote_err(e.message()))?;
+            .map_err(|e| self.remote_err(&refusal, &e))?;
         let want = format!("refs/heads/{}", self.branch);
-        let heads = conn.list().map_err(|e| self.remote_err(e.message()))?;
+        let heads = conn.list().map_err(|e| self.remote_err(&refusal, &e))?;
         heads
             .iter()
             .find(|h| h.name() == want)
@@ -191,19 +312,22 @@ impl Source {
             .is_some()
     }
 
-    /// Fetches the branch into the mirror.
+    /// Fetches the branch into the mirror. The mirror keeps
+    /// `refs/remotes/origin/<branch>`, which libgit2 offers the server as
+    /// "have", so only commits the mirror lacks are transferred.
     pub fn fetch(&self) -> Result<(), SourceError> {
         let repo = self.open_mirror()?;
+        let refusal = Refusal::default();
         let mut remote = repo
             .remote_anonymous(&self.url)
-            .map_err(|e| self.remote_err(e.message()))?;
+            .map_err(|e| self.remote_err(&refusal, &e))?;
         let mut fo = FetchOptions::new();
-        fo.remote_callbacks(self.callbacks()?);
+        fo.remote_callbacks(self.callbacks(&refusal)?);
         fo.download_tags(git2::AutotagOption::None);
         let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.branch);
         remote
             .fetch(&[refspec.as_str()], Some(&mut fo), None)
-            .map_err(|e| self.remote_err(e.message()))
+            .map_err(|e| self.remote_err(&refusal, &e))
     }
 
     /// One poll: the branch tip, fetched into the mirror if it is new.
@@ -320,103 +444,57 @@ impl Source {
     }
 }
 
-/// Host key check for SSH remotes against an OpenSSH known_hosts file:
-/// unknown or changed keys are refused.
-fn check_host_key(
-    known_hosts: &Path,
-    cert: &git2::cert::Cert<'_>,
-    host: &str,
-) -> Result<git2::CertificateCheckStatus, git2::Error> {
-    let Some(hostkey) = cert.as_hostkey() else {
-        // Not SSH (an https certificate): libgit2's own checks decide.
-        return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
-    };
-    let Some(raw) = hostkey.hostkey() else {
-        return Err(git2::Error::from_str("the SSH server sent no host key"));
-    };
-    let text = std::fs::read_to_string(known_hosts).map_err(|e| {
-        git2::Error::from_str(&format!(
-            "cannot read known_hosts_file {}: {e}",
-            known_hosts.display()
-        ))
-    })?;
-    use base64_engine::encode;
-    let offered = encode(raw);
-    let mut host_known = false;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut parts = line.split_whitespace();
-        let (Some(hosts), Some(_kind), Some(key)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let matches_host = hosts.split(',').any(|h| {
-            h == host
-                || h.strip_prefix('[')
-                    .and_then(|r| r.split_once("]:"))
-                    .is_some_and(|(n, _)| n == host)
-        });
-        if matches_host {
-            host_known = true;
-            if key == offered {
-                return Ok(git2::CertificateCheckStatus::CertificateOk);
-            }
-        }
-    }
-    if host_known {
-        Err(git2::Error::from_str(&format!(
-            "the SSH host key of {host} does not match known_hosts_file {}; refusing to connect",
-            known_hosts.display()
-        )))
-    } else {
-        Err(git2::Error::from_str(&format!(
-            "{host} is not in known_hosts_file {}; refusing to connect to an unknown host",
-            known_hosts.display()
-        )))
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Standard base64, enough for comparing SSH host keys.
-mod base64_engine {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub fn encode(data: &[u8]) -> String {
-        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-        for chunk in data.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            out.push(ALPHABET[(n >> 18) as usize & 63] as char);
-            out.push(ALPHABET[(n >> 12) as usize & 63] as char);
-            out.push(if chunk.len() > 1 {
-                ALPHABET[(n >> 6) as usize & 63] as char
-            } else {
-                '='
-            });
-            out.push(if chunk.len() > 2 {
-                ALPHABET[n as usize & 63] as char
-            } else {
-                '='
-            });
-        }
-        out
+/// The host of an http(s) URL, lowercased; None for other URLs.
+fn url_host(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return None;
     }
+    parsed.host_str().map(str::to_ascii_lowercase)
+}
 
-    #[cfg(test)]
-    #[test]
-    fn known_vectors() {
-        assert_eq!(encode(b""), "");
-        assert_eq!(encode(b"f"), "Zg==");
-        assert_eq!(encode(b"fo"), "Zm8=");
-        assert_eq!(encode(b"foo"), "Zm9v");
-        assert_eq!(encode(b"foobar"), "Zm9vYmFy");
+/// The user named in an http(s) URL (`https://deploy@host/...`), used as the
+/// username beside the token (GitLab deploy tokens need theirs).
+fn url_user(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    Some(parsed.username().to_string()).filter(|u| !u.is_empty())
+}
+
+/// Makes libgit2's OpenSSL trust `ca_file` besides the system CAs.
+///
+/// libgit2 has one TLS context for the whole process, and its only way to
+/// add trust anchors is `GIT_OPT_SET_SSL_CERT_LOCATIONS`, which *adds* the
+/// file's certificates to that context; its certificate callback, the other
+/// door, sees only the server's leaf certificate, so it could not follow an
+/// intermediate CA and would mean checking TLS a second time by hand. hoist
+/// has one host config per process, so process-wide trust is the right
+/// scope. Each distinct content is loaded once (loading again would only add
+/// duplicates); certificates removed from the file stay trusted by git until
+/// hoist restarts, which docs/architecture.md notes.
+fn trust_ca_file(ca_file: Option<&Path>) -> Result<(), SourceError> {
+    static LOADED: Mutex<Vec<(PathBuf, Vec<u8>)>> = Mutex::new(Vec::new());
+    let Some(path) = ca_file else { return Ok(()) };
+    let bad = |message: String| SourceError::Secret {
+        file: path.to_path_buf(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(format!("the ca_file cannot be read ({e})")))?;
+    let mut loaded = lock(&LOADED);
+    if loaded.iter().any(|(p, c)| p == path && *c == pem) {
+        return Ok(());
     }
+    // SAFETY: libgit2's options are process-global and not synchronised with
+    // operations in flight. The LOADED lock serialises these calls, and
+    // hoist runs one git operation at a time (the engine awaits each poll),
+    // so no TLS connection is being set up while the store changes.
+    unsafe { git2::opts::set_ssl_cert_file(path) }
+        .map_err(|e| bad(format!("the ca_file cannot be used ({})", e.message())))?;
+    loaded.push((path.to_path_buf(), pem));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -524,5 +602,25 @@ mod tests {
         gone.url = "/nonexistent/config.git".into();
         let e = gone.poll().unwrap_err();
         assert!(e.to_string().contains("/nonexistent/config.git"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::{url_host, url_user};
+
+    #[test]
+    fn hosts_and_users_of_http_urls() {
+        assert_eq!(
+            url_host("https://Git.Example.com:8443/a.git").as_deref(),
+            Some("git.example.com")
+        );
+        assert_eq!(url_host("ssh://git@host/a.git"), None);
+        assert_eq!(url_host("/srv/config.git"), None);
+        assert_eq!(
+            url_user("https://deploy-token@git.example.com/a.git").as_deref(),
+            Some("deploy-token")
+        );
+        assert_eq!(url_user("https://git.example.com/a.git"), None);
     }
 }

@@ -237,6 +237,13 @@ fn a_checksum_mismatch_is_refused_and_leaves_nothing_behind() {
     assert_eq!(w.app_says().as_deref(), Some("v1"));
     assert_eq!(w.releases_on_disk("web"), vec!["v1"]);
     assert!(w.leftovers("web").is_empty(), "{:?}", w.leftovers("web"));
+    // The bad bytes are not fetched again at every poll, and the commit's
+    // status does not flip.
+    let statuses = w.statuses().len();
+    let events = w.history().len();
+    w.once(1);
+    assert_eq!(w.statuses().len(), statuses);
+    assert_eq!(w.history().len(), events);
 }
 
 #[test]
@@ -304,4 +311,77 @@ fn local_rollback_holds_until_the_branch_changes_the_app() {
     let out = w.hoist(&["rollback", "web", "--to", "v9"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("v9"));
+}
+
+#[test]
+fn plan_says_what_and_why_without_doing_it() {
+    let w = World::new();
+    let (url, sha) = w.make_release("v1", false, &[]);
+    w.manifest("web", "v1", &url, &sha, "");
+    w.commit("web v1");
+    let out = w.hoist(&["plan", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["apps"][0]["app"], "web");
+    assert_eq!(plan["apps"][0]["action"], "deploy");
+    assert!(
+        plan["apps"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("first deploy")
+    );
+    // Nothing was done.
+    assert!(!w.path("srv/web/current").exists());
+    assert!(w.statuses().is_empty());
+    w.once(0);
+    let out = w.hoist(&["plan"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("web: unchanged, v1 runs"), "{text}");
+    let out = w.hoist(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("web: v1") && text.contains("healthy"),
+        "{text}"
+    );
+}
+
+#[test]
+fn one_status_per_app_when_the_context_names_the_app() {
+    let mut w = World::new();
+    w.extra_config = String::new();
+    w.write_config();
+    // Rewrite the status section with an {app} context.
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap().replace(
+        "  provider: file\n",
+        "  provider: file\n  context: \"deploy/{environment}/{app}@{host}\"\n",
+    );
+    std::fs::write(w.config_path(), cfg).unwrap();
+    let (url, sha) = w.make_release("v1", false, &[]);
+    w.manifest("web", "v1", &url, &sha, "");
+    std::fs::write(
+        w.path("work/apps/api.yaml"),
+        format!("release: v1\nartifact:\n  url: {url}\n  sha256: {sha}\npaused: true\npm2:\n  - name: api\n    script: server.js\n"),
+    )
+    .unwrap();
+    let c = w.commit("web and a paused api");
+    w.once(0);
+    let mine: Vec<_> = w.statuses().into_iter().filter(|s| s.0 == c).collect();
+    let finals: std::collections::BTreeMap<String, String> =
+        mine.iter().map(|s| (s.2.clone(), s.1.clone())).collect();
+    assert_eq!(
+        finals.get("deploy/test/web@web-1").map(String::as_str),
+        Some("success"),
+        "{mine:?}"
+    );
+    assert_eq!(
+        finals.get("deploy/test/api@web-1").map(String::as_str),
+        Some("success"),
+        "{mine:?}"
+    );
+    assert_eq!(finals.len(), 2, "{mine:?}");
 }

@@ -656,3 +656,92 @@ fn logs_are_json_with_log_format_json_and_journald_lines_under_systemd() {
     assert!(line.starts_with("<6>new commit on main"), "{line:?}");
     assert!(!journal.contains('\u{1b}'), "{journal:?}");
 }
+
+#[test]
+fn publish_to_s3_from_ci_variables_then_deploy_it_and_large_files_go_in_parts() {
+    use common::s3::{ACCESS_KEY, S3, SECRET_KEY};
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"), None);
+    std::fs::create_dir_all(tmp.path().join("s3/releases")).unwrap();
+    let mut w = World::new();
+    std::fs::write(w.path("s3-key-id"), ACCESS_KEY).unwrap();
+    std::fs::write(w.path("s3-secret"), format!("{SECRET_KEY}\n")).unwrap();
+    w.extra_config = format!(
+        "storage:\n  s3:\n    endpoint: {}\n    access_key_id_file: {}\n    secret_access_key_file: {}\nallow_http: true\n",
+        s3.endpoint(),
+        w.path("s3-key-id").display(),
+        w.path("s3-secret").display()
+    );
+    w.write_config();
+
+    let build = w.path("builds/web");
+    std::fs::create_dir_all(&build).unwrap();
+    std::fs::write(build.join("server.js"), common::APP_JS).unwrap();
+    std::fs::write(build.join("VERSION"), "v1\n").unwrap();
+    w.manifest("web", "v0", "file:///nowhere.tar.zst", &"0".repeat(64), "");
+    let manifest = w.path("work/apps/web.yaml");
+
+    // A CI runner: no host config, the store and keys in AWS_* variables.
+    let ci_env = [
+        ("AWS_ENDPOINT_URL", s3.endpoint()),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+    ];
+    let publish = |dir: &Path, to: &str, extra: &[&str]| {
+        let mut cmd = Command::new(hoist_bin());
+        cmd.arg("publish")
+            .arg(dir)
+            .args(["--to", to])
+            .args(extra)
+            .args(["--config", "/nonexistent/hoist.yaml"])
+            .env_remove("AWS_SESSION_TOKEN");
+        for (k, v) in &ci_env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = publish(
+        &build,
+        "s3://releases/web/",
+        &["--manifest", manifest.to_str().unwrap(), "--release", "v1"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (sha, url) = stdout.lines().next().unwrap().split_once("  ").unwrap();
+    assert_eq!(url, "s3://releases/web/web-v1.tar.zst");
+    let stored = std::fs::read(tmp.path().join("s3/releases/web/web-v1.tar.zst")).unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&stored)), sha);
+
+    // The server reads the store with the keys from its host config.
+    let c = w.commit("web v1 from s3");
+    w.once(0);
+    assert_eq!(w.app_says().as_deref(), Some("v1"));
+    assert_eq!(w.final_status(&c).unwrap().0, "success");
+
+    // Over 16 MiB (incompressible): a multipart upload, same bytes.
+    let big = w.path("builds/big");
+    std::fs::create_dir_all(&big).unwrap();
+    let mut noise = vec![0u8; 17 * 1024 * 1024];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(big.join("blob.bin"), &noise).unwrap();
+    let out = publish(&big, "s3://releases/big/big-1.tar.zst", &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let sha = stdout.split_whitespace().next().unwrap();
+    let stored = std::fs::read(tmp.path().join("s3/releases/big/big-1.tar.zst")).unwrap();
+    assert!(stored.len() > 16 * 1024 * 1024);
+    assert_eq!(hex::encode(Sha256::digest(&stored)), sha);
+}

@@ -640,12 +640,57 @@ fn s3_error(error: object_store::Error, shown: &str) -> ArtifactError {
         object_store::Error::PermissionDenied { source, .. }
         | object_store::Error::Unauthenticated { source, .. } => ArtifactError::AccessDenied {
             url,
-            detail: error_chain(source.as_ref()),
+            detail: s3_denial(&error_chain(source.as_ref())),
         },
         other => ArtifactError::Network {
             url,
-            detail: error_chain(&other),
+            detail: s3_detail(&error_chain(&other)),
         },
+    }
+}
+
+/// The text between the first `open` and the next `close`.
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    let len = text[start..].find(close)?;
+    Some(&text[start..start + len])
+}
+
+/// Why S3 said no, in words, from the error code in its XML answer; the
+/// answer itself (a dump) is never shown.
+fn s3_denial(chain: &str) -> String {
+    let code = between(chain, "<Code>", "</Code>").unwrap_or("");
+    let why = match code {
+        "SignatureDoesNotMatch" => "the secret access key does not match the access key id",
+        "InvalidAccessKeyId" | "NotSignedUp" => "the access key id is unknown to the server",
+        "ExpiredToken" | "TokenRefreshRequired" => "the session token has expired",
+        "AccessDenied" | "AllAccessDisabled" => "these credentials may not read this object",
+        "RequestTimeTooSkewed" => "this server's clock is too far off the S3 server's",
+        _ => "the credentials were refused",
+    };
+    let code = if code.is_empty() {
+        String::new()
+    } else {
+        format!(" ({code})")
+    };
+    format!(
+        "{why}{code}; check storage.s3's access_key_id_file and secret_access_key_file \
+         (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+    )
+}
+
+/// object_store's message without the XML body it quotes: the S3 error
+/// code is kept, the rest of the answer is not.
+fn s3_detail(chain: &str) -> String {
+    match chain.find("<?xml").or_else(|| chain.find("<Error>")) {
+        Some(at) => {
+            let head = chain[..at].trim_end_matches([' ', ':']);
+            match between(chain, "<Code>", "</Code>") {
+                Some(code) => format!("{head} ({code})"),
+                None => head.to_string(),
+            }
+        }
+        None => chain.to_string(),
     }
 }
 

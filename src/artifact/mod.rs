@@ -133,6 +133,22 @@ impl ArtifactError {
         }
     }
 
+    /// true when the bytes the manifest names are themselves bad (wrong
+    /// hash, not an archive, unsafe or oversized content): fetching them
+    /// again cannot help, so the commit is not retried for the app until the
+    /// branch moves. Refusals a person can fix on the side (credentials, a
+    /// missing upload, settings) are tried again at every poll instead.
+    pub fn condemns_artifact(&self) -> bool {
+        matches!(
+            self,
+            ArtifactError::ChecksumMismatch { .. }
+                | ArtifactError::UnsupportedFormat { .. }
+                | ArtifactError::CorruptArchive { .. }
+                | ArtifactError::UnsafeEntry { .. }
+                | ArtifactError::TooLarge { .. }
+        )
+    }
+
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> ArtifactError {
         let context = context.into();
         move |error| ArtifactError::Io { context, error }

@@ -290,6 +290,16 @@ impl HostConfig {
                 ),
             ));
         }
+        let ssh = url.starts_with("ssh://") || (!url.contains("://") && is_scp_like(url));
+        if ssh && self.repo.known_hosts_file.is_none() {
+            return Err(err(
+                "repo.url",
+                format!(
+                    "repo.url {} is an SSH remote, so repo.known_hosts_file must name the host keys to trust",
+                    crate::redact::url(url)
+                ),
+            ));
+        }
         if self.repo.branch.trim().is_empty() || self.repo.branch.contains("..") {
             return Err(err(
                 "repo.branch",
@@ -526,6 +536,22 @@ webhook_secret_file: /etc/hoist/webhook-secret
         )
         .unwrap_err();
         assert!(e.message.contains("status.api_url"), "{e}");
+    }
+
+    #[test]
+    fn ssh_remotes_need_known_hosts() {
+        for url in [
+            "ssh://git@git.example.com/acme/deploy.git",
+            "git@git.example.com:acme/deploy.git",
+        ] {
+            let e = parse(&format!("repo:\n  url: {url}\n")).unwrap_err();
+            assert!(e.message.contains("repo.known_hosts_file"), "{e}");
+            assert_eq!(e.line, Some(2));
+            parse(&format!(
+                "repo:\n  url: {url}\n  known_hosts_file: /etc/hoist/known_hosts\n"
+            ))
+            .unwrap();
+        }
     }
 
     #[test]

@@ -3,8 +3,19 @@
 //! Node.js app, a pm2 home of the test's own, and a host config pointing the
 //! real `hoist` binary at all of it. Dropping the world kills the daemon and
 //! the test's pm2, so nothing outlives the test.
+//!
+//! The submodules run real remotes on 127.0.0.1 for tests/remotes.rs, each
+//! stopped when dropped: `git_http` (git http-backend behind a token),
+//! `sshd` (OpenSSH), `s3` (s3s-fs, SigV4), `forge` (a strict fake of the
+//! three status APIs) and `serve` (plain or TLS serving, and the test CA).
 
 #![allow(dead_code)]
+
+pub mod forge;
+pub mod git_http;
+pub mod s3;
+pub mod serve;
+pub mod sshd;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -105,6 +116,12 @@ pub struct World {
     pub pm2: PathBuf,
     pub keep_releases: u32,
     pub extra_config: String,
+    /// `repo.url`; None is the world's bare repo as `file://`.
+    pub repo_url: Option<String>,
+    /// More `repo:` keys, each line indented by two spaces.
+    pub repo_extra: String,
+    /// Replaces the `status:` section (provider file) when set.
+    pub status_config: Option<String>,
 }
 
 impl World {
@@ -121,6 +138,9 @@ impl World {
             pm2: pm2_bin(),
             keep_releases: 3,
             extra_config: String::new(),
+            repo_url: None,
+            repo_extra: String::new(),
+            status_config: None,
         };
         for d in ["store", "srv", "state", "pm2home"] {
             std::fs::create_dir_all(w.path(d)).unwrap();
@@ -153,11 +173,19 @@ impl World {
     }
 
     pub fn write_config(&self) {
+        let root = self.dir.path().display().to_string();
+        let repo_url = self
+            .repo_url
+            .clone()
+            .unwrap_or_else(|| format!("file://{root}/config.git"));
+        let status = self.status_config.clone().unwrap_or_else(|| {
+            format!("status:\n  provider: file\n  path: {root}/statuses.jsonl\n")
+        });
         let text = format!(
-            "host: {host}\nlabels: [web]\nenvironment: test\nroot: {root}/srv\nstate_dir: {root}/state\nkeep_releases: {keep}\nrepo:\n  url: file://{root}/config.git\n  branch: main\n  poll_interval: 1s\n  jitter: 0s\nstatus:\n  provider: file\n  path: {root}/statuses.jsonl\npm2:\n  command: {pm2}\n  home: {root}/pm2home\nlisten: \"\"\n{extra}",
+            "host: {host}\nlabels: [web]\nenvironment: test\nroot: {root}/srv\nstate_dir: {root}/state\nkeep_releases: {keep}\nrepo:\n  url: {repo_url}\n  branch: main\n  poll_interval: 1s\n  jitter: 0s\n{repo_extra}{status}pm2:\n  command: {pm2}\n  home: {root}/pm2home\nlisten: \"\"\n{extra}",
             host = self.host,
-            root = self.dir.path().display(),
             keep = self.keep_releases,
+            repo_extra = self.repo_extra,
             pm2 = self.pm2.display(),
             extra = self.extra_config,
         );

@@ -547,3 +547,26 @@ fn path_for_stays_in_the_cache_whatever_it_is_given() {
         assert!(!cache.contains(bad));
     }
 }
+
+#[test]
+fn s3_refusals_are_words_not_dumps() {
+    let chain = "Error performing GET http://127.0.0.1:9000/releases/web.tar.zst in 2ms - \
+                 Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\" \
+                 encoding=\"UTF-8\"?><Error><Code>SignatureDoesNotMatch</Code><Message>The \
+                 request signature we calculated does not match</Message></Error>";
+    let denial = super::s3_denial(chain);
+    assert!(
+        denial.starts_with(
+            "the secret access key does not match the access key id (SignatureDoesNotMatch)"
+        ),
+        "{denial}"
+    );
+    assert!(!denial.contains('<'), "{denial}");
+    let detail = super::s3_detail(&chain.replace("403 Forbidden", "503 Service Unavailable"));
+    assert!(
+        detail.ends_with("503 Service Unavailable (SignatureDoesNotMatch)"),
+        "{detail}"
+    );
+    assert!(!detail.contains('<'), "{detail}");
+    assert_eq!(super::s3_detail("connection refused"), "connection refused");
+}
