@@ -109,6 +109,8 @@ fn main() -> ExitCode {
         cli.log_format,
         matches!(cli.command, Command::Run | Command::Once),
     );
+    // Before any thread exists: libgit2's timeouts are process-wide globals.
+    hoist::source::set_network_timeouts();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
