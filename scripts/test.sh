@@ -6,14 +6,16 @@
 #   scripts/test.sh manifest_edit      only tests whose name contains this
 #   HOIST_TEST_THREADS=1 scripts/test.sh   one test at a time (default: 2)
 #
-# Needs the Rust toolchain (cargo), git, node (>= 18) and zstd; npm too when
-# pm2 is not installed. What it may install:
+# Needs the Rust toolchain (cargo), git, node (>= 18), zstd, ssh-keygen and
+# minisign (the signature tests sign with real keys); npm too when pm2 is not
+# installed. What it may install:
 #   - pm2, when no `pm2` is on PATH: `npm install pm2@7` into .tools/pm2/
 #     inside this checkout (git-ignored; delete the folder to remove it).
 #     Nothing is installed globally.
-#   - git and zstd, when missing and only if run as root on a system with
-#     apt-get: `apt-get install -y git zstd`. Otherwise it names what is
-#     missing and stops.
+#   - git, zstd, ssh-keygen (openssh-client) and minisign, when missing and
+#     only if run as root on a system with apt-get: `apt-get install -y git
+#     zstd openssh-client minisign`. Otherwise it names what is missing and
+#     stops.
 # The tests use the pm2 named by HOIST_TEST_PM2 (exported here; set it
 # yourself to use another pm2). Each test runs pm2 with its own PM2_HOME, so
 # the pm2 processes of the user running the tests are left alone.
@@ -27,10 +29,12 @@ die() {
     exit 1
 }
 
-# System tools: git and zstd can be installed here, the others cannot.
+# System tools: these can be installed here, the others cannot.
 missing_apt=()
-for tool in git zstd; do
-    command -v "$tool" >/dev/null 2>&1 || missing_apt+=("$tool")
+for tool in git zstd ssh-keygen minisign; do
+    package=$tool
+    [[ $tool == ssh-keygen ]] && package=openssh-client
+    command -v "$tool" >/dev/null 2>&1 || missing_apt+=("$package")
 done
 if ((${#missing_apt[@]} > 0)); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
