@@ -436,3 +436,44 @@ fn secrets_never_reach_logs_statuses_errors_or_history() {
     assert!(forge.seen()[0].head.contains(FORGE_TOKEN));
     let _ = sha2::Sha256::digest(b"");
 }
+
+#[test]
+fn a_forge_answering_5xx_and_429_neither_blocks_nor_fails_a_deploy() {
+    let mut w = World::new();
+    let forge = Server::start(b"{}".to_vec());
+    forge.script(&[
+        Answer::Status(503),
+        Answer::Status(429),
+        Answer::Status(502),
+    ]);
+    w.extra_config = "allow_http: true\n".into();
+    w.write_config();
+    edit_config(
+        &w,
+        &format!(
+            "status:\n  provider: file\n  path: {}/statuses.jsonl\n",
+            w.dir.path().display()
+        ),
+        &format!(
+            "status:\n  provider: github\n  api_url: {}\n  repository: acme/deploy\n  token_file: {}/forge-token\n",
+            forge.url("api"),
+            w.dir.path().display()
+        ),
+    );
+    std::fs::write(w.path("forge-token"), "t0ken\n").unwrap();
+    let (url, sha) = w.make_release("v1", false, &[]);
+    w.manifest("web", "v1", &url, &sha, "");
+    let c = w.commit("web v1");
+    w.once(0);
+    assert_eq!(w.app_says().as_deref(), Some("v1"));
+    // The failed posts were tried again, and the outcome got through.
+    let seen = forge.seen();
+    assert!(seen.len() >= 4, "{seen:?}");
+    let last = seen.last().unwrap();
+    assert!(
+        last.head.contains(&format!("/statuses/{c}")),
+        "{}",
+        last.head
+    );
+    assert!(last.body.contains("\"success\""), "{}", last.body);
+}
