@@ -772,7 +772,7 @@ impl Engine {
     /// With `repo.allowed_signers_file`, the commit must be signed by one of
     /// its keys. Ok(Err(reason)) refuses the commit (status `error`); Err is
     /// a fault of this server (the file or the mirror cannot be read).
-    async fn check_commit_signature(
+    pub async fn check_commit_signature(
         &self,
         commit: &str,
     ) -> Result<Result<(), String>, EngineError> {

@@ -305,17 +305,25 @@ async fn cmd_plan(config: &Path, json: bool) -> Res {
     let cfg = load_config(config)?;
     let e = engine(cfg)?;
     let tip = e.poll().await.map_err(|e| fail(1, e.to_string()))?;
-    let apps = e
-        .manifests_at(&tip)
+    let signed = e
+        .check_commit_signature(&tip)
         .await
         .map_err(|e| fail(1, e.to_string()))?;
+    let apps = match signed {
+        Ok(()) => e
+            .manifests_at(&tip)
+            .await
+            .map_err(|e| fail(1, e.to_string()))?
+            .map_err(|inv| inv.to_string()),
+        Err(refused) => Err(refused),
+    };
     let apps = match apps {
         Ok(a) => a,
         Err(inv) => {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"commit": tip, "invalid": inv.to_string(), "apps": []})
+                    serde_json::json!({"commit": tip, "invalid": inv, "apps": []})
                 );
             } else {
                 println!("commit {tip} cannot be applied: {inv}");

@@ -125,6 +125,13 @@ fn only_commits_signed_by_an_allowed_key_are_applied() {
     let (url2, sha2) = w.make_release("v2", false, &[]);
     w.manifest("web", "v2", &url2, &sha2, "");
     let c2 = commit_signed(&w, "web v2, unsigned", None);
+    // `hoist plan` says so before anything is tried.
+    let plan = w.hoist(&["plan"]);
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains("cannot be applied") && plan.contains("not signed"),
+        "{plan}"
+    );
     assert_refused(&w, &c2, "not signed", "v1", &["v1"]);
 
     // Signed, by a key that is not allowed.
