@@ -6,17 +6,19 @@
 #   scripts/test.sh manifest_edit      only tests whose name contains this
 #   HOIST_TEST_THREADS=1 scripts/test.sh   one test at a time (default: 2)
 #
-# Needs the Rust toolchain (cargo), git, node (>= 18) and zstd; npm too when
-# pm2 is not installed. What it may install:
+# Needs the Rust toolchain (cargo), git, node (>= 18), zstd, ssh-keygen and
+# minisign (the signature tests sign with real keys); npm too when pm2 is not
+# installed. What it may install:
 #   - pm2, when no `pm2` is on PATH: `npm install pm2@7` into .tools/pm2/
 #     inside this checkout (git-ignored; delete the folder to remove it).
 #     Nothing is installed globally.
-#   - git and zstd, and OpenSSH's sshd and ssh-keygen (the tests in
-#     tests/remotes.rs start a real sshd on a loopback port), when missing and
-#     only if run as root on a system with apt-get: `apt-get install -y git
-#     zstd openssh-server openssh-client`. Otherwise it names what is missing
-#     and stops. The S3 server those tests use (s3s-fs) is a dev-dependency,
-#     built by cargo like the rest.
+#   - git, zstd, minisign and OpenSSH's sshd and ssh-keygen (the tests in
+#     tests/remotes.rs start a real sshd on a loopback port; the signature
+#     tests sign with ssh-keygen and minisign), when missing and only if run
+#     as root on a system with apt-get: `apt-get install -y git zstd minisign
+#     openssh-server openssh-client`. Otherwise it names what is missing and
+#     stops. The S3 server the tests use (s3s-fs) is a dev-dependency, built
+#     by cargo like the rest.
 # The tests use the pm2 named by HOIST_TEST_PM2 (exported here; set it
 # yourself to use another pm2). Each test runs pm2 with its own PM2_HOME, so
 # the pm2 processes of the user running the tests are left alone.
@@ -30,13 +32,14 @@ die() {
     exit 1
 }
 
-# System tools: git, zstd and OpenSSH can be installed here, the others cannot.
+# System tools: these can be installed here, the others cannot.
 missing_apt=()
-for tool in git zstd; do
-    command -v "$tool" >/dev/null 2>&1 || missing_apt+=("$tool")
+for tool in git zstd ssh-keygen minisign; do
+    package=$tool
+    [[ $tool == ssh-keygen ]] && package=openssh-client
+    command -v "$tool" >/dev/null 2>&1 || missing_apt+=("$package")
 done
 [[ -x /usr/sbin/sshd ]] || missing_apt+=(openssh-server)
-command -v ssh-keygen >/dev/null 2>&1 || missing_apt+=(openssh-client)
 if ((${#missing_apt[@]} > 0)); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "scripts/test.sh: installing ${missing_apt[*]} with apt-get" >&2

@@ -14,6 +14,7 @@ use crate::plan::{self, Actual, AppPlan, Decision, Desired, Outcome};
 use crate::pm2::{self, Pm2};
 use crate::release::{AppDir, releases_to_prune};
 use crate::report::{self, ProviderKind, ProviderSettings, Reporter, Status};
+use crate::signature::{AllowedSigners, TrustedKeys};
 use crate::source::{InvalidCommit, Source, SourceError};
 use crate::state::{self, Event, Failed, KnownRelease, Pending, State, now_rfc3339};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -94,6 +95,8 @@ pub struct Engine {
     cache: Cache,
     fetch: FetchSettings,
     limits: UnpackLimits,
+    /// `storage.trusted_keys`: when not empty, every artifact needs a minisign signature.
+    trusted: TrustedKeys,
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     /// Set on SIGTERM: the pass stops between apps.
@@ -125,6 +128,8 @@ impl Engine {
             EngineError::Other(format!("cannot create root {}: {e}", cfg.root.display()))
         })?;
         let state = State::load(&cfg.state_dir)?;
+        crate::redact::warn_about_exposed_secrets(&cfg);
+        let trusted = TrustedKeys::parse(&cfg.storage.trusted_keys).map_err(EngineError::Other)?;
         let s3 = match &cfg.storage.s3 {
             Some(s) => Some(S3Settings {
                 endpoint: s.endpoint.clone(),
@@ -153,7 +158,11 @@ impl Engine {
             pm2: Pm2::new(&cfg.pm2.command, cfg.pm2.home.clone(), &cfg.state_dir),
             cache: Cache::new(cfg.state_dir.join("cache")),
             fetch,
-            limits: UnpackLimits::default(),
+            limits: UnpackLimits {
+                max_bytes: cfg.limits.max_unpacked_size.0,
+                max_entries: cfg.limits.max_entries,
+            },
+            trusted,
             reporter,
             metrics,
             stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -339,6 +348,17 @@ impl Engine {
             ..PassReport::default()
         };
         let new_commit = self.state.last_commit.as_deref() != Some(tip);
+        if let Err(msg) = self.check_commit_signature(tip).await? {
+            if new_commit {
+                error!(commit = %tip, "the commit is refused: {msg}");
+                self.post(tip, report::State::Error, None, &msg);
+                self.history(Event::new("error").commit(tip).message(msg.clone()));
+                self.state.last_commit = Some(tip.to_string());
+                self.save()?;
+            }
+            report.invalid = Some(msg);
+            return Ok(report);
+        }
         let apps = match self.manifests_at(tip).await? {
             Ok(apps) => apps,
             Err(invalid) => {
@@ -547,10 +567,13 @@ impl Engine {
 
         // 1–2. Fetch and unpack, unless the release is already on disk.
         if !reuse {
-            let path = match self.cache.fetch(&m.artifact.url, sha256, &self.fetch).await {
+            let path = match self.fetch_artifact(app, &m.artifact.url, sha256).await {
                 Ok(p) => p,
                 Err(e) => return Ok(self.artifact_failed(app, release, sha256, commit, e)),
             };
+            if let Err(e) = self.check_artifact_signature(m, &path).await {
+                return Ok(self.artifact_failed(app, release, sha256, commit, e));
+            }
             fault_point(Step::Download);
             let staging = dir.new_staging(release);
             let limits = self.limits.clone();
@@ -726,6 +749,92 @@ impl Engine {
         })
     }
 
+    /// Fetches the artifact, trying a transient fault (network, 5xx, 429,
+    /// truncated body) again after a short, doubling pause, at most
+    /// `FETCH_ATTEMPTS` times; then the fault goes to the next poll.
+    async fn fetch_artifact(
+        &self,
+        app: &str,
+        url: &str,
+        sha256: &str,
+    ) -> Result<PathBuf, artifact::ArtifactError> {
+        let mut pause = FETCH_FIRST_PAUSE;
+        let mut attempt = 1;
+        loop {
+            match self.cache.fetch(url, sha256, &self.fetch).await {
+                Err(e) if e.is_transient() && attempt < FETCH_ATTEMPTS => {
+                    warn!(app, attempt, "{e}; trying again in {}ms", pause.as_millis());
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// With `repo.allowed_signers_file`, the commit must be signed by one of
+    /// its keys. Ok(Err(reason)) refuses the commit (status `error`); Err is
+    /// a fault of this server (the file or the mirror cannot be read).
+    pub async fn check_commit_signature(
+        &self,
+        commit: &str,
+    ) -> Result<Result<(), String>, EngineError> {
+        let Some(file) = &self.cfg.repo.allowed_signers_file else {
+            return Ok(Ok(()));
+        };
+        let signers = AllowedSigners::load(file).map_err(EngineError::Other)?;
+        let src = self.source.clone();
+        let c = commit.to_string();
+        let signed = tokio::task::spawn_blocking(move || src.commit_signature(&c))
+            .await
+            .map_err(|e| EngineError::Other(e.to_string()))??;
+        let short = &commit[..commit.len().min(12)];
+        Ok(match signed {
+            None => Err(format!(
+                "commit {short} is not signed, and repo.allowed_signers_file requires a signature"
+            )),
+            Some((sig, data)) => match signers.verify(&sig, &data) {
+                Ok(who) => {
+                    tracing::debug!(commit = %commit, "signed by {who}");
+                    Ok(())
+                }
+                Err(why) => Err(format!("commit {short} is refused: {why}")),
+            },
+        })
+    }
+
+    /// With `storage.trusted_keys`, the artifact (already in the cache, its
+    /// sha256 checked) must carry a minisign signature by one of them.
+    async fn check_artifact_signature(
+        &self,
+        m: &Manifest,
+        artifact: &std::path::Path,
+    ) -> Result<(), artifact::ArtifactError> {
+        if self.trusted.is_empty() {
+            return Ok(());
+        }
+        let url = crate::redact::url(&m.artifact.url);
+        let refuse = |reason: String| artifact::ArtifactError::Signature {
+            url: url.clone(),
+            reason,
+        };
+        let Some(sig_url) = &m.artifact.signature_url else {
+            return Err(refuse(
+                "is missing: storage.trusted_keys is set, so the manifest needs artifact.signature_url"
+                    .into(),
+            ));
+        };
+        let sig = artifact::fetch_small(sig_url, &self.fetch, 64 * 1024).await?;
+        let sig = String::from_utf8(sig).map_err(|_| refuse("is not text".into()))?;
+        let trusted = self.trusted.clone();
+        let path = artifact.to_path_buf();
+        tokio::task::spawn_blocking(move || trusted.verify_file(&path, &sig))
+            .await
+            .map_err(|e| refuse(e.to_string()))?
+            .map_err(refuse)
+    }
+
     fn transient(&mut self, app: &str, error: String) -> Outcome {
         warn!(
             app,
@@ -749,8 +858,13 @@ impl Engine {
         }
         error!(app, release, "the artifact cannot be used: {error}");
         if e.condemns_artifact() {
-            // Downloading the same bad bytes at every poll helps nobody.
+            // Remembered like a failed deploy: the same bad bytes are not
+            // downloaded and refused again at every poll, only when the
+            // branch moves or `hoist retry` asks for it.
             self.mark_failed(app, release, sha256, commit, &error);
+            if let Err(e) = self.save() {
+                error!("{e}");
+            }
         }
         self.state.app_mut(app).last_error = Some(error.clone());
         self.metrics.deploy(app, "error", 0.0);
@@ -1100,6 +1214,9 @@ fn describe_outcome(o: &Outcome) -> String {
 }
 
 const HOOK_TIMEOUT: Duration = Duration::from_secs(600);
+/// Attempts at an artifact download within one deploy.
+const FETCH_ATTEMPTS: u32 = 3;
+const FETCH_FIRST_PAUSE: Duration = Duration::from_millis(500);
 
 /// Runs one hook argv in the release directory, without a shell.
 async fn run_hook(

@@ -21,5 +21,6 @@ pub mod publish;
 pub mod redact;
 pub mod release;
 pub mod report;
+pub mod signature;
 pub mod source;
 pub mod state;

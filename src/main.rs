@@ -116,6 +116,8 @@ fn main() -> ExitCode {
             Command::Run | Command::Once | Command::Publish { .. }
         ),
     );
+    // Before any thread exists: libgit2's timeouts are process-wide globals.
+    hoist::source::set_network_timeouts();
     if matches!(
         cli.command,
         Command::Once | Command::Publish { .. } | Command::Demo
@@ -311,17 +313,25 @@ async fn cmd_plan(config: &Path, json: bool) -> Res {
     let cfg = load_config(config)?;
     let e = engine(cfg)?;
     let tip = e.poll().await.map_err(|e| fail(1, e.to_string()))?;
-    let apps = e
-        .manifests_at(&tip)
+    let signed = e
+        .check_commit_signature(&tip)
         .await
         .map_err(|e| fail(1, e.to_string()))?;
+    let apps = match signed {
+        Ok(()) => e
+            .manifests_at(&tip)
+            .await
+            .map_err(|e| fail(1, e.to_string()))?
+            .map_err(|inv| inv.to_string()),
+        Err(refused) => Err(refused),
+    };
     let apps = match apps {
         Ok(a) => a,
         Err(inv) => {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"commit": tip, "invalid": inv.to_string(), "apps": []})
+                    serde_json::json!({"commit": tip, "invalid": inv, "apps": []})
                 );
             } else {
                 println!("commit {tip} cannot be applied: {inv}");

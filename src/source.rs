@@ -86,6 +86,26 @@ impl std::fmt::Debug for Source {
 /// libgit2's generic "authentication replays" or "user rejected certificate".
 type Refusal = Arc<Mutex<Option<SourceError>>>;
 
+/// How long a git server may take to accept a connection.
+pub const GIT_CONNECT_TIMEOUT_MS: i32 = 30_000;
+/// How long a git server may stay silent mid-request (a hung server must
+/// not hang the daemon's loop).
+pub const GIT_IO_TIMEOUT_MS: i32 = 60_000;
+
+/// Sets libgit2's connect and read/write timeouts for git over the network.
+/// Call it once, before any thread starts (they are process-wide globals).
+pub fn set_network_timeouts() {
+    // SAFETY: called at the top of main, before the runtime or any other
+    // thread exists, so nothing reads these globals concurrently.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(GIT_CONNECT_TIMEOUT_MS);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(GIT_IO_TIMEOUT_MS);
+    }
+}
+
+/// A commit's signature (as stored in its `gpgsig` header) and the bytes it signs.
+pub type SignedCommit = (Vec<u8>, Vec<u8>);
+
 impl Source {
     pub fn new(cfg: &HostConfig) -> Source {
         Source {
@@ -433,6 +453,22 @@ impl Source {
             Ok(Ok(apps))
         } else {
             Ok(Err(InvalidCommit { errors }))
+        }
+    }
+
+    /// The commit's signature and the bytes it signs (the commit object
+    /// without its `gpgsig` header); None when the commit is not signed.
+    pub fn commit_signature(&self, commit: &str) -> Result<Option<SignedCommit>, SourceError> {
+        let repo = self.open_mirror()?;
+        let cerr = |m: &str| SourceError::Commit {
+            commit: commit.to_string(),
+            message: m.to_string(),
+        };
+        let oid = Oid::from_str(commit).map_err(|e| cerr(e.message()))?;
+        match repo.extract_signature(&oid, None) {
+            Ok((sig, data)) => Ok(Some((sig.to_vec(), data.to_vec()))),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(cerr(e.message())),
         }
     }
 

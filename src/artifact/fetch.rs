@@ -150,6 +150,7 @@ impl Cache {
             hash: Sha256Stream::default(),
             context: cache_error.clone(),
             progress: crate::progress::Progress::new(format!("downloading {name}"), None),
+            limit: u64::MAX,
         };
         match source {
             Source::File(file) => from_file(&file, &shown, &mut sink).await?,
@@ -230,6 +231,45 @@ impl Cache {
         }
         Ok(())
     }
+}
+
+/// Fetches a small file of unknown hash (a `.minisig`), from the same
+/// schemes and with the same rules as an artifact, into memory; more than
+/// `limit` bytes is an error.
+pub async fn fetch_small(
+    url: &str,
+    settings: &FetchSettings,
+    limit: u64,
+) -> Result<Vec<u8>, ArtifactError> {
+    let shown = redact(url);
+    let source = Source::parse(url, &shown, settings)?;
+    let context = "cannot write a temporary file".to_string();
+    let temp = tempfile::tempfile().map_err(ArtifactError::io(context.clone()))?;
+    let reader = temp
+        .try_clone()
+        .map_err(ArtifactError::io(context.clone()))?;
+    let mut sink = Sink {
+        file: tokio::fs::File::from_std(temp),
+        hash: Sha256Stream::default(),
+        context: context.clone(),
+        progress: crate::progress::Progress::new("downloading the signature", None),
+        limit,
+    };
+    match source {
+        Source::File(file) => from_file(&file, &shown, &mut sink).await?,
+        Source::Http(url) => from_http(url, &shown, settings, &mut sink).await?,
+        Source::S3 { bucket, key } => from_s3(&bucket, &key, &shown, settings, &mut sink).await?,
+    }
+    sink.file
+        .flush()
+        .await
+        .map_err(ArtifactError::io(context.clone()))?;
+    drop(sink);
+    let mut reader = reader;
+    io::Seek::rewind(&mut reader).map_err(ArtifactError::io(context.clone()))?;
+    let mut out = Vec::new();
+    io::Read::read_to_end(&mut reader, &mut out).map_err(ArtifactError::io(context))?;
+    Ok(out)
 }
 
 /// `url` for messages and logs: without userinfo, query or fragment.
@@ -320,10 +360,17 @@ struct Sink {
     context: String,
     /// Drawn only by commands that enabled it, on a terminal.
     progress: crate::progress::Progress,
+    /// Most bytes accepted (u64::MAX for artifacts; small for signatures).
+    limit: u64,
 }
 
 impl Sink {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), ArtifactError> {
+        if self.hash.bytes().saturating_add(chunk.len() as u64) > self.limit {
+            return Err(ArtifactError::TooLarge {
+                detail: format!("the download is over {} bytes", self.limit),
+            });
+        }
         self.hash.update(chunk);
         self.progress.add(chunk.len() as u64);
         self.file

@@ -22,7 +22,7 @@ mod pack;
 mod unpack;
 mod verify;
 
-pub use fetch::{Cache, FetchSettings, S3Settings};
+pub use fetch::{Cache, FetchSettings, S3Settings, fetch_small};
 pub(crate) use fetch::{redact, s3_store};
 pub use pack::pack;
 pub use unpack::{UnpackLimits, UnpackStats, unpack};
@@ -98,6 +98,11 @@ pub enum ArtifactError {
     #[error("the archive is too large: {detail}")]
     TooLarge { detail: String },
 
+    /// `storage.trusted_keys` is set and the artifact's minisign signature
+    /// is missing, unreadable, or not by a trusted key.
+    #[error("the artifact at {url} is refused: its signature {reason}")]
+    Signature { url: String, reason: String },
+
     /// `pack` met something a release may not contain.
     #[error("cannot pack {}: {reason}", path.display())]
     Unpackable { path: PathBuf, reason: String },
@@ -129,6 +134,7 @@ impl ArtifactError {
             | ArtifactError::CorruptArchive { .. }
             | ArtifactError::UnsafeEntry { .. }
             | ArtifactError::TooLarge { .. }
+            | ArtifactError::Signature { .. }
             | ArtifactError::Unpackable { .. } => false,
         }
     }
@@ -142,6 +148,7 @@ impl ArtifactError {
         matches!(
             self,
             ArtifactError::ChecksumMismatch { .. }
+                | ArtifactError::Signature { .. }
                 | ArtifactError::UnsupportedFormat { .. }
                 | ArtifactError::CorruptArchive { .. }
                 | ArtifactError::UnsafeEntry { .. }

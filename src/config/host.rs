@@ -1,7 +1,7 @@
 //! The host config (`/etc/hoist/hoist.yaml`, SPEC §1): one file per server,
 //! written by its operator. Secrets are never in it, only paths to them.
 
-use super::{ConfigError, Dur, line_of};
+use super::{ByteSize, ConfigError, Dur, line_of};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +40,9 @@ pub struct HostConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(default)]
     pub webhook_secret_file: Option<PathBuf>,
+    /// Unpack limits (not in SPEC §1's example; optional, see docs/security.md).
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Where this config was read from (not a key in the file).
     #[serde(skip)]
     pub source_path: PathBuf,
@@ -87,6 +90,35 @@ pub struct S3Config {
     pub access_key_id_file: Option<PathBuf>,
     #[serde(default)]
     pub secret_access_key_file: Option<PathBuf>,
+}
+
+/// How much one artifact may unpack to: a hostile or broken archive must not
+/// fill the disk or the inode table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Total bytes of file data in one release (default 4GiB).
+    #[serde(default = "default_max_unpacked_size")]
+    pub max_unpacked_size: ByteSize,
+    /// Archive entries (files, dirs, links) in one release (default 200000).
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_unpacked_size: default_max_unpacked_size(),
+            max_entries: default_max_entries(),
+        }
+    }
+}
+
+fn default_max_unpacked_size() -> ByteSize {
+    ByteSize(4 << 30)
+}
+fn default_max_entries() -> u64 {
+    200_000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -318,6 +350,18 @@ impl HostConfig {
         {
             check_http_url(ep, "storage.s3.endpoint", self.allow_http)
                 .map_err(|m| err("endpoint", m))?;
+        }
+        if self.limits.max_entries == 0 {
+            return Err(err(
+                "max_entries",
+                "limits.max_entries must be at least 1".into(),
+            ));
+        }
+        if self.limits.max_unpacked_size.0 == 0 {
+            return Err(err(
+                "max_unpacked_size",
+                "limits.max_unpacked_size must be more than 0".into(),
+            ));
         }
         for key in &self.storage.trusted_keys {
             if key.trim().is_empty() {
@@ -608,5 +652,27 @@ webhook_secret_file: /etc/hoist/webhook-secret
     fn missing_repo_is_an_error() {
         let e = parse("host: a\n").unwrap_err();
         assert!(e.message.contains("repo"), "{e}");
+    }
+
+    #[test]
+    fn unpack_limits_have_defaults_and_take_sizes_with_units() {
+        let c = parse("repo:\n  url: https://x/y.git\n").unwrap();
+        assert_eq!(c.limits.max_unpacked_size, ByteSize(4 << 30));
+        assert_eq!(c.limits.max_entries, 200_000);
+        let c = parse(
+            "repo:\n  url: https://x/y.git\nlimits:\n  max_unpacked_size: 512MiB\n  max_entries: 1000\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_unpacked_size, ByteSize(512 << 20));
+        assert_eq!(c.limits.max_entries, 1000);
+        for (text, bytes) in [("4GiB", 4u64 << 30), ("10MB", 10_000_000), ("123", 123)] {
+            assert_eq!(ByteSize::parse(text), Ok(ByteSize(bytes)), "{text}");
+        }
+        let e = parse("repo:\n  url: https://x/y.git\nlimits:\n  max_unpacked_size: huge\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("invalid size"), "{e}");
+        assert!(parse("repo:\n  url: https://x/y.git\nlimits:\n  max_entries: 0\n").is_err());
+        assert!(parse("repo:\n  url: https://x/y.git\nlimits:\n  max_files: 3\n").is_err());
     }
 }

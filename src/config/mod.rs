@@ -11,14 +11,14 @@ mod manifest;
 mod types;
 
 pub use host::{
-    DEFAULT_CONFIG_PATH, HostConfig, Pm2Config, ProviderName, RepoConfig, S3Config, StatusConfig,
-    StorageConfig,
+    DEFAULT_CONFIG_PATH, HostConfig, LimitsConfig, Pm2Config, ProviderName, RepoConfig, S3Config,
+    StatusConfig, StorageConfig,
 };
 pub use manifest::{
     AppSet, Artifact, Health, Hooks, Manifest, Targets, load_manifests_from_dir, parse_manifest,
     validate_app_set,
 };
-pub use types::{AppName, Dur, ReleaseName, Sha256, SharedPath, glob_match};
+pub use types::{AppName, ByteSize, Dur, ReleaseName, Sha256, SharedPath, glob_match};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
