@@ -20,8 +20,12 @@ use std::time::Duration;
 const TOKEN: &str = "ghp_hoistTestToken0123456789abcdef";
 const WRONG_TOKEN: &str = "ghp_wrongTokenfedcba9876543210";
 
+/// Writes a secret file as an operator should: readable by its owner only
+/// (hoist warns about secret files others can read).
 fn write(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// The world's v1 release and manifest, committed; returns the commit.
