@@ -287,7 +287,7 @@ async fn demo(root: &Path, pm2: PathBuf) -> Result<(), String> {
         let report = engine.pass().await.map_err(|e| e.to_string())?;
         engine.reporter.flush(Duration::from_secs(10)).await;
         for (app, o) in &report.outcomes {
-            println!("  {app}: {}", summarize(&[(app.clone(), o.clone())]).1);
+            println!("  {}", summarize(&[(app.clone(), o.clone())]).1);
         }
         for s in w.statuses(&commit) {
             println!("  status: {s}");
