@@ -856,6 +856,19 @@ impl Engine {
         if e.is_transient() {
             return self.transient(app, error);
         }
+        // A refusal someone fixes on the side (credentials, an upload not
+        // there yet) is tried again at every poll; it is logged and recorded
+        // once, not at every poll, while it stays the same.
+        let repeated = self
+            .state
+            .apps
+            .get(app)
+            .and_then(|s| s.last_error.as_deref())
+            == Some(error.as_str());
+        if repeated {
+            warn!(app, release, "the artifact still cannot be used: {error}");
+            return Outcome::Errored { error };
+        }
         error!(app, release, "the artifact cannot be used: {error}");
         if e.condemns_artifact() {
             // Remembered like a failed deploy: the same bad bytes are not
