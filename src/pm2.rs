@@ -139,6 +139,23 @@ impl Pm2 {
             path: path.clone(),
             source,
         })?;
+        // A process pm2 stopped or gave up on (`errored`) has nothing left
+        // to keep serving through a graceful reload, and reloading it can
+        // leave it stopped: start it afresh instead.
+        let names = manifest.process_names();
+        if let Ok(procs) = self.jlist().await {
+            let mut broken: Vec<String> = procs
+                .iter()
+                .filter(|p| {
+                    names.contains(&p.name) && (p.status == "stopped" || p.status == "errored")
+                })
+                .map(|p| p.name.clone())
+                .collect();
+            broken.dedup();
+            for n in &broken {
+                self.run(&["delete", n]).await?;
+            }
+        }
         let p = path.to_string_lossy().into_owned();
         self.run(&["startOrReload", &p, "--update-env"]).await?;
         Ok(())
@@ -234,7 +251,7 @@ pub enum HealthError {
 
 /// Waits until every process of the app is `online` and has not restarted
 /// for `stable_for`, and `health.http` answers 2xx, all within `timeout`.
-/// A process pm2 gave up on (`errored`, `stopped`) fails at once.
+/// A process pm2 gave up on (`errored`) fails at once.
 pub async fn health_gate(pm2: &Pm2, names: &[String], health: &Health) -> Result<(), HealthError> {
     let start = Instant::now();
     let deadline = start + health.timeout.0;
@@ -262,7 +279,8 @@ pub async fn health_gate(pm2: &Pm2, names: &[String], health: &Health) -> Result
         for p in &mine {
             match p.status.as_str() {
                 "online" => {}
-                "errored" | "stopped" => {
+                // pm2 gave up on it (too many unstable restarts).
+                "errored" => {
                     return Err(HealthError::Down(p.name.clone(), p.status.clone()));
                 }
                 other => problem = Some(HealthError::Down(p.name.clone(), other.to_string())),
