@@ -165,8 +165,12 @@ fn js_text(rng: &mut Rng, vocab: &[String], pkg: &str, size: usize) -> String {
 }
 
 fn write_app(dir: &Path, release: &str) -> Result<(), String> {
+    write_app_with(dir, release, SERVER_JS)
+}
+
+fn write_app_with(dir: &Path, release: &str, server_js: &str) -> Result<(), String> {
     fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    fs::write(dir.join("server.js"), SERVER_JS).map_err(|e| e.to_string())?;
+    fs::write(dir.join("server.js"), server_js).map_err(|e| e.to_string())?;
     fs::write(dir.join("RELEASE"), format!("{release}\n")).map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -335,8 +339,13 @@ pub fn big(ctx: &Ctx) -> Result<Artifact, String> {
 
 /// The sample app alone as release `release`, packed into `store`.
 pub fn small_app(store: &Path, release: &str) -> Result<Artifact, String> {
+    small_app_with(store, release, SERVER_JS)
+}
+
+/// `small_app` with another `server.js`.
+pub fn small_app_with(store: &Path, release: &str, server_js: &str) -> Result<Artifact, String> {
     let dir = store.join(format!("build-{release}"));
-    write_app(&dir, release)?;
+    write_app_with(&dir, release, server_js)?;
     let path = store.join(format!("app-{release}.tar.zst"));
     let sha256 = hoist::artifact::pack(&dir, &path).map_err(|e| e.to_string())?;
     Ok(Artifact {
@@ -344,6 +353,6 @@ pub fn small_app(store: &Path, release: &str) -> Result<Artifact, String> {
         path,
         sha256,
         files: 2,
-        unpacked: (SERVER_JS.len() + release.len() + 1) as u64,
+        unpacked: (server_js.len() + release.len() + 1) as u64,
     })
 }
