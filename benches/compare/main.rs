@@ -55,7 +55,7 @@ impl Scale {
             tree_binary_bytes: 110 << 20,
             big_bytes: 1 << 30,
             reps: 3,
-            idle_window_secs: 30,
+            idle_window_secs: 40,
             webhook_reps: 3,
             wrk_deploys: 10,
             many_apps: 50,

@@ -426,3 +426,41 @@ pub fn polls_ok(port: u16) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Resident kB per mapped file (`[anon]` for the rest) from /proc/<pid>/smaps,
+/// largest first.
+pub fn rss_by_mapping(pid: i32) -> Vec<(String, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut current = String::from("[anon]");
+    for line in text.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping header: address perms offset dev inode [path].
+            current = line
+                .split_whitespace()
+                .nth(5)
+                .map(|p| {
+                    if p.starts_with('/') {
+                        Path::new(p)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| p.to_string())
+                    } else {
+                        p.to_string()
+                    }
+                })
+                .unwrap_or_else(|| "[anon]".into());
+        } else if let Some(v) = line.strip_prefix("Rss:") {
+            let kb: u64 = v
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            *by.entry(current.clone()).or_default() += kb;
+        }
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().filter(|(_, kb)| *kb > 0).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v
+}

@@ -74,9 +74,13 @@ impl S3 {
         format!("s3://{}/{key}", self.bucket)
     }
 
-    /// curl's SigV4 arguments for this server.
+    /// curl's SigV4 arguments for this server. S3 wants the payload hash
+    /// header, which curl does not add by itself; the body is not signed
+    /// (as the AWS CLI does for streamed uploads).
     pub fn curl_auth(&self) -> Vec<String> {
         vec![
+            "-H".into(),
+            "x-amz-content-sha256: UNSIGNED-PAYLOAD".into(),
             "--aws-sigv4".into(),
             "aws:amz:us-east-1:s3".into(),
             "--user".into(),
@@ -84,18 +88,28 @@ impl S3 {
         ]
     }
 
+    /// Runs curl against this server, keeping the secret out of any error.
+    pub fn curl(&self, curl: &Path, args: &[&std::ffi::OsStr], limit: Duration) -> Result<(), String> {
+        procs::run_ok(
+            Command::new(curl)
+                .args(["-sS", "--fail"])
+                .args(args)
+                .args(self.curl_auth()),
+            limit,
+        )
+        .map(|_| ())
+        .map_err(|e| e.replace(&self.secret, "[secret]"))
+    }
+
     /// Uploads `file` as `key` with a signed PUT (so the server stores its
     /// ETag once instead of hashing the object on every GET).
     pub fn put(&self, curl: &Path, file: &Path, key: &str) -> Result<(), String> {
-        procs::run_ok(
-            Command::new(curl)
-                .args(["-sS", "--fail", "-T"])
-                .arg(file)
-                .args(self.curl_auth())
-                .arg(self.object_url(key)),
+        let url = self.object_url(key);
+        self.curl(
+            curl,
+            &["-T".as_ref(), file.as_os_str(), url.as_ref()],
             Duration::from_secs(600),
         )
-        .map(|_| ())
     }
 
     pub fn settings(&self) -> hoist::artifact::S3Settings {

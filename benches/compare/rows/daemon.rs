@@ -116,7 +116,26 @@ pub fn big_artifact_rss(ctx: &Ctx) -> Vec<Row> {
     )
 }
 
+/// The log without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn tail(log: &str) -> String {
+    let log = strip_ansi(log);
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(5)..].join(" / ")
 }
@@ -181,6 +200,11 @@ pub fn idle(ctx: &Ctx) -> Vec<Row> {
         let anon = procs::status_kb(pid, "RssAnon").unwrap_or(0);
         let file = procs::status_kb(pid, "RssFile").unwrap_or(0);
         let threads = procs::status_kb(pid, "Threads").unwrap_or(0);
+        let maps: Vec<String> = procs::rss_by_mapping(pid)
+            .into_iter()
+            .take(5)
+            .map(|(name, kb)| format!("{name} {}", mib_kb(kb)))
+            .collect();
         let (refs, packs) = git.count("idle.git", w0, w1);
         daemon.stop();
         let polls = polls1.saturating_sub(polls0).max(1);
@@ -211,12 +235,15 @@ pub fn idle(ctx: &Ctx) -> Vec<Row> {
                 } else {
                     Verdict::Missed
                 },
-                details: vec![format!(
-                    "RSS {} = {} anonymous + {} file-backed (the binary's own pages, shared libraries); {threads} threads",
-                    mib_kb(rss),
-                    mib_kb(anon),
-                    mib_kb(file)
-                )],
+                details: vec![
+                    format!(
+                        "RSS {} = {} anonymous + {} file-backed (pages of the executable and shared libraries); {threads} threads",
+                        mib_kb(rss),
+                        mib_kb(anon),
+                        mib_kb(file)
+                    ),
+                    format!("largest resident mappings: {}", maps.join(", ")),
+                ],
             },
             Row {
                 measure: m2.into(),
@@ -488,7 +515,8 @@ pub fn revert_to_kept(ctx: &Ctx) -> Vec<Row> {
             let answers = procs::http_get(port, "/")
                 .map(|(_, b)| b)
                 .unwrap_or_default();
-            let reused = out.contains("reuse=true") || out.contains("\"reuse\":true");
+            let plain = strip_ansi(&out);
+            let reused = plain.contains("reuse=true") || plain.contains("\"reuse\":true");
             let ok = answers == "web tree" && reused;
             Ok(vec![Row {
                 measure: measure.into(),
