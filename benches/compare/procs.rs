@@ -461,6 +461,6 @@ pub fn rss_by_mapping(pid: i32) -> Vec<(String, u64)> {
         }
     }
     let mut v: Vec<(String, u64)> = by.into_iter().filter(|(_, kb)| *kb > 0).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
     v
 }

@@ -89,7 +89,12 @@ impl S3 {
     }
 
     /// Runs curl against this server, keeping the secret out of any error.
-    pub fn curl(&self, curl: &Path, args: &[&std::ffi::OsStr], limit: Duration) -> Result<(), String> {
+    pub fn curl(
+        &self,
+        curl: &Path,
+        args: &[&std::ffi::OsStr],
+        limit: Duration,
+    ) -> Result<(), String> {
         procs::run_ok(
             Command::new(curl)
                 .args(["-sS", "--fail"])

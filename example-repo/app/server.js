@@ -8,6 +8,7 @@
 // The release name comes from a RELEASE file next to this script (written by
 // the build), falling back to package.json's version.
 
+const cluster = require('node:cluster');
 const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
@@ -85,7 +86,9 @@ server.listen(port, '127.0.0.1', () => {
 // which lets busy clients close their connections themselves and reconnect to
 // a process that stays; only then does it stop listening and close the
 // connections left idle. pm2's default kill_timeout (1.6 s) leaves time for it.
-const GRACE_MS = 1000;
+// Only a cluster worker has siblings to take its clients over; a process on
+// its own (pm2 fork mode) stops at once, so its successor can have the port.
+const GRACE_MS = cluster.isWorker ? 1000 : 0;
 function stop(signal) {
   if (stopping) return;
   stopping = true;

@@ -135,7 +135,10 @@ pub fn cluster_reloads_under_load(ctx: &Ctx) -> Vec<Row> {
         // The sample app as shipped, and the same app stopping the way it
         // did before it had a grace period: closing idle keep-alive
         // connections at once.
-        let no_grace = generate::SERVER_JS.replace("const GRACE_MS = 1000;", "const GRACE_MS = 0;");
+        let no_grace = generate::SERVER_JS.replace(
+            "const GRACE_MS = cluster.isWorker ? 1000 : 0;",
+            "const GRACE_MS = 0;",
+        );
         let releases = [
             generate::small_app(&store, "r1")?,
             generate::small_app(&store, "r2")?,
