@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use crate::Ctx;
 
 /// Bump when the generator changes, so stale artifacts are not reused.
-const GENERATION: &str = "g1";
+const GENERATION: &str = "g2";
 
 /// The sample app from example-repo: handles SIGINT gracefully and tells pm2
 /// when it is ready.
@@ -306,7 +306,9 @@ fn cached(
     let t0 = std::time::Instant::now();
     let dir = ctx.data.join(format!("{name}-build"));
     let _ = fs::remove_dir_all(&dir);
-    let count = write(ctx, &dir)?;
+    let mut count = write(ctx, &dir)?;
+    // Counted again on disk: two generated names may coincide.
+    count.files = count_files(&dir);
     let sha256 = hoist::artifact::pack(&dir, &path).map_err(|e| e.to_string())?;
     let _ = fs::remove_dir_all(&dir);
     let a = Artifact {
@@ -355,4 +357,23 @@ pub fn small_app_with(store: &Path, release: &str, server_js: &str) -> Result<Ar
         files: 2,
         unpacked: (server_js.len() + release.len() + 1) as u64,
     })
+}
+
+/// Regular files under `dir`, not following symlinks.
+pub fn count_files(dir: &Path) -> u64 {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
 }

@@ -81,7 +81,7 @@ server.listen(port, '127.0.0.1', () => {
 // A graceful stop that loses no request, also on keep-alive connections.
 // Closing an idle keep-alive connection from this side races with a request
 // the client may be sending on it at that moment, and the client sees a reset
-// (the benchmark measured dozens per `pm2 reload` under load). So for a grace
+// (docs/benchmarks.md: wrk saw such resets during `pm2 reload` under load). So for a grace
 // period the process keeps answering, each answer with `Connection: close`,
 // which lets busy clients close their connections themselves and reconnect to
 // a process that stays; only then does it stop listening and close the

@@ -82,7 +82,7 @@ fn row(ctx: &Ctx, measure: &str, s3: bool) -> Result<Row, String> {
                 baseline_run(ctx, &art, server.as_ref(), &work)?
             };
             if i == 0 {
-                let files = count_files(&work.join("dest"));
+                let files = generate::count_files(&work.join("dest"));
                 if files != art.files {
                     return Err(format!(
                         "the {} side unpacked {files} files, the artifact has {}",
@@ -242,22 +242,4 @@ fn baseline_run(ctx: &Ctx, art: &Artifact, s3: Option<&S3>, work: &Path) -> Resu
         phases,
         sync: timed_sync(),
     })
-}
-
-fn count_files(dir: &Path) -> u64 {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(t) if t.is_file() => n += 1,
-                _ => {}
-            }
-        }
-    }
-    n
 }
