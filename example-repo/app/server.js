@@ -8,6 +8,7 @@
 // The release name comes from a RELEASE file next to this script (written by
 // the build), falling back to package.json's version.
 
+const cluster = require('node:cluster');
 const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
@@ -31,7 +32,12 @@ function releaseName() {
 
 const release = releaseName();
 
+// Set once pm2 asks this process to stop (see stop() below).
+let stopping = false;
+
 const server = http.createServer((req, res) => {
+  // While stopping, every answer asks the client to close its connection.
+  if (stopping) res.setHeader('connection', 'close');
   const url = new URL(req.url, 'http://localhost');
   const reply = (status, body) => {
     res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' });
@@ -72,15 +78,27 @@ server.listen(port, '127.0.0.1', () => {
   if (typeof process.send === 'function') process.send('ready');
 });
 
-let stopping = false;
+// A graceful stop that loses no request, also on keep-alive connections.
+// Closing an idle keep-alive connection from this side races with a request
+// the client may be sending on it at that moment, and the client sees a reset
+// (docs/benchmarks.md: wrk saw such resets during `pm2 reload` under load). So for a grace
+// period the process keeps answering, each answer with `Connection: close`,
+// which lets busy clients close their connections themselves and reconnect to
+// a process that stays; only then does it stop listening and close the
+// connections left idle. pm2's default kill_timeout (1.6 s) leaves time for it.
+// Only a cluster worker has siblings to take its clients over; a process on
+// its own (pm2 fork mode) stops at once, so its successor can have the port.
+const GRACE_MS = cluster.isWorker ? 1000 : 0;
 function stop(signal) {
   if (stopping) return;
   stopping = true;
   console.log(`${appName} ${release} got ${signal}, closing`);
-  server.close(() => process.exit(0));
-  // Idle keep-alive connections would hold close() open.
-  if (typeof server.closeIdleConnections === 'function') server.closeIdleConnections();
-  setTimeout(() => process.exit(0), 5000).unref();
+  setTimeout(() => {
+    server.close(() => process.exit(0));
+    // Idle keep-alive connections would hold close() open.
+    if (typeof server.closeIdleConnections === 'function') server.closeIdleConnections();
+  }, GRACE_MS);
+  setTimeout(() => process.exit(0), GRACE_MS + 5000).unref();
 }
 process.on('SIGINT', () => stop('SIGINT'));
 process.on('SIGTERM', () => stop('SIGTERM'));
