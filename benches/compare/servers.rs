@@ -6,7 +6,7 @@
 //!   records every request, so the rows can count what polling costs the
 //!   git server.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,9 +14,15 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
-use tokio::io::AsyncWriteExt;
 
 use crate::procs::{self, Guard};
+
+// The CGI runner is the tests' own, so the benchmark's git server answers
+// exactly as the one the tests check hoist against.
+#[path = "../../tests/common/git_cgi.rs"]
+mod git_cgi;
+
+use git_cgi::Backend;
 
 pub struct S3 {
     pub endpoint: String,
@@ -157,36 +163,24 @@ pub struct GitHttp {
 }
 
 struct Setup {
-    root: PathBuf,
-    backend: PathBuf,
+    backend: Backend,
     requests: Arc<Mutex<Vec<GitRequest>>>,
-}
-
-fn backend() -> PathBuf {
-    let exec_path = Command::new("git")
-        .arg("--exec-path")
-        .output()
-        .ok()
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(p) = exec_path.map(|d| d.join("git-http-backend"))
-        && p.exists()
-    {
-        return p;
-    }
-    PathBuf::from("/usr/lib/git-core/git-http-backend")
 }
 
 impl GitHttp {
     /// Serves the bare repositories under `root` (`/x.git` is `root/x.git`).
     pub fn start(rt: &tokio::runtime::Runtime, root: &Path) -> Result<GitHttp, String> {
-        let backend = backend();
-        if !backend.exists() {
-            return Err(format!("{} not found", backend.display()));
+        let program = git_cgi::program();
+        if !program.exists() {
+            return Err(format!("{} not found", program.display()));
         }
         let requests = Arc::new(Mutex::new(Vec::new()));
         let setup = Arc::new(Setup {
-            root: root.to_path_buf(),
-            backend,
+            backend: Backend {
+                program,
+                root: root.to_path_buf(),
+                user: None,
+            },
             requests: Arc::clone(&requests),
         });
         let listener = rt
@@ -208,7 +202,8 @@ impl GitHttp {
                             target,
                         });
                     }
-                    let (status, head, body) = cgi(&setup, &method, &uri, &headers, body).await;
+                    let (status, head, body) =
+                        setup.backend.answer(&method, &uri, &headers, body).await;
                     let mut resp = Response::builder().status(status);
                     for (k, v) in head {
                         resp = resp.header(k, v);
@@ -256,88 +251,4 @@ impl Drop for GitHttp {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-type Answer = (u16, Vec<(String, String)>, Vec<u8>);
-
-/// Runs `git http-backend` for one request (RFC 3875 CGI).
-async fn cgi(
-    setup: &Setup,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Answer {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let mut cmd = tokio::process::Command::new(&setup.backend);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("GIT_PROJECT_ROOT", &setup.root)
-        .env("GIT_HTTP_EXPORT_ALL", "1")
-        .env("GATEWAY_INTERFACE", "CGI/1.1")
-        .env("SERVER_PROTOCOL", "HTTP/1.1")
-        .env("REQUEST_METHOD", method.as_str())
-        .env("PATH_INFO", uri.path())
-        .env("QUERY_STRING", uri.query().unwrap_or(""))
-        .env("CONTENT_TYPE", header("content-type"))
-        .env("CONTENT_LENGTH", body.len().to_string())
-        .env("REMOTE_ADDR", "127.0.0.1")
-        .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
-        .env("HTTP_GIT_PROTOCOL", header("git-protocol"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let Ok(mut child) = cmd.spawn() else {
-        return (500, vec![], b"cannot run git-http-backend\n".to_vec());
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(&body).await;
-    }
-    let Ok(out) = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await
-    else {
-        return (504, vec![], b"git-http-backend took too long\n".to_vec());
-    };
-    let Ok(out) = out else {
-        return (500, vec![], b"git-http-backend failed\n".to_vec());
-    };
-    let split = out
-        .stdout
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4))
-        .or_else(|| {
-            out.stdout
-                .windows(2)
-                .position(|w| w == b"\n\n")
-                .map(|i| (i, 2))
-        });
-    let Some((end, sep)) = split else {
-        return (500, vec![], b"bad CGI answer\n".to_vec());
-    };
-    let head = String::from_utf8_lossy(&out.stdout[..end]).into_owned();
-    let mut status = 200;
-    let mut resp_headers = Vec::new();
-    for line in head.lines() {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
-        let v = v.trim().to_string();
-        if k.eq_ignore_ascii_case("status") {
-            status = v
-                .split_whitespace()
-                .next()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(500);
-        } else {
-            resp_headers.push((k.to_string(), v));
-        }
-    }
-    (status, resp_headers, out.stdout[end + sep..].to_vec())
 }

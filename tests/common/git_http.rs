@@ -9,14 +9,13 @@
 //! and see how much a fetch transferred.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
-use tokio::io::AsyncWriteExt;
 
+use super::git_cgi::{self, Answer, Backend};
 use super::serve::{Server, TestCa, axum_service};
 
 /// One request the server answered.
@@ -42,24 +41,9 @@ pub struct GitHttp {
 struct Setup {
     root: PathBuf,
     token: Option<String>,
-    backend: PathBuf,
+    backend: Backend,
     tls: bool,
     requests: Arc<Mutex<Vec<Request>>>,
-}
-
-/// `git http-backend` of the git on PATH, else Debian's.
-fn backend() -> PathBuf {
-    let exec_path = std::process::Command::new("git")
-        .arg("--exec-path")
-        .output()
-        .ok()
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(p) = exec_path.map(|d| d.join("git-http-backend"))
-        && p.exists()
-    {
-        return p;
-    }
-    PathBuf::from("/usr/lib/git-core/git-http-backend")
 }
 
 impl GitHttp {
@@ -67,17 +51,21 @@ impl GitHttp {
     /// `root/config.git`) and files under `root/<path>` as `/files/<path>`.
     /// `token`: None serves anyone (a public repository).
     pub fn start(root: &Path, token: Option<&str>, ca: Option<&TestCa>) -> GitHttp {
-        let backend = backend();
+        let program = git_cgi::program();
         assert!(
-            backend.exists(),
+            program.exists(),
             "git-http-backend not found at {}: install git",
-            backend.display()
+            program.display()
         );
         let requests = Arc::new(Mutex::new(Vec::new()));
         let setup = Arc::new(Setup {
             root: root.to_path_buf(),
             token: token.map(str::to_string),
-            backend,
+            backend: Backend {
+                program,
+                root: root.to_path_buf(),
+                user: Some("hoist".into()),
+            },
             tls: ca.is_some(),
             requests: Arc::clone(&requests),
         });
@@ -130,8 +118,6 @@ impl GitHttp {
         self.requests.lock().unwrap().clear();
     }
 }
-
-type Answer = (u16, Vec<(String, String)>, Vec<u8>);
 
 fn deny() -> Answer {
     (
@@ -199,91 +185,7 @@ async fn handle(
     if !authorized(setup, headers) {
         return deny();
     }
-    cgi(setup, method, uri, headers, body).await
-}
-
-/// Runs `git http-backend` for one request (RFC 3875 CGI).
-async fn cgi(
-    setup: &Setup,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Answer {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let mut cmd = tokio::process::Command::new(&setup.backend);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("GIT_PROJECT_ROOT", &setup.root)
-        .env("GIT_HTTP_EXPORT_ALL", "1")
-        .env("GATEWAY_INTERFACE", "CGI/1.1")
-        .env("SERVER_PROTOCOL", "HTTP/1.1")
-        .env("REQUEST_METHOD", method.as_str())
-        .env("PATH_INFO", uri.path())
-        .env("QUERY_STRING", uri.query().unwrap_or(""))
-        .env("CONTENT_TYPE", header("content-type"))
-        .env("CONTENT_LENGTH", body.len().to_string())
-        .env("REMOTE_ADDR", "127.0.0.1")
-        .env("REMOTE_USER", "hoist")
-        .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
-        .env("HTTP_GIT_PROTOCOL", header("git-protocol"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let Ok(mut child) = cmd.spawn() else {
-        return (500, vec![], b"cannot run git-http-backend\n".to_vec());
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(&body).await;
-    }
-    let Ok(out) = child.wait_with_output().await else {
-        return (500, vec![], b"git-http-backend failed\n".to_vec());
-    };
-    // Headers, a blank line, the body.
-    let split = out
-        .stdout
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4))
-        .or_else(|| {
-            out.stdout
-                .windows(2)
-                .position(|w| w == b"\n\n")
-                .map(|i| (i, 2))
-        });
-    let Some((end, sep)) = split else {
-        return (
-            500,
-            vec![],
-            format!("bad CGI answer: {}", String::from_utf8_lossy(&out.stderr)).into_bytes(),
-        );
-    };
-    let head = String::from_utf8_lossy(&out.stdout[..end]).into_owned();
-    let mut status = 200;
-    let mut resp_headers = Vec::new();
-    for line in head.lines() {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
-        let v = v.trim().to_string();
-        if k.eq_ignore_ascii_case("status") {
-            status = v
-                .split_whitespace()
-                .next()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(500);
-        } else {
-            resp_headers.push((k.to_string(), v));
-        }
-    }
-    (status, resp_headers, out.stdout[end + sep..].to_vec())
+    setup.backend.answer(method, uri, headers, body).await
 }
 
 /// Standard base64 with padding, enough for an Authorization header.

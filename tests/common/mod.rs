@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod forge;
+pub mod git_cgi;
 pub mod git_http;
 pub mod s3;
 pub mod serve;
