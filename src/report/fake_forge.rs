@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{ProviderKind, ProviderSettings};
+use super::{ProviderKind, ProviderSettings, State, Status, build_provider};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Flavor {
@@ -151,17 +151,39 @@ impl FakeForge {
     /// Settings that point `kind` (github, gitea or gitlab, matching the
     /// flavor) at this fake, with its token.
     pub(crate) fn settings(&self, kind: ProviderKind) -> ProviderSettings {
+        // GitLab gets the plain path `acme/deploy`: the provider must
+        // encode it.
         ProviderSettings {
-            kind,
             api_url: Some(self.url.clone()),
-            // GitLab gets the plain path: the provider must encode it.
-            repository: Some("acme/deploy".into()),
             token: Some(self.token.clone()),
-            path: None,
             allow_http: true,
-            ca_file: None,
-            target_url: None,
+            ..ProviderSettings::for_test(kind)
         }
+    }
+
+    /// Posts `status(state)` for each of `states`, in order, through a
+    /// provider of this fake's flavor that links to `target_url`, and
+    /// returns what the fake accepted. Each post must succeed.
+    pub(crate) async fn post_states(
+        &self,
+        target_url: &str,
+        states: &[State],
+        status: impl Fn(State) -> Status,
+    ) -> Vec<Accepted> {
+        let kind = match self.shared.flavor {
+            Flavor::Github => ProviderKind::Github,
+            Flavor::Gitea => ProviderKind::Gitea,
+            Flavor::Gitlab => ProviderKind::Gitlab,
+        };
+        let settings = ProviderSettings {
+            target_url: Some(target_url.into()),
+            ..self.settings(kind)
+        };
+        let provider = build_provider(&settings).expect("provider");
+        for state in states {
+            provider.post(&status(*state)).await.expect("accepted");
+        }
+        self.accepted()
     }
 }
 

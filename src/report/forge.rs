@@ -121,7 +121,7 @@ impl Forge {
 
     /// An auth header value carrying the token, marked sensitive so that
     /// hyper and reqwest never print it.
-    pub(crate) fn auth_value(&self, prefix: &str) -> Result<HeaderValue, PostError> {
+    fn auth_value(&self, prefix: &str) -> Result<HeaderValue, PostError> {
         let mut v =
             HeaderValue::from_str(&format!("{prefix}{}", self.token.expose())).map_err(|_| {
                 PostError::Permanent {
@@ -135,15 +135,33 @@ impl Forge {
         Ok(v)
     }
 
-    pub(crate) fn client(&self) -> &reqwest::Client {
-        &self.client
+    /// POST `body` as JSON to `url` with the token in header `token.0`
+    /// after the prefix `token.1`, and the forge's other `headers`; then
+    /// [`send`](Self::send) it.
+    pub(crate) async fn post_json(
+        &self,
+        url: &str,
+        token: (&str, &str),
+        headers: &[(&str, &str)],
+        body: &impl serde::Serialize,
+        done_on: impl Fn(StatusCode, &str) -> bool,
+    ) -> Result<(), PostError> {
+        let (token_header, prefix) = token;
+        let mut req = self
+            .client
+            .post(url)
+            .header(token_header, self.auth_value(prefix)?);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        self.send(req.json(body), url, done_on).await
     }
 
     /// Send `req` and turn the answer into done / retry / give up.
     ///
     /// `done_on` lets a provider accept a non-2xx answer as success (GitLab's
     /// "cannot transition" to the state it is already in).
-    pub(crate) async fn send(
+    async fn send(
         &self,
         req: reqwest::RequestBuilder,
         url: &str,
@@ -176,6 +194,11 @@ impl Forge {
             SystemTime::now(),
         ))
     }
+}
+
+/// For [`Forge::post_json`]: only a 2xx answer means done.
+pub(crate) fn only_2xx(_: StatusCode, _: &str) -> bool {
+    false
 }
 
 /// The trimmed value of an optional setting, `None` when absent or blank.
@@ -465,14 +488,8 @@ mod tests {
 
     fn settings(api_url: &str) -> ProviderSettings {
         ProviderSettings {
-            kind: ProviderKind::Github,
             api_url: Some(api_url.into()),
-            repository: Some("acme/deploy".into()),
-            token: Some("tok".into()),
-            path: None,
-            allow_http: false,
-            ca_file: None,
-            target_url: None,
+            ..ProviderSettings::for_test(ProviderKind::Github)
         }
     }
 

@@ -7,10 +7,12 @@
 //! state names match hoist's (`pending`, `success`, `failure`, `error`).
 
 use futures::future::BoxFuture;
-use reqwest::header::{ACCEPT, AUTHORIZATION};
 
 use super::forge::{self, Forge};
 use super::{PostError, Provider, ProviderSettings, ReportError, Status};
+
+const TOKEN: (&str, &str) = ("Authorization", "token ");
+const HEADERS: &[(&str, &str)] = &[("Accept", "application/json")];
 
 #[derive(Debug)]
 pub(crate) struct Gitea {
@@ -55,14 +57,9 @@ impl Provider for Gitea {
                 description: &description,
                 target_url: self.forge.target_url.as_deref(),
             };
-            let req = self
-                .forge
-                .client()
-                .post(&url)
-                .header(AUTHORIZATION, self.forge.auth_value("token ")?)
-                .header(ACCEPT, "application/json")
-                .json(&body);
-            self.forge.send(req, &url, |_, _| false).await
+            self.forge
+                .post_json(&url, TOKEN, HEADERS, &body, forge::only_2xx)
+                .await
         })
     }
 }
@@ -87,13 +84,10 @@ mod tests {
     #[tokio::test]
     async fn posts_what_gitea_expects() {
         let fake = FakeForge::start(Flavor::Gitea).await;
-        let mut s = fake.settings(ProviderKind::Gitea);
-        s.target_url = Some("https://hoist.example.com/web-2".into());
-        let p = build_provider(&s).expect("gitea");
-        for state in [State::Pending, State::Success, State::Failure, State::Error] {
-            p.post(&status(state)).await.expect("accepted");
-        }
-        let accepted = fake.accepted();
+        let all = [State::Pending, State::Success, State::Failure, State::Error];
+        let accepted = fake
+            .post_states("https://hoist.example.com/web-2", &all, status)
+            .await;
         let states: Vec<_> = accepted.iter().map(|a| a.state.as_str()).collect();
         assert_eq!(states, ["pending", "success", "failure", "error"]);
         assert_eq!(accepted[0].sha, SHA);
@@ -120,16 +114,7 @@ mod tests {
 
     #[test]
     fn api_url_is_required() {
-        let s = ProviderSettings {
-            kind: ProviderKind::Gitea,
-            api_url: None,
-            repository: Some("acme/deploy".into()),
-            token: Some("t".into()),
-            path: None,
-            allow_http: false,
-            ca_file: None,
-            target_url: None,
-        };
+        let s = ProviderSettings::for_test(ProviderKind::Gitea);
         let err = build_provider(&s).expect_err("no url").to_string();
         assert!(
             err.starts_with("status.api_url is required for provider gitea"),

@@ -7,12 +7,16 @@
 //! (`https://ghe.example.com/api/v3`).
 
 use futures::future::BoxFuture;
-use reqwest::header::{ACCEPT, AUTHORIZATION};
 
 use super::forge::{self, Forge};
 use super::{PostError, Provider, ProviderSettings, ReportError, Status};
 
 const DEFAULT_API_URL: &str = "https://api.github.com";
+const TOKEN: (&str, &str) = ("Authorization", "Bearer ");
+const HEADERS: &[(&str, &str)] = &[
+    ("Accept", "application/vnd.github+json"),
+    ("X-GitHub-Api-Version", "2022-11-28"),
+];
 
 #[derive(Debug)]
 pub(crate) struct Github {
@@ -56,15 +60,9 @@ impl Provider for Github {
                 description: &description,
                 target_url: self.forge.target_url.as_deref(),
             };
-            let req = self
-                .forge
-                .client()
-                .post(&url)
-                .header(AUTHORIZATION, self.forge.auth_value("Bearer ")?)
-                .header(ACCEPT, "application/vnd.github+json")
-                .header("X-GitHub-Api-Version", "2022-11-28")
-                .json(&body);
-            self.forge.send(req, &url, |_, _| false).await
+            self.forge
+                .post_json(&url, TOKEN, HEADERS, &body, forge::only_2xx)
+                .await
         })
     }
 }
@@ -89,13 +87,10 @@ mod tests {
     #[tokio::test]
     async fn posts_what_github_expects() {
         let fake = FakeForge::start(Flavor::Github).await;
-        let mut s = fake.settings(ProviderKind::Github);
-        s.target_url = Some("https://ci.example.com/deploys/1".into());
-        let p = build_provider(&s).expect("github");
-        for state in [State::Pending, State::Success, State::Failure, State::Error] {
-            p.post(&status(state)).await.expect("accepted");
-        }
-        let accepted = fake.accepted();
+        let all = [State::Pending, State::Success, State::Failure, State::Error];
+        let accepted = fake
+            .post_states("https://ci.example.com/deploys/1", &all, status)
+            .await;
         let states: Vec<_> = accepted.iter().map(|a| a.state.as_str()).collect();
         assert_eq!(states, ["pending", "success", "failure", "error"]);
         assert_eq!(accepted[0].sha, SHA);
@@ -153,14 +148,10 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         drop(listener);
         let s = ProviderSettings {
-            kind: ProviderKind::Github,
             api_url: Some(format!("http://{addr}")),
-            repository: Some("acme/deploy".into()),
             token: Some("ghp_unreachable_secret".into()),
-            path: None,
             allow_http: true,
-            ca_file: None,
-            target_url: None,
+            ..ProviderSettings::for_test(ProviderKind::Github)
         };
         let p = build_provider(&s).expect("github");
         let err = p.post(&status(State::Success)).await.expect_err("refused");
@@ -170,16 +161,7 @@ mod tests {
 
     #[test]
     fn api_url_defaults_to_github_com() {
-        let s = ProviderSettings {
-            kind: ProviderKind::Github,
-            api_url: None,
-            repository: Some("acme/deploy".into()),
-            token: Some("t".into()),
-            path: None,
-            allow_http: false,
-            ca_file: None,
-            target_url: None,
-        };
+        let s = ProviderSettings::for_test(ProviderKind::Github);
         let p = Github::new(&s).expect("github");
         assert_eq!(
             p.forge.url("/repos/acme/deploy/statuses/x"),
@@ -190,14 +172,8 @@ mod tests {
     #[test]
     fn repository_is_required() {
         let s = ProviderSettings {
-            kind: ProviderKind::Github,
-            api_url: None,
             repository: None,
-            token: Some("t".into()),
-            path: None,
-            allow_http: false,
-            ca_file: None,
-            target_url: None,
+            ..ProviderSettings::for_test(ProviderKind::Github)
         };
         let err = build_provider(&s).expect_err("no repo").to_string();
         assert!(

@@ -14,10 +14,12 @@
 
 use futures::future::BoxFuture;
 use reqwest::StatusCode;
-use reqwest::header::ACCEPT;
 
 use super::forge::{self, Forge};
 use super::{PostError, Provider, ProviderSettings, ReportError, State, Status};
+
+const TOKEN: (&str, &str) = ("PRIVATE-TOKEN", "");
+const HEADERS: &[(&str, &str)] = &[("Accept", "application/json")];
 
 #[derive(Debug)]
 pub(crate) struct Gitlab {
@@ -123,14 +125,9 @@ impl Provider for Gitlab {
                 description: &description,
                 target_url: self.forge.target_url.as_deref(),
             };
-            let req = self
-                .forge
-                .client()
-                .post(&url)
-                .header("PRIVATE-TOKEN", self.forge.auth_value("")?)
-                .header(ACCEPT, "application/json")
-                .json(&body);
-            self.forge.send(req, &url, already_in_state).await
+            self.forge
+                .post_json(&url, TOKEN, HEADERS, &body, already_in_state)
+                .await
         })
     }
 }
@@ -155,21 +152,18 @@ mod tests {
     #[tokio::test]
     async fn posts_what_gitlab_expects() {
         let fake = FakeForge::start(Flavor::Gitlab).await;
-        let mut s = fake.settings(ProviderKind::Gitlab);
-        s.target_url = Some("https://hoist.example.com/".into());
-        let p = build_provider(&s).expect("gitlab");
         // Alternate with pending: GitLab refuses a repeated state.
-        for state in [
+        let states = [
             State::Pending,
             State::Success,
             State::Pending,
             State::Failure,
-        ] {
-            p.post(&status(state)).await.expect("accepted");
-        }
-        p.post(&status(State::Pending)).await.expect("accepted");
-        p.post(&status(State::Error)).await.expect("accepted");
-        let accepted = fake.accepted();
+            State::Pending,
+            State::Error,
+        ];
+        let accepted = fake
+            .post_states("https://hoist.example.com/", &states, status)
+            .await;
         let states: Vec<_> = accepted.iter().map(|a| a.state.as_str()).collect();
         assert_eq!(
             states,

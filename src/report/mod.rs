@@ -147,6 +147,24 @@ impl fmt::Debug for ProviderSettings {
     }
 }
 
+#[cfg(test)]
+impl ProviderSettings {
+    /// What the forge tests start from: `kind` for `acme/deploy` with a
+    /// token, https only, every other key unset.
+    pub(crate) fn for_test(kind: ProviderKind) -> ProviderSettings {
+        ProviderSettings {
+            kind,
+            api_url: None,
+            repository: Some("acme/deploy".into()),
+            token: Some("t".into()),
+            path: None,
+            allow_http: false,
+            ca_file: None,
+            target_url: None,
+        }
+    }
+}
+
 /// A problem with the `status:` settings, found when the provider is built.
 /// Each message is one sentence naming the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -317,14 +335,8 @@ mod tests {
     #[test]
     fn settings_debug_hides_the_token() {
         let s = ProviderSettings {
-            kind: ProviderKind::Github,
-            api_url: None,
-            repository: Some("acme/deploy".into()),
             token: Some("ghp_supersecret".into()),
-            path: None,
-            allow_http: false,
-            ca_file: None,
-            target_url: None,
+            ..ProviderSettings::for_test(ProviderKind::Github)
         };
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("supersecret"), "{dbg}");

@@ -467,17 +467,7 @@ mod tests {
     }
 
     fn github(fake: &FakeForge) -> Arc<dyn Provider> {
-        build_provider(&ProviderSettings {
-            kind: ProviderKind::Github,
-            api_url: Some(fake.url.clone()),
-            repository: Some("acme/deploy".into()),
-            token: Some(fake.token.clone()),
-            path: None,
-            allow_http: true,
-            ca_file: None,
-            target_url: None,
-        })
-        .expect("github provider")
+        build_provider(&fake.settings(ProviderKind::Github)).expect("github provider")
     }
 
     fn fast() -> RetryPolicy {
@@ -528,14 +518,8 @@ mod tests {
     async fn permanent_errors_are_given_up_at_once() {
         let fake = FakeForge::start(Flavor::Github).await;
         let provider = build_provider(&ProviderSettings {
-            kind: ProviderKind::Github,
-            api_url: Some(fake.url.clone()),
-            repository: Some("acme/deploy".into()),
             token: Some("wrong-token".into()),
-            path: None,
-            allow_http: true,
-            ca_file: None,
-            target_url: None,
+            ..fake.settings(ProviderKind::Github)
         })
         .expect("provider");
         let reporter = Reporter::spawn(provider, None);
