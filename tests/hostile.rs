@@ -14,16 +14,11 @@
 mod common;
 
 use common::World;
+use common::raw_tar::{RawTar, gz};
 use sha2::Digest;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-
-/// A tar stream written by hand: the `tar` crate's builder refuses to write
-/// most of these.
-#[derive(Default)]
-struct RawTar(Vec<u8>);
 
 impl RawTar {
     /// The harmless part of a release: an app that would run.
@@ -32,84 +27,6 @@ impl RawTar {
             .file("server.js", common::APP_JS.as_bytes())
             .file("VERSION", format!("{version}\n").as_bytes())
     }
-
-    fn header(&mut self, name: &[u8], kind: u8, size: u64, mode: u32, link: &[u8]) {
-        let mut h = tar::Header::new_gnu();
-        let old = h.as_old_mut();
-        old.name[..name.len()].copy_from_slice(name);
-        old.linkname[..link.len()].copy_from_slice(link);
-        h.set_size(size);
-        h.set_mode(mode);
-        h.set_entry_type(tar::EntryType::new(kind));
-        h.set_mtime(0);
-        h.set_cksum();
-        self.0.extend_from_slice(h.as_bytes());
-    }
-
-    fn data(&mut self, data: &[u8]) {
-        self.0.extend_from_slice(data);
-        let pad = (512 - data.len() % 512) % 512;
-        self.0.extend(std::iter::repeat_n(0, pad));
-    }
-
-    fn entry(mut self, name: &str, kind: u8, mode: u32, link: &str, data: &[u8]) -> Self {
-        self.header(
-            name.as_bytes(),
-            kind,
-            data.len() as u64,
-            mode,
-            link.as_bytes(),
-        );
-        self.data(data);
-        self
-    }
-
-    fn file(self, name: &str, data: &[u8]) -> Self {
-        self.entry(name, b'0', 0o644, "", data)
-    }
-
-    fn dir(self, name: &str) -> Self {
-        self.entry(name, b'5', 0o755, "", b"")
-    }
-
-    fn symlink(self, name: &str, target: &str) -> Self {
-        self.entry(name, b'2', 0o777, target, b"")
-    }
-
-    fn hardlink(self, name: &str, target: &str) -> Self {
-        self.entry(name, b'1', 0o644, target, b"")
-    }
-
-    fn long_name(mut self, name: &str) -> Self {
-        let mut data = name.as_bytes().to_vec();
-        data.push(0);
-        self.header(b"././@LongLink", b'L', data.len() as u64, 0o644, b"");
-        self.data(&data);
-        self
-    }
-
-    fn pax(mut self, key: &str, value: &str) -> Self {
-        let body = key.len() + value.len() + 3;
-        let mut len = body + 1;
-        while len.to_string().len() + body != len {
-            len = body + len.to_string().len();
-        }
-        let rec = format!("{len} {key}={value}\n").into_bytes();
-        self.header(b"PaxHeader", b'x', rec.len() as u64, 0o644, b"");
-        self.data(&rec);
-        self
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.0.extend(std::iter::repeat_n(0, 1024));
-        self.0
-    }
-}
-
-fn gz(tar: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(tar).unwrap();
-    enc.finish().unwrap()
 }
 
 /// Every path under `dir` with what it is: file contents' sha256, a link's
@@ -322,7 +239,7 @@ fn a_truncated_archive_is_refused() {
 fn a_pax_path_trick_is_refused() {
     // An innocent name in the ustar header, an escaping one in the PAX record.
     let tar = RawTar::app("v2")
-        .pax("path", "../../../escaped-pax")
+        .pax("path", b"../../../escaped-pax")
         .file("innocent.txt", b"pwned")
         .finish();
     assert_refused("", "pax.tar.gz", tar, "..");
@@ -331,7 +248,7 @@ fn a_pax_path_trick_is_refused() {
 #[test]
 fn a_pax_linkpath_trick_is_refused() {
     let tar = RawTar::app("v2")
-        .pax("linkpath", "/etc/passwd")
+        .pax("linkpath", b"/etc/passwd")
         .symlink("passwd", "innocent")
         .finish();
     assert_refused("", "pax-link.tar.gz", tar, "absolute");
@@ -340,7 +257,7 @@ fn a_pax_linkpath_trick_is_refused() {
 #[test]
 fn a_gnu_long_name_trick_is_refused() {
     let tar = RawTar::app("v2")
-        .long_name("../../../escaped-gnu")
+        .long_name(b"../../../escaped-gnu")
         .file("innocent.txt", b"pwned")
         .finish();
     assert_refused("", "gnu-longname.tar.gz", tar, "..");

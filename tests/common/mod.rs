@@ -5,15 +5,18 @@
 //! the test's pm2, so nothing outlives the test.
 //!
 //! The submodules run real remotes on 127.0.0.1 for tests/remotes.rs, each
-//! stopped when dropped: `git_http` (git http-backend behind a token),
+//! stopped when dropped: `git_http` (git http-backend behind a token, run
+//! by `git_cgi`),
 //! `sshd` (OpenSSH), `s3` (s3s-fs, SigV4), `forge` (a strict fake of the
 //! three status APIs) and `serve` (plain or TLS serving, and the test CA).
+//! `raw_tar` writes the hostile archives of tests/hostile.rs.
 
 #![allow(dead_code)]
 
 pub mod forge;
 pub mod git_cgi;
 pub mod git_http;
+pub mod raw_tar;
 pub mod s3;
 pub mod serve;
 pub mod sshd;

@@ -8,101 +8,10 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-/// A tar stream written by hand, so it can hold anything.
-#[derive(Default)]
-struct RawTar(Vec<u8>);
+#[path = "../../../tests/common/raw_tar.rs"]
+mod raw_tar;
 
-impl RawTar {
-    fn header(&mut self, name: &[u8], kind: u8, size: u64, mode: u32, link: &[u8]) {
-        let mut h = tar::Header::new_gnu();
-        let old = h.as_old_mut();
-        old.name[..name.len()].copy_from_slice(name);
-        old.linkname[..link.len()].copy_from_slice(link);
-        h.set_size(size);
-        h.set_mode(mode);
-        h.set_entry_type(EntryType::new(kind));
-        h.set_mtime(0);
-        if let Some(gnu) = h.as_gnu_mut() {
-            // Sparse entries must carry a real size to reach us at all.
-            gnu.set_real_size(size);
-        }
-        h.set_cksum();
-        self.0.extend_from_slice(h.as_bytes());
-    }
-
-    fn data(&mut self, data: &[u8]) {
-        self.0.extend_from_slice(data);
-        let pad = (512 - data.len() % 512) % 512;
-        self.0.extend(std::iter::repeat_n(0, pad));
-    }
-
-    fn entry(mut self, name: &str, kind: u8, mode: u32, link: &str, data: &[u8]) -> Self {
-        self.header(
-            name.as_bytes(),
-            kind,
-            data.len() as u64,
-            mode,
-            link.as_bytes(),
-        );
-        self.data(data);
-        self
-    }
-
-    fn file(self, name: &str, data: &[u8]) -> Self {
-        self.entry(name, b'0', 0o644, "", data)
-    }
-
-    fn dir(self, name: &str) -> Self {
-        self.entry(name, b'5', 0o755, "", b"")
-    }
-
-    fn symlink(self, name: &str, target: &str) -> Self {
-        self.entry(name, b'2', 0o777, target, b"")
-    }
-
-    fn hardlink(self, name: &str, target: &str) -> Self {
-        self.entry(name, b'1', 0o644, target, b"")
-    }
-
-    /// A GNU long-name record naming the next entry.
-    fn long_name(mut self, name: &[u8]) -> Self {
-        let mut data = name.to_vec();
-        data.push(0);
-        self.header(b"././@LongLink", b'L', data.len() as u64, 0o644, b"");
-        self.data(&data);
-        self
-    }
-
-    /// A PAX extended header for the next entry.
-    fn pax(mut self, key: &str, value: &[u8]) -> Self {
-        let data = pax_record(key, value);
-        self.header(b"PaxHeader", b'x', data.len() as u64, 0o644, b"");
-        self.data(&data);
-        self
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.0.extend(std::iter::repeat_n(0, 1024));
-        self.0
-    }
-
-    /// Without the end-of-archive zero blocks.
-    fn unterminated(self) -> Vec<u8> {
-        self.0
-    }
-}
-
-fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
-    let body = key.len() + value.len() + 3; // space, '=', newline
-    let mut len = body + 1;
-    while len.to_string().len() + body != len {
-        len = body + len.to_string().len();
-    }
-    let mut out = format!("{len} {key}=").into_bytes();
-    out.extend_from_slice(value);
-    out.push(b'\n');
-    out
-}
+use raw_tar::{RawTar, gz, pax_record};
 
 /// Bytes that do not compress, so a flipped byte lands in real compressed data.
 fn noise(len: usize) -> Vec<u8> {
@@ -119,12 +28,6 @@ fn noise(len: usize) -> Vec<u8> {
 
 fn zst(tar: &[u8]) -> Vec<u8> {
     zstd::encode_all(tar, 3).unwrap()
-}
-
-fn gz(tar: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(tar).unwrap();
-    enc.finish().unwrap()
 }
 
 /// A scratch directory holding the artifact, the parent of `dest`, and a
@@ -482,7 +385,7 @@ fn hardlinks_must_name_an_earlier_regular_file() {
         (RawTar::default().hardlink("h", ""), "empty"),
     ];
     for (tar, reason) in cases {
-        let tar = RawTar(tar.0.clone()).finish();
+        let tar = tar.clone().finish();
         assert_refused(&tar, &defaults(), unsafe_because(reason));
     }
 }
@@ -538,7 +441,7 @@ fn duplicates_and_type_clashes_are_refused() {
         (RawTar::default().file("a/", b"1"), "ends with `/`"),
     ];
     for (tar, reason) in cases {
-        let tar = RawTar(tar.0.clone()).finish();
+        let tar = tar.clone().finish();
         assert_refused(&tar, &defaults(), unsafe_because(reason));
     }
 }
