@@ -3,13 +3,13 @@
 //!
 //! No forge can run here, so this is the one place hoist tests against a
 //! fake (STYLE.md). To be worth anything it refuses whatever the real forge
-//! refuses: a wrong path or method, a missing or wrong auth header, a body
-//! that is not JSON, unknown or missing fields, state names the forge does
-//! not know, descriptions over 140 characters, and (GitLab) a transition to
-//! the state a status already has. Tests can script answers (429 with
-//! `Retry-After`, 5xx) that are returned, in order, to requests that are
-//! otherwise valid, and read back every attempt and every accepted status.
-//! The server stops when the [`FakeForge`] is dropped.
+//! refuses: every rule in [`rules`] (shared with the end-to-end tests' fake),
+//! and (GitLab) a transition to the state a status already has. Tests can
+//! script answers (429 with `Retry-After`, 5xx) that are returned, in order,
+//! to requests that are otherwise valid, and read back every attempt and
+//! every accepted status. The server stops when the [`FakeForge`] is dropped.
+
+mod rules;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -23,13 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{ProviderKind, ProviderSettings, State, Status, build_provider};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Flavor {
-    Github,
-    Gitea,
-    Gitlab,
-}
+pub(crate) use rules::Flavor;
 
 /// One scripted answer.
 #[derive(Clone, Debug)]
@@ -70,8 +64,6 @@ pub(crate) struct Accepted {
 struct Shared {
     flavor: Flavor,
     token: String,
-    /// The repository part of the path, as it must appear on the wire.
-    repo_in_path: String,
     script: Mutex<VecDeque<Scripted>>,
     attempts: Mutex<Vec<Instant>>,
     accepted: Mutex<Vec<Accepted>>,
@@ -92,15 +84,10 @@ pub(crate) struct FakeForge {
 impl FakeForge {
     /// GitHub/Gitea expect `acme/deploy`; GitLab expects `acme%2Fdeploy`.
     pub(crate) async fn start(flavor: Flavor) -> FakeForge {
-        let repo_in_path = match flavor {
-            Flavor::Github | Flavor::Gitea => "acme/deploy",
-            Flavor::Gitlab => "acme%2Fdeploy",
-        };
         let token = "fake-token-6f1c0e".to_string();
         let shared = Arc::new(Shared {
             flavor,
             token: token.clone(),
-            repo_in_path: repo_in_path.into(),
             script: Mutex::new(VecDeque::new()),
             attempts: Mutex::new(Vec::new()),
             accepted: Mutex::new(Vec::new()),
@@ -210,18 +197,19 @@ fn reply(code: u16, message: &str) -> Response {
         .into_response()
 }
 
-/// A refusal: the HTTP status and the forge's message.
-struct Reject(u16, String);
-
-fn reject(code: u16, message: &str) -> Reject {
-    Reject(code, message.to_string())
-}
-
 fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     lock(&shared.attempts).push(Instant::now());
-    match validate(shared, &method, &uri, &headers, &body) {
-        Err(Reject(code, message)) => reply(code, &message),
-        Ok(status) => {
+    match rules::validate(shared.flavor, &shared.token, &method, &uri, &headers, &body) {
+        Err((code, message)) => reply(code, &message),
+        Ok(posted) => {
+            let status = Accepted {
+                at: Instant::now(),
+                sha: posted.sha,
+                state: posted.state,
+                context: posted.context,
+                description: posted.description,
+                target_url: posted.target_url,
+            };
             if let Some(s) = lock(&shared.script).pop_front() {
                 let mut resp = reply(s.code, &s.body);
                 for (k, v) in &s.headers {
@@ -238,13 +226,8 @@ fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: B
                 let key = (status.sha.clone(), status.context.clone());
                 let mut states = lock(&shared.gitlab_states);
                 if states.get(&key) == Some(&status.state) {
-                    return reply(
-                        400,
-                        &format!(
-                            "Cannot transition status via :{} from :{}",
-                            status.state, status.state
-                        ),
-                    );
+                    let (code, message) = rules::cannot_transition(&status.state);
+                    return reply(code, &message);
                 }
                 states.insert(key, status.state.clone());
             }
@@ -257,106 +240,4 @@ fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: B
                 .into_response()
         }
     }
-}
-
-fn validate(
-    shared: &Shared,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Accepted, Reject> {
-    let prefix = match shared.flavor {
-        Flavor::Github => format!("/repos/{}/statuses/", shared.repo_in_path),
-        Flavor::Gitea => format!("/api/v1/repos/{}/statuses/", shared.repo_in_path),
-        Flavor::Gitlab => format!("/api/v4/projects/{}/statuses/", shared.repo_in_path),
-    };
-    // The raw path: GitLab's project must arrive percent-encoded.
-    let sha = uri
-        .path()
-        .strip_prefix(&prefix)
-        .filter(|sha| sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| reject(404, "Not Found"))?;
-    if uri.query().is_some() {
-        return Err(reject(404, "Not Found"));
-    }
-    if method != Method::POST {
-        return Err(reject(405, "Method Not Allowed"));
-    }
-
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let authorized = match shared.flavor {
-        Flavor::Github => header("authorization") == Some(&format!("Bearer {}", shared.token)),
-        Flavor::Gitea => header("authorization") == Some(&format!("token {}", shared.token)),
-        Flavor::Gitlab => header("private-token") == Some(shared.token.as_str()),
-    };
-    if !authorized {
-        return Err(reject(401, "Bad credentials"));
-    }
-    if shared.flavor == Flavor::Github {
-        if header("accept") != Some("application/vnd.github+json") {
-            return Err(reject(415, "Unsupported 'Accept' header"));
-        }
-        if !header("user-agent").is_some_and(|ua| ua.starts_with("hoist/")) {
-            return Err(reject(403, "Request forbidden by administrative rules"));
-        }
-    }
-    if !header("content-type").is_some_and(|ct| ct.starts_with("application/json")) {
-        return Err(reject(415, "Unsupported Media Type"));
-    }
-
-    let json: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| reject(400, "Problems parsing JSON"))?;
-    let obj = json
-        .as_object()
-        .ok_or_else(|| reject(400, "Body should be a JSON object"))?;
-    let (context_key, states): (&str, &[&str]) = match shared.flavor {
-        Flavor::Github => ("context", &["pending", "success", "failure", "error"]),
-        Flavor::Gitea => (
-            "context",
-            &["pending", "success", "failure", "error", "warning"],
-        ),
-        Flavor::Gitlab => (
-            "name",
-            &[
-                "pending", "running", "success", "failed", "canceled", "skipped",
-            ],
-        ),
-    };
-    for key in obj.keys() {
-        if ![context_key, "state", "description", "target_url"].contains(&key.as_str()) {
-            return Err(reject(422, &format!("unknown field {key}")));
-        }
-    }
-    let string = |key: &str| obj.get(key).and_then(|v| v.as_str()).map(str::to_string);
-    let state = string("state")
-        .filter(|s| states.contains(&s.as_str()))
-        .ok_or_else(|| reject(422, "state is missing or invalid"))?;
-    let context = string(context_key)
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| reject(422, &format!("{context_key} is missing")))?;
-    let description = string("description").ok_or_else(|| reject(422, "description is missing"))?;
-    if description.chars().count() > 140 {
-        return Err(reject(
-            422,
-            "description is too long (maximum is 140 characters)",
-        ));
-    }
-    let target_url = match obj.get("target_url") {
-        None => None,
-        Some(v) => Some(
-            v.as_str()
-                .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
-                .map(str::to_string)
-                .ok_or_else(|| reject(422, "target_url is invalid"))?,
-        ),
-    };
-    Ok(Accepted {
-        at: Instant::now(),
-        sha: sha.to_string(),
-        state,
-        context,
-        description,
-        target_url,
-    })
 }
