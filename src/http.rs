@@ -293,8 +293,13 @@ mod tests {
             }
         }
 
-        fn hook(&self) -> reqwest::RequestBuilder {
-            reqwest::Client::new().post(format!("{}/hooks/git", self.base))
+        /// POSTs `body` to `/hooks/git` with `headers`; the answer's status.
+        async fn hook(&self, headers: &[(&str, &str)], body: &[u8]) -> reqwest::StatusCode {
+            let mut req = reqwest::Client::new().post(format!("{}/hooks/git", self.base));
+            for (name, value) in headers {
+                req = req.header(*name, *value);
+            }
+            req.body(body.to_vec()).send().await.expect("send").status()
         }
 
         /// Whether the trigger holds a permit (consuming it).
@@ -326,37 +331,20 @@ mod tests {
     async fn github_signatures_are_verified() {
         let s = Server::start(Some(SECRET), Health::new(Duration::from_secs(60))).await;
         let good = format!("sha256={}", sign(SECRET, BODY));
-        let r = s
-            .hook()
-            .header("X-GitHub-Event", "push")
-            .header("X-Hub-Signature-256", &good)
-            .body(BODY)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 202);
+        let headers = [("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &good)];
+        assert_eq!(s.hook(&headers, BODY).await, 202);
         assert!(s.triggered().await);
 
         let forged = format!("sha256={}", sign("guess", BODY));
         for sig in [forged.as_str(), "sha256=", "sha1=abc", &sign(SECRET, BODY)] {
-            let r = s
-                .hook()
-                .header("X-Hub-Signature-256", sig)
-                .body(BODY)
-                .send()
-                .await
-                .expect("send");
-            assert_eq!(r.status(), 401, "{sig}");
+            assert_eq!(
+                s.hook(&[("X-Hub-Signature-256", sig)], BODY).await,
+                401,
+                "{sig}"
+            );
         }
         // A valid signature for another body.
-        let r = s
-            .hook()
-            .header("X-Hub-Signature-256", &good)
-            .body(&b"{}"[..])
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 401);
+        assert_eq!(s.hook(&[("X-Hub-Signature-256", &good)], b"{}").await, 401);
         assert!(!s.triggered().await, "refused hooks must not trigger");
     }
 
@@ -364,32 +352,24 @@ mod tests {
     async fn gitea_and_forgejo_signatures_are_verified() {
         let s = Server::start(Some(SECRET), Health::new(Duration::from_secs(60))).await;
         for header in ["X-Gitea-Signature", "X-Forgejo-Signature"] {
-            let r = s
-                .hook()
-                .header(header, sign(SECRET, BODY))
-                .body(BODY)
-                .send()
-                .await
-                .expect("send");
-            assert_eq!(r.status(), 202, "{header}");
+            assert_eq!(
+                s.hook(&[(header, &sign(SECRET, BODY))], BODY).await,
+                202,
+                "{header}"
+            );
             assert!(s.triggered().await);
 
-            let r = s
-                .hook()
-                .header(header, sign("not the secret", BODY))
-                .body(BODY)
-                .send()
-                .await
-                .expect("send");
-            assert_eq!(r.status(), 401, "{header}");
-            let r = s
-                .hook()
-                .header(header, "zz-not-hex")
-                .body(BODY)
-                .send()
-                .await
-                .expect("send");
-            assert_eq!(r.status(), 401, "{header}");
+            assert_eq!(
+                s.hook(&[(header, &sign("not the secret", BODY))], BODY)
+                    .await,
+                401,
+                "{header}"
+            );
+            assert_eq!(
+                s.hook(&[(header, "zz-not-hex")], BODY).await,
+                401,
+                "{header}"
+            );
             assert!(!s.triggered().await);
         }
     }
@@ -397,28 +377,18 @@ mod tests {
     #[tokio::test]
     async fn gitlab_tokens_are_verified() {
         let s = Server::start(Some(SECRET), Health::new(Duration::from_secs(60))).await;
-        let r = s
-            .hook()
-            .header("X-Gitlab-Token", SECRET)
-            .body(BODY)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 202);
+        assert_eq!(s.hook(&[("X-Gitlab-Token", SECRET)], BODY).await, 202);
         assert!(s.triggered().await);
         for token in [
             "It's a Secret to Everybod",
             "It's a Secret to Everybody!",
             "",
         ] {
-            let r = s
-                .hook()
-                .header("X-Gitlab-Token", token)
-                .body(BODY)
-                .send()
-                .await
-                .expect("send");
-            assert_eq!(r.status(), 401, "{token:?}");
+            assert_eq!(
+                s.hook(&[("X-Gitlab-Token", token)], BODY).await,
+                401,
+                "{token:?}"
+            );
         }
         assert!(!s.triggered().await);
     }
@@ -426,26 +396,16 @@ mod tests {
     #[tokio::test]
     async fn unsigned_hooks_and_a_missing_secret_are_refused() {
         let s = Server::start(Some(SECRET), Health::new(Duration::from_secs(60))).await;
-        let r = s.hook().body(BODY).send().await.expect("send");
-        assert_eq!(r.status(), 401);
+        assert_eq!(s.hook(&[], BODY).await, 401);
 
         let s = Server::start(None, Health::new(Duration::from_secs(60))).await;
-        let r = s
-            .hook()
-            .header("X-Gitlab-Token", "")
-            .body(BODY)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 401, "no secret: even an empty token is refused");
-        let r = s
-            .hook()
-            .header("X-Hub-Signature-256", format!("sha256={}", sign("", BODY)))
-            .body(BODY)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 401);
+        assert_eq!(
+            s.hook(&[("X-Gitlab-Token", "")], BODY).await,
+            401,
+            "no secret: even an empty token is refused"
+        );
+        let sig = format!("sha256={}", sign("", BODY));
+        assert_eq!(s.hook(&[("X-Hub-Signature-256", &sig)], BODY).await, 401);
         assert!(!s.triggered().await);
     }
 
@@ -453,55 +413,25 @@ mod tests {
     async fn a_reloaded_secret_takes_effect() {
         let s = Server::start(Some("old"), Health::new(Duration::from_secs(60))).await;
         *s.state.webhook_secret.write().expect("lock") = Some("new".into());
-        let r = s
-            .hook()
-            .header("X-Gitlab-Token", "old")
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 401);
-        let r = s
-            .hook()
-            .header("X-Gitlab-Token", "new")
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 202);
+        assert_eq!(s.hook(&[("X-Gitlab-Token", "old")], b"").await, 401);
+        assert_eq!(s.hook(&[("X-Gitlab-Token", "new")], b"").await, 202);
     }
 
     #[tokio::test]
     async fn github_ping_is_answered_without_a_poll() {
         let s = Server::start(Some(SECRET), Health::new(Duration::from_secs(60))).await;
-        let r = s
-            .hook()
-            .header("X-GitHub-Event", "ping")
-            .header(
-                "X-Hub-Signature-256",
-                format!("sha256={}", sign(SECRET, BODY)),
-            )
-            .body(BODY)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 200);
+        let sig = format!("sha256={}", sign(SECRET, BODY));
+        let headers = [("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &sig)];
+        assert_eq!(s.hook(&headers, BODY).await, 200);
         assert!(!s.triggered().await);
     }
 
     #[tokio::test]
     async fn a_burst_of_hooks_coalesces_into_one_poll() {
         let s = Server::start(Some(SECRET), Health::new(Duration::from_secs(60))).await;
+        let sig = format!("sha256={}", sign(SECRET, BODY));
         for _ in 0..10 {
-            let r = s
-                .hook()
-                .header(
-                    "X-Hub-Signature-256",
-                    format!("sha256={}", sign(SECRET, BODY)),
-                )
-                .body(BODY)
-                .send()
-                .await
-                .expect("send");
-            assert_eq!(r.status(), 202);
+            assert_eq!(s.hook(&[("X-Hub-Signature-256", &sig)], BODY).await, 202);
         }
         assert!(s.triggered().await, "one poll");
         assert!(!s.triggered().await, "and only one");
@@ -511,17 +441,8 @@ mod tests {
     async fn oversized_hooks_are_refused() {
         let s = Server::start(Some(SECRET), Health::new(Duration::from_secs(60))).await;
         let body = vec![b' '; MAX_HOOK_BODY + 1];
-        let r = s
-            .hook()
-            .header(
-                "X-Hub-Signature-256",
-                format!("sha256={}", sign(SECRET, &body)),
-            )
-            .body(body)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 413);
+        let sig = format!("sha256={}", sign(SECRET, &body));
+        assert_eq!(s.hook(&[("X-Hub-Signature-256", &sig)], &body).await, 413);
         assert!(!s.triggered().await);
     }
 
