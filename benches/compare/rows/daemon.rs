@@ -3,6 +3,7 @@
 //! live through a webhook, and a revert to a release still on disk.
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,54 @@ fn pm2_path(ctx: &Ctx) -> Result<std::path::PathBuf, String> {
     ctx.tools.pm2.clone().ok_or_else(|| "pm2 is missing".into())
 }
 
+/// What the rows deploying from S3 start from, all under one directory.
+/// Rows destructure it in field order, so the bindings are dropped as the
+/// rows' own locals were: the host first, the S3 server last.
+struct S3Host {
+    s3: S3,
+    repo: ConfigRepo,
+    pm2: Pm2Home,
+    host: Host,
+}
+
+/// s3s-fs holding `artifact` as `key`, a config repo, a pm2 home and the
+/// host `name` polling every `poll`, under `dir`.
+fn s3_host(
+    ctx: &Ctx,
+    dir: &Path,
+    artifact: &Path,
+    key: &str,
+    name: &str,
+    poll: &str,
+) -> Result<S3Host, String> {
+    let s3 = S3::start(
+        ctx.tools.s3s_fs.as_deref().ok_or("s3s-fs")?,
+        &dir.join("s3"),
+    )?;
+    s3.put(ctx.tools.curl.as_deref().ok_or("curl")?, artifact, key)?;
+    let repo = ConfigRepo::new(&dir.join("repo"), "config")?;
+    let pm2 = Pm2Home::new(&pm2_path(ctx)?, dir.join("pm2home"));
+    let host = Host::new(
+        &dir.join("host"),
+        &HostOpts {
+            host: name.into(),
+            repo_url: repo.file_url(),
+            poll,
+            jitter: "0s",
+            pm2_command: pm2.pm2.clone(),
+            pm2_home: pm2.home.clone(),
+            listen: String::new(),
+            extra: s3.host_config_section(dir)?,
+        },
+    )?;
+    Ok(S3Host {
+        s3,
+        repo,
+        pm2,
+        host,
+    })
+}
+
 // ---------------------------------------------------------------------------
 
 pub fn big_artifact_rss(ctx: &Ctx) -> Vec<Row> {
@@ -32,31 +81,13 @@ pub fn big_artifact_rss(ctx: &Ctx) -> Vec<Row> {
         || {
             let art = generate::big(ctx)?;
             let dir = ctx.scratch.join("big");
-            let s3 = S3::start(
-                ctx.tools.s3s_fs.as_deref().ok_or("s3s-fs")?,
-                &dir.join("s3"),
-            )?;
-            s3.put(
-                ctx.tools.curl.as_deref().ok_or("curl")?,
-                &art.path,
-                "big.tar.zst",
-            )?;
-            let repo = ConfigRepo::new(&dir.join("repo"), "config")?;
-            let pm2 = Pm2Home::new(&pm2_path(ctx)?, dir.join("pm2home"));
+            let S3Host {
+                s3,
+                repo,
+                pm2: _pm2,
+                host,
+            } = s3_host(ctx, &dir, &art.path, "big.tar.zst", "big-1", "2s")?;
             let port = procs::free_port();
-            let host = Host::new(
-                &dir.join("host"),
-                &HostOpts {
-                    host: "big-1".into(),
-                    repo_url: repo.file_url(),
-                    poll: "2s",
-                    jitter: "0s",
-                    pm2_command: pm2.pm2.clone(),
-                    pm2_home: pm2.home.clone(),
-                    listen: String::new(),
-                    extra: s3.host_config_section(&dir)?,
-                },
-            )?;
             repo.write(
                 "big",
                 &world::manifest(
@@ -463,42 +494,23 @@ pub fn revert_to_kept(ctx: &Ctx) -> Vec<Row> {
         || {
             let art = generate::tree(ctx)?;
             let dir = ctx.scratch.join("revert");
-            let s3 = S3::start(
-                ctx.tools.s3s_fs.as_deref().ok_or("s3s-fs")?,
-                &dir.join("s3"),
-            )?;
-            let s3_ref = &s3;
-            s3_ref.put(
-                ctx.tools.curl.as_deref().ok_or("curl")?,
-                &art.path,
-                "tree.tar.zst",
-            )?;
+            let S3Host {
+                s3,
+                repo,
+                pm2: _pm2,
+                host,
+            } = s3_host(ctx, &dir, &art.path, "tree.tar.zst", "revert-1", "1h")?;
             let store = dir.join("store");
             std::fs::create_dir_all(&store).map_err(|e| e.to_string())?;
             let small = generate::small_app(&store, "small")?;
-            let repo = ConfigRepo::new(&dir.join("repo"), "config")?;
-            let pm2 = Pm2Home::new(&pm2_path(ctx)?, dir.join("pm2home"));
             let port = procs::free_port();
-            let host = Host::new(
-                &dir.join("host"),
-                &HostOpts {
-                    host: "revert-1".into(),
-                    repo_url: repo.file_url(),
-                    poll: "1h",
-                    jitter: "0s",
-                    pm2_command: pm2.pm2.clone(),
-                    pm2_home: pm2.home.clone(),
-                    listen: String::new(),
-                    extra: s3_ref.host_config_section(&dir)?,
-                },
-            )?;
             let pm2_entry = world::fork_app("web", port);
             let health = world::http_health(port, "1s");
             repo.write(
                 "web",
                 &world::manifest(
                     "tree-1",
-                    &s3_ref.s3_url("tree.tar.zst"),
+                    &s3.s3_url("tree.tar.zst"),
                     &art.sha256,
                     &pm2_entry,
                     &health,
