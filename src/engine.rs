@@ -103,6 +103,9 @@ pub struct Engine {
     pub stop: Arc<std::sync::atomic::AtomicBool>,
     /// The commit `pending` was last posted for.
     pending_posted: Option<String>,
+    /// The manifests of the last commit read: a commit's tree never changes,
+    /// so an unchanged branch is not read and parsed again at every poll.
+    manifests: Option<(String, Result<AppSet, InvalidCommit>)>,
 }
 
 fn read_secret(path: &Option<PathBuf>, key: &str) -> Result<Option<String>, String> {
@@ -167,6 +170,7 @@ impl Engine {
             metrics,
             stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             pending_posted: None,
+            manifests: None,
             state,
             cfg,
         })
@@ -283,20 +287,29 @@ impl Engine {
             })
     }
 
+    /// The manifests in `commit` (or why the commit is invalid), read from
+    /// the mirror once per commit.
     pub async fn manifests_at(
-        &self,
+        &mut self,
         commit: &str,
     ) -> Result<Result<AppSet, InvalidCommit>, SourceError> {
+        if let Some((c, read)) = &self.manifests
+            && c == commit
+        {
+            return Ok(read.clone());
+        }
         let src = self.source.clone();
         let c = commit.to_string();
-        tokio::task::spawn_blocking(move || src.manifests_at(&c))
+        let read = tokio::task::spawn_blocking(move || src.manifests_at(&c))
             .await
             .unwrap_or_else(|e| {
                 Err(SourceError::Mirror {
                     path: PathBuf::new(),
                     message: e.to_string(),
                 })
-            })
+            })?;
+        self.manifests = Some((commit.to_string(), read.clone()));
+        Ok(read)
     }
 
     fn on_disk(&self, apps: &AppSet) -> BTreeMap<String, BTreeSet<String>> {
@@ -565,26 +578,23 @@ impl Engine {
             return Ok(self.transient(app, e.to_string()));
         }
 
-        // 1–2. Fetch and unpack, unless the release is already on disk.
+        // 1–2. Fetch and unpack (as the bytes arrive), unless the release is
+        // already on disk. The staging directory becomes the release only
+        // once the sha256 and the signature are checked.
         if !reuse {
-            let path = match self.fetch_artifact(app, &m.artifact.url, sha256).await {
+            let staging = dir.new_staging(release);
+            let path = match self
+                .fetch_artifact(app, &m.artifact.url, sha256, &staging)
+                .await
+            {
                 Ok(p) => p,
                 Err(e) => return Ok(self.artifact_failed(app, release, sha256, commit, e)),
             };
             if let Err(e) = self.check_artifact_signature(m, &path).await {
+                let _ = std::fs::remove_dir_all(&staging);
                 return Ok(self.artifact_failed(app, release, sha256, commit, e));
             }
             fault_point(Step::Download);
-            let staging = dir.new_staging(release);
-            let limits = self.limits.clone();
-            let st2 = staging.clone();
-            let unpacked =
-                tokio::task::spawn_blocking(move || artifact::unpack(&path, &st2, &limits))
-                    .await
-                    .map_err(|e| EngineError::Other(e.to_string()))?;
-            if let Err(e) = unpacked {
-                return Ok(self.artifact_failed(app, release, sha256, commit, e));
-            }
             if let Err(e) = dir.install(&staging, release) {
                 let _ = std::fs::remove_dir_all(&staging);
                 return Ok(self.transient(app, e.to_string()));
@@ -749,26 +759,32 @@ impl Engine {
         })
     }
 
-    /// Fetches the artifact, trying a transient fault (network, 5xx, 429,
-    /// truncated body) again after a short, doubling pause, at most
-    /// `FETCH_ATTEMPTS` times; then the fault goes to the next poll.
+    /// Fetches the artifact and unpacks it into `staging`, trying a
+    /// transient fault (network, 5xx, 429, truncated body) again after a
+    /// short, doubling pause, at most `FETCH_ATTEMPTS` times; then the fault
+    /// goes to the next poll. Returns the artifact's path in the cache.
     async fn fetch_artifact(
         &self,
         app: &str,
         url: &str,
         sha256: &str,
+        staging: &std::path::Path,
     ) -> Result<PathBuf, artifact::ArtifactError> {
         let mut pause = FETCH_FIRST_PAUSE;
         let mut attempt = 1;
         loop {
-            match self.cache.fetch(url, sha256, &self.fetch).await {
+            let fetched = self
+                .cache
+                .fetch_and_unpack(url, sha256, &self.fetch, staging, &self.limits)
+                .await;
+            match fetched {
                 Err(e) if e.is_transient() && attempt < FETCH_ATTEMPTS => {
                     warn!(app, attempt, "{e}; trying again in {}ms", pause.as_millis());
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                     attempt += 1;
                 }
-                other => return other,
+                other => return other.map(|(path, _)| path),
             }
         }
     }

@@ -309,7 +309,7 @@ async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
 
 async fn cmd_plan(config: &Path, json: bool) -> Res {
     let cfg = load_config(config)?;
-    let e = engine(cfg)?;
+    let mut e = engine(cfg)?;
     let tip = e.poll().await.map_err(|e| fail(1, e.to_string()))?;
     let signed = e
         .check_commit_signature(&tip)

@@ -71,6 +71,21 @@ pub struct Source {
     ssh_key_file: Option<PathBuf>,
     known_hosts_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
+    /// The mirror, opened once and kept open between polls (shared by clones).
+    repo: Arc<Mutex<Option<Repository>>>,
+}
+
+/// The open mirror, held for one operation.
+struct Mirror<'a>(std::sync::MutexGuard<'a, Option<Repository>>);
+
+impl std::ops::Deref for Mirror<'_> {
+    type Target = Repository;
+
+    fn deref(&self) -> &Repository {
+        self.0
+            .as_ref()
+            .expect("Source::open_mirror fills the slot before handing it out")
+    }
 }
 
 impl std::fmt::Debug for Source {
@@ -117,6 +132,7 @@ impl Source {
             ssh_key_file: cfg.repo.ssh_key_file.clone(),
             known_hosts_file: cfg.repo.known_hosts_file.clone(),
             ca_file: cfg.ca_file.clone(),
+            repo: Arc::default(),
         }
     }
 
@@ -162,7 +178,19 @@ impl Source {
         }
     }
 
-    fn open_mirror(&self) -> Result<Repository, SourceError> {
+    /// The mirror, opened (or created) on first use and kept open: opening
+    /// a repository reads its config files, which an unchanged poll need not
+    /// pay for each time. Opened again if its directory went away.
+    fn open_mirror(&self) -> Result<Mirror<'_>, SourceError> {
+        let mut slot = lock(&self.repo);
+        if slot.is_none() || !self.mirror.is_dir() {
+            *slot = None;
+            *slot = Some(self.open_mirror_fresh()?);
+        }
+        Ok(Mirror(slot))
+    }
+
+    fn open_mirror_fresh(&self) -> Result<Repository, SourceError> {
         let err = |e: git2::Error| SourceError::Mirror {
             path: self.mirror.clone(),
             message: e.message().to_string(),
@@ -323,7 +351,7 @@ impl Source {
 
     /// Whether the mirror already has this commit.
     pub fn has_commit(&self, commit: &str) -> bool {
-        let Ok(repo) = Repository::open_bare(&self.mirror) else {
+        let Ok(repo) = self.open_mirror() else {
             return false;
         };
         Oid::from_str(commit)
@@ -474,7 +502,7 @@ impl Source {
 
     /// The commit's summary line, for logs and history.
     pub fn summary(&self, commit: &str) -> Option<String> {
-        let repo = Repository::open_bare(&self.mirror).ok()?;
+        let repo = self.open_mirror().ok()?;
         let c = repo.find_commit(Oid::from_str(commit).ok()?).ok()?;
         c.summary().ok().flatten().map(String::from)
     }

@@ -27,6 +27,9 @@ use reqwest::Url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::ArtifactError;
+use super::unpack::{
+    UnpackLimits, UnpackStats, remove_tree as remove_unpacked, unpack, unpack_reader,
+};
 use super::verify::{Sha256Stream, normalize_sha256};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,6 +37,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_REDIRECTS: usize = 10;
 const BUFFER: usize = 256 * 1024;
+/// Downloaded chunks that may wait for the unpack: with 256 KiB reads from
+/// files and the HTTP stack's smaller chunks, a few MiB at most.
+const TEE_AHEAD: usize = 16;
 /// Temp files are named `.tmp-*` so a hash can never collide with one.
 const TEMP_PREFIX: &str = ".tmp-";
 /// A temp file untouched this long belongs to a download that died with its
@@ -119,6 +125,41 @@ impl Cache {
         sha256: &str,
         settings: &FetchSettings,
     ) -> Result<PathBuf, ArtifactError> {
+        Ok(self.get(url, sha256, settings, None).await?.0)
+    }
+
+    /// [`Cache::fetch`], and [`unpack`] into `dest` while the bytes arrive
+    /// rather than after, so downloading, hashing, decompressing and writing
+    /// files all overlap. The unpack reads bytes not yet verified, which it
+    /// is built for (it treats every archive as hostile anyway); what it
+    /// wrote is removed unless the whole download then hashes to `sha256`,
+    /// and on a mismatch the error is the mismatch, whatever the unpack said.
+    /// A cached artifact is unpacked from the cache. On any error `dest` no
+    /// longer exists when this returns.
+    pub async fn fetch_and_unpack(
+        &self,
+        url: &str,
+        sha256: &str,
+        settings: &FetchSettings,
+        dest: &Path,
+        limits: &UnpackLimits,
+    ) -> Result<(PathBuf, UnpackStats), ArtifactError> {
+        let target = (dest.to_path_buf(), limits.clone());
+        let (path, stats) = self.get(url, sha256, settings, Some(target)).await?;
+        let stats = stats.ok_or_else(|| ArtifactError::Io {
+            context: format!("cannot unpack into {}", dest.display()),
+            error: io::Error::other("the unpack did not run"),
+        })?;
+        Ok((path, stats))
+    }
+
+    async fn get(
+        &self,
+        url: &str,
+        sha256: &str,
+        settings: &FetchSettings,
+        unpack_into: Option<(PathBuf, UnpackLimits)>,
+    ) -> Result<(PathBuf, Option<UnpackStats>), ArtifactError> {
         let shown = redact(url);
         let expected = normalize_sha256(sha256).ok_or_else(|| ArtifactError::BadSha256 {
             value: sha256.to_string(),
@@ -129,7 +170,21 @@ impl Cache {
             .await
             .is_ok_and(|m| m.is_file())
         {
-            return Ok(path);
+            let stats = match unpack_into {
+                None => None,
+                Some((dest, limits)) => {
+                    let archive = path.clone();
+                    Some(
+                        tokio::task::spawn_blocking(move || unpack(&archive, &dest, &limits))
+                            .await
+                            .map_err(|e| ArtifactError::Io {
+                                context: format!("cannot unpack {}", path.display()),
+                                error: io::Error::other(e),
+                            })??,
+                    )
+                }
+            };
+            return Ok((path, stats));
         }
 
         let cache_error = format!("cannot write to the artifact cache {}", self.dir.display());
@@ -151,44 +206,97 @@ impl Cache {
             context: cache_error.clone(),
             progress: crate::progress::Progress::new(format!("downloading {name}"), None),
             limit: u64::MAX,
+            tee: None,
         };
-        match source {
-            Source::File(file) => from_file(&file, &shown, &mut sink).await?,
-            Source::Http(url) => from_http(url, &shown, settings, &mut sink).await?,
-            Source::S3 { bucket, key } => {
-                from_s3(&bucket, &key, &shown, settings, &mut sink).await?;
+        let mut unpacking = None;
+        let unpack_dest = unpack_into.as_ref().map(|(dest, _)| dest.clone());
+        if let Some((dest, limits)) = unpack_into {
+            let (tx, rx) = tokio::sync::mpsc::channel(TEE_AHEAD);
+            sink.tee = Some(tx);
+            let stream = Download {
+                from: rx,
+                chunk: Vec::new(),
+                at: 0,
+                ended: false,
+            };
+            let source_name = shown.clone();
+            unpacking = Some(tokio::task::spawn_blocking(move || {
+                unpack_reader(stream, &source_name, &dest, &limits)
+            }));
+        }
+        let downloaded = match source {
+            Source::File(file) => from_file(&file, &shown, &mut sink).await,
+            Source::Http(url) => from_http(url, &shown, settings, &mut sink).await,
+            Source::S3 { bucket, key } => from_s3(&bucket, &key, &shown, settings, &mut sink).await,
+        };
+        sink.progress.finish();
+        if downloaded.is_ok()
+            && let Some(tee) = sink.tee.take()
+        {
+            // The unpack may have stopped already (a refused archive); then
+            // nobody listens, which is fine.
+            let _ = tee.send(Tee::End).await;
+        }
+        let Sink {
+            mut file,
+            hash,
+            tee,
+            ..
+        } = sink;
+        // Without `End`, the unpack sees the download break off, fails, and
+        // removes what it wrote; it has finished once `unpacked` is known.
+        drop(tee);
+        let unpacked = match unpacking {
+            None => None,
+            Some(task) => Some(task.await.map_err(|e| ArtifactError::Io {
+                context: format!("cannot unpack {shown}"),
+                error: io::Error::other(e),
+            })),
+        };
+        let stored = async {
+            downloaded?;
+            let actual = hash.finish();
+            if actual != expected {
+                // Dropping `temp` removes the file.
+                return Err(ArtifactError::ChecksumMismatch {
+                    url: shown.clone(),
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+            file.flush()
+                .await
+                .map_err(ArtifactError::io(cache_error.clone()))?;
+            // Cheap after the unpack's syncfs when the cache shares its file system.
+            file.sync_all()
+                .await
+                .map_err(ArtifactError::io(cache_error.clone()))?;
+            drop(file);
+            let (dir, dest) = (self.dir.clone(), path.clone());
+            tokio::task::spawn_blocking(move || -> io::Result<()> {
+                temp.persist(&dest).map_err(|e| e.error)?;
+                fs::File::open(&dir)?.sync_all()
+            })
+            .await
+            .map_err(|e| ArtifactError::Io {
+                context: cache_error.clone(),
+                error: io::Error::other(e),
+            })?
+            .map_err(ArtifactError::io(cache_error.clone()))
+        }
+        .await;
+        match (stored, unpacked) {
+            (Ok(()), None) => Ok((path, None)),
+            (Ok(()), Some(unpacked)) => Ok((path, Some(unpacked??))),
+            (Err(e), unpacked) => {
+                // An unpack that succeeded on bytes that are not the
+                // artifact's (or not stored) is taken back.
+                if let (Some(Ok(Ok(_))), Some(dest)) = (unpacked, unpack_dest) {
+                    let _ = tokio::task::spawn_blocking(move || remove_unpacked(&dest)).await;
+                }
+                Err(e)
             }
         }
-        sink.progress.finish();
-        let Sink { mut file, hash, .. } = sink;
-        let actual = hash.finish();
-        if actual != expected {
-            // Dropping `temp` removes the file.
-            return Err(ArtifactError::ChecksumMismatch {
-                url: shown,
-                expected,
-                actual,
-            });
-        }
-        file.flush()
-            .await
-            .map_err(ArtifactError::io(cache_error.clone()))?;
-        file.sync_all()
-            .await
-            .map_err(ArtifactError::io(cache_error.clone()))?;
-        drop(file);
-        let (dir, dest) = (self.dir.clone(), path.clone());
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            temp.persist(&dest).map_err(|e| e.error)?;
-            fs::File::open(&dir)?.sync_all()
-        })
-        .await
-        .map_err(|e| ArtifactError::Io {
-            context: cache_error.clone(),
-            error: io::Error::other(e),
-        })?
-        .map_err(ArtifactError::io(cache_error))?;
-        Ok(path)
     }
 
     /// Removes cached artifacts whose hash is not in `keep`, and temp files
@@ -254,6 +362,7 @@ pub async fn fetch_small(
         context: context.clone(),
         progress: crate::progress::Progress::new("downloading the signature", None),
         limit,
+        tee: None,
     };
     match source {
         Source::File(file) => from_file(&file, &shown, &mut sink).await?,
@@ -362,6 +471,46 @@ struct Sink {
     progress: crate::progress::Progress,
     /// Most bytes accepted (u64::MAX for artifacts; small for signatures).
     limit: u64,
+    /// Where the bytes also go when they are unpacked as they arrive; None
+    /// once the unpack stopped reading.
+    tee: Option<tokio::sync::mpsc::Sender<Tee>>,
+}
+
+/// What the download hands the unpack: bytes, then `End` once all of them
+/// arrived. A channel closed without `End` is a download that broke off.
+enum Tee {
+    Bytes(Vec<u8>),
+    End,
+}
+
+/// The unpack's side of [`Tee`]: a blocking reader over the downloaded bytes.
+struct Download {
+    from: tokio::sync::mpsc::Receiver<Tee>,
+    chunk: Vec<u8>,
+    at: usize,
+    ended: bool,
+}
+
+impl io::Read for Download {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            if self.ended || buf.is_empty() {
+                return Ok(0);
+            }
+            match self.from.blocking_recv() {
+                Some(Tee::Bytes(next)) => {
+                    self.chunk = next;
+                    self.at = 0;
+                }
+                Some(Tee::End) => self.ended = true,
+                None => return Err(io::Error::other("the download broke off")),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 impl Sink {
@@ -373,6 +522,11 @@ impl Sink {
         }
         self.hash.update(chunk);
         self.progress.add(chunk.len() as u64);
+        if let Some(tee) = &self.tee
+            && tee.send(Tee::Bytes(chunk.to_vec())).await.is_err()
+        {
+            self.tee = None;
+        }
         self.file
             .write_all(chunk)
             .await

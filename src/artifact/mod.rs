@@ -22,6 +22,11 @@ mod pack;
 mod unpack;
 mod verify;
 
+/// The hand-written tar builder the end-to-end tests use too.
+#[cfg(test)]
+#[path = "../../tests/common/raw_tar.rs"]
+mod raw_tar;
+
 pub use fetch::{Cache, FetchSettings, S3Settings, fetch_small};
 pub(crate) use fetch::{redact, s3_store};
 pub use pack::pack;

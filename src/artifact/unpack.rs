@@ -23,12 +23,13 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use tar::EntryType;
 
@@ -69,6 +70,10 @@ const METADATA_BUDGET: u64 = 1 << 20;
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const COPY_BUFFER: usize = 64 * 1024;
+/// Decompressed bytes handed from the decompressing thread at a time, and
+/// how many such chunks may wait: a few MiB in flight at most.
+const DECODED_CHUNK: usize = 256 * 1024;
+const DECODED_AHEAD: usize = 8;
 
 /// Unpacks a .tar.zst or .tar.gz (detected by magic bytes, not name; anything
 /// else is an error) into `dest`, which must not exist yet (its parent must).
@@ -88,15 +93,27 @@ pub fn unpack(
     dest: &Path,
     limits: &UnpackLimits,
 ) -> Result<UnpackStats, ArtifactError> {
-    let mut file = File::open(archive).map_err(ArtifactError::io(format!(
+    let file = File::open(archive).map_err(ArtifactError::io(format!(
         "cannot open {}",
         archive.display()
     )))?;
-    let format = Format::detect(&mut file).map_err(ArtifactError::io(format!(
-        "cannot read {}",
-        archive.display()
-    )))??;
+    unpack_reader(file, &archive.display().to_string(), dest, limits)
+}
 
+/// [`unpack`] from a stream of archive bytes: `source` names the stream in
+/// errors when reading it fails (a local fault, or a download cut short),
+/// which is an [`ArtifactError::Io`], not a bad archive.
+pub(crate) fn unpack_reader<R: Read + Send>(
+    mut archive: R,
+    source: &str,
+    dest: &Path,
+    limits: &UnpackLimits,
+) -> Result<UnpackStats, ArtifactError> {
+    let read_error = ArtifactError::io(format!("cannot read {source}"));
+    let (format, magic) = match Format::detect(&mut archive) {
+        Ok(detected) => detected?,
+        Err(e) => return Err(read_error(e)),
+    };
     DirBuilder::new()
         .mode(0o755)
         .create(dest)
@@ -104,7 +121,8 @@ pub fn unpack(
             "cannot create the unpack directory {}",
             dest.display()
         )))?;
-    let result = Unpacker::new(archive, dest, limits).run(file, format);
+    let archive = io::Cursor::new(magic).chain(archive);
+    let result = Unpacker::new(source, dest, limits).run(archive, format);
     if result.is_err() {
         remove_tree(dest);
     }
@@ -118,28 +136,31 @@ enum Format {
 }
 
 impl Format {
-    fn detect(file: &mut File) -> io::Result<Result<Format, ArtifactError>> {
-        let mut magic = [0u8; 4];
+    /// Reads the first bytes of `archive` and returns the format they show,
+    /// with those bytes (to be put back in front of the stream).
+    fn detect(archive: &mut impl Read) -> io::Result<Result<(Format, Vec<u8>), ArtifactError>> {
+        let mut magic = vec![0u8; ZSTD_MAGIC.len()];
         let mut got = 0;
         while got < magic.len() {
-            match file.read(&mut magic[got..])? {
-                0 => break,
-                n => got += n,
+            match archive.read(&mut magic[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
-        file.rewind()?;
-        let magic = &magic[..got];
+        magic.truncate(got);
         Ok(if magic == ZSTD_MAGIC {
-            Ok(Format::Zstd)
+            Ok((Format::Zstd, magic))
         } else if magic.starts_with(&GZIP_MAGIC) {
-            Ok(Format::Gzip)
+            Ok((Format::Gzip, magic))
         } else if magic.is_empty() {
             Err(ArtifactError::UnsupportedFormat {
                 detail: "the file is empty".into(),
             })
         } else {
             Err(ArtifactError::UnsupportedFormat {
-                detail: format!("it starts with the bytes {}", hex::encode(magic)),
+                detail: format!("it starts with the bytes {}", hex::encode(&magic)),
             })
         })
     }
@@ -155,7 +176,8 @@ struct MeterState {
     exceeded: Cell<bool>,
     /// The decompressed stream has ended.
     eof: Cell<bool>,
-    /// Reading the archive file itself failed: a local I/O fault, not a bad archive.
+    /// Reading the archive itself failed: a local I/O fault or a broken
+    /// download, not a bad archive.
     source_failed: Cell<bool>,
 }
 
@@ -199,22 +221,129 @@ impl<R: Read> Read for Meter<R> {
     }
 }
 
-/// The archive file under the decompressor, noting whether reading it failed.
-struct Source {
-    file: File,
+/// A failure of the decompressing thread: the error, and whether it came
+/// from reading the archive (rather than from bytes that do not decompress).
+struct DecodeFailure {
+    error: io::Error,
+    source_failed: bool,
+}
+
+/// What the decompressing thread sends: decompressed bytes, its failure, or
+/// the end of the stream. A channel that closes without `End` means the
+/// thread died, which is never taken for the end of the archive.
+enum Decoded {
+    Bytes(Vec<u8>),
+    Failed(DecodeFailure),
+    End,
+}
+
+/// Decompresses `archive` into `out` on its own thread, so that on a
+/// machine with two cores decompression and file creation overlap, as they
+/// do for `zstd -d | tar -x`. Stops when the receiving side goes away.
+fn decompress<R: Read>(
+    archive: R,
+    format: Format,
+    out: SyncSender<Decoded>,
+    spare: Receiver<Vec<u8>>,
+) {
+    let failed = Cell::new(false);
+    let source = Source {
+        inner: archive,
+        failed: &failed,
+    };
+    let fail = |error: io::Error| {
+        Decoded::Failed(DecodeFailure {
+            error,
+            source_failed: failed.get(),
+        })
+    };
+    let mut decoder: Box<dyn Read + '_> = match format {
+        Format::Zstd => match zstd::stream::read::Decoder::new(source) {
+            Ok(d) => Box::new(d),
+            Err(e) => {
+                let _ = out.send(fail(e));
+                return;
+            }
+        },
+        Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(source)),
+    };
+    loop {
+        let mut chunk = spare.try_recv().unwrap_or_default();
+        chunk.resize(DECODED_CHUNK, 0);
+        let message = match decoder.read(&mut chunk) {
+            Ok(0) => Decoded::End,
+            Ok(n) => {
+                chunk.truncate(n);
+                Decoded::Bytes(chunk)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => fail(e),
+        };
+        let last = !matches!(message, Decoded::Bytes(_));
+        if out.send(message).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The archive under the decompressor, noting whether reading it failed.
+struct Source<'a, R> {
+    inner: R,
+    failed: &'a Cell<bool>,
+}
+
+impl<R: Read> Read for Source<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if e.kind() != io::ErrorKind::Interrupted {
+                self.failed.set(true);
+            }
+        })
+    }
+}
+
+/// The receiving end of [`decompress`], read by the `tar` crate.
+struct Decompressed {
+    from: Receiver<Decoded>,
+    spare: Sender<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+    ended: bool,
     state: Rc<MeterState>,
 }
 
-impl Read for Source {
+impl Read for Decompressed {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.file
-            .read(buf)
-            .inspect_err(|_| self.state.source_failed.set(true))
+        while self.at == self.chunk.len() {
+            if self.ended || buf.is_empty() {
+                return Ok(0);
+            }
+            match self.from.recv() {
+                Ok(Decoded::Bytes(next)) => {
+                    let used = std::mem::replace(&mut self.chunk, next);
+                    let _ = self.spare.send(used);
+                    self.at = 0;
+                }
+                Ok(Decoded::End) => self.ended = true,
+                Ok(Decoded::Failed(f)) => {
+                    if f.source_failed {
+                        self.state.source_failed.set(true);
+                    }
+                    return Err(f.error);
+                }
+                Err(_) => return Err(io::Error::other("the decompressing thread stopped")),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 
 struct Unpacker<'a> {
-    archive: &'a Path,
+    /// Names the archive stream in errors.
+    source: &'a str,
     dest: &'a Path,
     limits: &'a UnpackLimits,
     state: Rc<MeterState>,
@@ -230,9 +359,9 @@ struct Unpacker<'a> {
 }
 
 impl<'a> Unpacker<'a> {
-    fn new(archive: &'a Path, dest: &'a Path, limits: &'a UnpackLimits) -> Self {
+    fn new(source: &'a str, dest: &'a Path, limits: &'a UnpackLimits) -> Self {
         Unpacker {
-            archive,
+            source,
             dest,
             limits,
             state: Rc::default(),
@@ -245,20 +374,33 @@ impl<'a> Unpacker<'a> {
         }
     }
 
-    fn run(mut self, file: File, format: Format) -> Result<UnpackStats, ArtifactError> {
-        let source = Source {
-            file,
-            state: Rc::clone(&self.state),
-        };
-        let decoder: Box<dyn Read> = match format {
-            Format::Zstd => Box::new(
-                zstd::stream::read::Decoder::new(source)
-                    .map_err(ArtifactError::io("cannot start the zstd decoder"))?,
-            ),
-            Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(source)),
-        };
+    fn run<R: Read + Send>(self, archive: R, format: Format) -> Result<UnpackStats, ArtifactError> {
+        let (to_tar, from_decoder) = mpsc::sync_channel(DECODED_AHEAD);
+        let (spare_tx, spare_rx) = mpsc::channel();
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("hoist-decompress".into())
+                .spawn_scoped(scope, move || {
+                    decompress(archive, format, to_tar, spare_rx);
+                })
+                .map_err(ArtifactError::io("cannot start the decompressing thread"))?;
+            let decompressed = Decompressed {
+                from: from_decoder,
+                spare: spare_tx,
+                chunk: Vec::new(),
+                at: 0,
+                ended: false,
+                state: Rc::clone(&self.state),
+            };
+            // `extract` owns the receiving end, so when it returns, early or
+            // not, the decompressing thread sees it gone and stops.
+            self.extract(decompressed)
+        })
+    }
+
+    fn extract(mut self, decompressed: Decompressed) -> Result<UnpackStats, ArtifactError> {
         let meter = Meter {
-            inner: decoder,
+            inner: decompressed,
             state: Rc::clone(&self.state),
         };
         let mut archive = tar::Archive::new(meter);
@@ -552,7 +694,7 @@ impl<'a> Unpacker<'a> {
     fn read_error(&self, e: io::Error) -> ArtifactError {
         if self.state.source_failed.get() {
             ArtifactError::Io {
-                context: format!("cannot read {}", self.archive.display()),
+                context: format!("cannot read {}", self.source),
                 error: e,
             }
         } else if self.state.exceeded.get() {
@@ -614,7 +756,7 @@ impl<'a> Unpacker<'a> {
 
 /// Best-effort removal of a failed unpack. `remove_dir_all` does not follow
 /// symlinks, so this cannot reach outside `dest`.
-fn remove_tree(dest: &Path) {
+pub(crate) fn remove_tree(dest: &Path) {
     if let Err(e) = fs::remove_dir_all(dest) {
         tracing::warn!(path = %dest.display(), error = %e, "cannot remove a failed unpack");
     }

@@ -570,3 +570,170 @@ fn s3_refusals_are_words_not_dumps() {
     assert!(!detail.contains('<'), "{detail}");
     assert_eq!(super::s3_detail("connection refused"), "connection refused");
 }
+
+use crate::artifact::raw_tar::RawTar;
+
+/// A .tar.zst holding `app/server.js` and `app/lib/big.bin` (large enough
+/// that the download arrives in many pieces).
+fn small_archive() -> Vec<u8> {
+    let big: Vec<u8> = (0..3 * BUFFER as u32).map(|i| (i % 251) as u8).collect();
+    let tar = RawTar::default()
+        .dir("app")
+        .file("app/server.js", b"console.log('v1')")
+        .dir("app/lib")
+        .file("app/lib/big.bin", &big)
+        .finish();
+    zstd::encode_all(&tar[..], 0).unwrap()
+}
+
+fn limits() -> UnpackLimits {
+    UnpackLimits::default()
+}
+
+#[tokio::test]
+async fn fetch_and_unpack_fills_the_cache_and_the_directory_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = small_archive();
+    let src = tmp.path().join("app.tar.zst");
+    fs::write(&src, &archive).unwrap();
+    let cache = cache_in(&tmp, "cache");
+    let dest = tmp.path().join("dest");
+    let (path, stats) = cache
+        .fetch_and_unpack(
+            &file_url(&src),
+            &sha(&archive),
+            &FetchSettings::default(),
+            &dest,
+            &limits(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fs::read(&path).unwrap(), archive);
+    assert_eq!(cache_files(&cache), vec![sha(&archive)]);
+    assert_eq!(stats.files, 2);
+    assert_eq!(
+        fs::read(dest.join("app/server.js")).unwrap(),
+        b"console.log('v1')"
+    );
+    assert_eq!(
+        fs::metadata(dest.join("app/lib/big.bin")).unwrap().len(),
+        3 * BUFFER as u64
+    );
+
+    // From the cache, with the source gone.
+    fs::remove_file(&src).unwrap();
+    let again = tmp.path().join("again");
+    let (_, stats) = cache
+        .fetch_and_unpack(
+            &file_url(&src),
+            &sha(&archive),
+            &FetchSettings::default(),
+            &again,
+            &limits(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stats.files, 2);
+    assert_eq!(
+        fs::read(again.join("app/server.js")).unwrap(),
+        b"console.log('v1')"
+    );
+}
+
+#[tokio::test]
+async fn a_mismatch_takes_back_an_unpack_that_succeeded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = small_archive();
+    let src = tmp.path().join("app.tar.zst");
+    fs::write(&src, &archive).unwrap();
+    let cache = cache_in(&tmp, "cache");
+    let dest = tmp.path().join("dest");
+    let wrong = sha(b"another artifact");
+    let err = cache
+        .fetch_and_unpack(
+            &file_url(&src),
+            &wrong,
+            &FetchSettings::default(),
+            &dest,
+            &limits(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ArtifactError::ChecksumMismatch { .. }),
+        "{err}"
+    );
+    assert!(!dest.exists(), "the unverified unpack was left behind");
+    assert!(cache_files(&cache).is_empty(), "{:?}", cache_files(&cache));
+}
+
+#[tokio::test]
+async fn a_refused_archive_with_the_wrong_hash_is_reported_as_the_mismatch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = RawTar::default()
+        .file("ok.txt", b"fine")
+        .file("../escape.txt", b"nope")
+        .finish();
+    let archive = zstd::encode_all(&tar[..], 0).unwrap();
+    let src = tmp.path().join("app.tar.zst");
+    fs::write(&src, &archive).unwrap();
+    let cache = cache_in(&tmp, "cache");
+    let dest = tmp.path().join("dest");
+    let url = file_url(&src);
+    let settings = FetchSettings::default();
+
+    let err = cache
+        .fetch_and_unpack(&url, &sha(b"other"), &settings, &dest, &limits())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ArtifactError::ChecksumMismatch { .. }),
+        "{err}"
+    );
+    assert!(!dest.exists());
+
+    // With the right hash, the archive itself is what is refused.
+    let err = cache
+        .fetch_and_unpack(&url, &sha(&archive), &settings, &dest, &limits())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ArtifactError::UnsafeEntry { .. }), "{err}");
+    assert!(err.condemns_artifact());
+    assert!(!dest.exists());
+    assert!(!tmp.path().join("escape.txt").exists());
+}
+
+#[tokio::test]
+async fn a_download_that_breaks_off_leaves_no_directory_and_is_transient() {
+    let archive = small_archive();
+    let hash = sha(&archive);
+    let served = archive.clone();
+    // Announces the whole archive, sends half, then closes.
+    let server = Server::start(move |_| {
+        let mut out = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            served.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&served[..served.len() / 2]);
+        out
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_in(&tmp, "cache");
+    let dest = tmp.path().join("dest");
+    let err = cache
+        .fetch_and_unpack(
+            &server.url("/app.tar.zst"),
+            &hash,
+            &http_allowed(),
+            &dest,
+            &limits(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(!err.condemns_artifact(), "{err}");
+    assert!(!dest.exists(), "a broken download left its unpack behind");
+    assert!(cache_files(&cache).is_empty(), "{:?}", cache_files(&cache));
+}

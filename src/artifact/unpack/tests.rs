@@ -8,10 +8,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-#[path = "../../../tests/common/raw_tar.rs"]
-mod raw_tar;
-
-use raw_tar::{RawTar, gz, pax_record};
+use crate::artifact::raw_tar::{RawTar, gz, pax_record};
 
 /// Bytes that do not compress, so a flipped byte lands in real compressed data.
 fn noise(len: usize) -> Vec<u8> {
@@ -655,5 +652,71 @@ fn archives_from_gnu_tar_unpack() {
         );
         assert_eq!(fs::read(d.join("same.js")).unwrap(), b"require('x')");
         assert_eq!(fs::read(d.join(&long)).unwrap(), b"long");
+    }
+}
+
+/// Hands out `data` up to `fail_at`, then fails as a broken disk or
+/// download would.
+struct Breaks {
+    data: Vec<u8>,
+    at: usize,
+    fail_at: usize,
+}
+
+impl Read for Breaks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at >= self.fail_at {
+            return Err(io::Error::other("the source broke"));
+        }
+        let n = buf
+            .len()
+            .min(self.fail_at - self.at)
+            .min(self.data.len() - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_source_that_fails_mid_stream_is_a_local_fault_not_a_bad_archive() {
+    let big = noise(1 << 20);
+    let tar = RawTar::default()
+        .file("a.bin", &big)
+        .file("b.bin", &big)
+        .finish();
+    let archive = zst(&tar);
+    let world = World::new(b"");
+    let source = Breaks {
+        fail_at: archive.len() / 2,
+        data: archive,
+        at: 0,
+    };
+    let err = unpack_reader(source, "the test stream", &world.dest, &defaults()).unwrap_err();
+    assert!(matches!(err, ArtifactError::Io { .. }), "{err}");
+    assert!(err.is_transient());
+    assert!(err.to_string().contains("the test stream"), "{err}");
+    assert!(!world.dest.exists());
+}
+
+#[test]
+fn a_large_archive_streams_through_the_decompressing_thread_intact() {
+    // Many chunks of the decompressing thread, and files that straddle them.
+    let mut tar = RawTar::default().dir("d");
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let data = noise(DECODED_CHUNK / 3 + i * 997);
+        tar = tar.file(&format!("d/f{i}"), &data);
+        expected.push(data);
+    }
+    let world = World::new(&zst(&tar.finish()));
+    let stats = world.unpack(&defaults()).unwrap();
+    assert_eq!(stats.files, 40);
+    for (i, data) in expected.iter().enumerate() {
+        assert_eq!(
+            &fs::read(world.dest.join(format!("d/f{i}"))).unwrap(),
+            data,
+            "d/f{i}"
+        );
     }
 }
