@@ -578,13 +578,17 @@ impl Engine {
             return Ok(self.transient(app, e.to_string()));
         }
 
-        // 1–2. Fetch and unpack (as the bytes arrive), unless the release is
-        // already on disk. The staging directory becomes the release only
-        // once the sha256 and the signature are checked.
+        // 1–2. Fetch and unpack, unless the release is already on disk. The
+        // staging directory becomes the release only once the sha256 (and
+        // the signature) are checked. Without `storage.trusted_keys` the
+        // unpack runs while the bytes arrive; with it, nothing is unpacked
+        // before the signature is checked.
         if !reuse {
             let staging = dir.new_staging(release);
+            let verify_first = !self.trusted.is_empty();
+            let unpack_into = (!verify_first).then_some(staging.as_path());
             let path = match self
-                .fetch_artifact(app, &m.artifact.url, sha256, &staging)
+                .fetch_artifact(app, &m.artifact.url, sha256, unpack_into)
                 .await
             {
                 Ok(p) => p,
@@ -593,6 +597,17 @@ impl Engine {
             if let Err(e) = self.check_artifact_signature(m, &path).await {
                 let _ = std::fs::remove_dir_all(&staging);
                 return Ok(self.artifact_failed(app, release, sha256, commit, e));
+            }
+            if verify_first {
+                let limits = self.limits.clone();
+                let st2 = staging.clone();
+                let unpacked =
+                    tokio::task::spawn_blocking(move || artifact::unpack(&path, &st2, &limits))
+                        .await
+                        .map_err(|e| EngineError::Other(e.to_string()))?;
+                if let Err(e) = unpacked {
+                    return Ok(self.artifact_failed(app, release, sha256, commit, e));
+                }
             }
             fault_point(Step::Download);
             if let Err(e) = dir.install(&staging, release) {
@@ -759,24 +774,29 @@ impl Engine {
         })
     }
 
-    /// Fetches the artifact and unpacks it into `staging`, trying a
-    /// transient fault (network, 5xx, 429, truncated body) again after a
-    /// short, doubling pause, at most `FETCH_ATTEMPTS` times; then the fault
-    /// goes to the next poll. Returns the artifact's path in the cache.
+    /// Fetches the artifact, and unpacks it into `staging` as it arrives
+    /// when given one, trying a transient fault (network, 5xx, 429,
+    /// truncated body) again after a short, doubling pause, at most
+    /// `FETCH_ATTEMPTS` times; then the fault goes to the next poll.
+    /// Returns the artifact's path in the cache.
     async fn fetch_artifact(
         &self,
         app: &str,
         url: &str,
         sha256: &str,
-        staging: &std::path::Path,
+        staging: Option<&std::path::Path>,
     ) -> Result<PathBuf, artifact::ArtifactError> {
         let mut pause = FETCH_FIRST_PAUSE;
         let mut attempt = 1;
         loop {
-            let fetched = self
-                .cache
-                .fetch_and_unpack(url, sha256, &self.fetch, staging, &self.limits)
-                .await;
+            let fetched = match staging {
+                Some(dest) => self
+                    .cache
+                    .fetch_and_unpack(url, sha256, &self.fetch, dest, &self.limits)
+                    .await
+                    .map(|(path, _)| path),
+                None => self.cache.fetch(url, sha256, &self.fetch).await,
+            };
             match fetched {
                 Err(e) if e.is_transient() && attempt < FETCH_ATTEMPTS => {
                     warn!(app, attempt, "{e}; trying again in {}ms", pause.as_millis());
@@ -784,7 +804,7 @@ impl Engine {
                     pause *= 2;
                     attempt += 1;
                 }
-                other => return other.map(|(path, _)| path),
+                other => return other,
             }
         }
     }
