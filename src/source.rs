@@ -647,6 +647,25 @@ mod tests {
     }
 
     #[test]
+    fn the_open_mirror_is_shared_by_clones_and_opened_again_when_it_goes_away() {
+        let (_d, src, work) = setup();
+        let c1 = commit_manifest(&work, "web.yaml", &manifest("v1"));
+        assert_eq!(src.poll().unwrap(), c1);
+        // A clone (as handed to a blocking task) sees what the other fetched.
+        let c2 = commit_manifest(&work, "web.yaml", &manifest("v2"));
+        let clone = src.clone();
+        assert_eq!(clone.poll().unwrap(), c2);
+        assert!(src.has_commit(&c2));
+        // Someone removes the mirror between polls: the next poll rebuilds it
+        // rather than using a handle to a directory that is gone.
+        std::fs::remove_dir_all(&src.mirror).unwrap();
+        assert!(!src.has_commit(&c1));
+        assert_eq!(src.poll().unwrap(), c2);
+        let apps = src.manifests_at(&c2).unwrap().unwrap();
+        assert_eq!(apps.values().next().unwrap().release.as_str(), "v2");
+    }
+
+    #[test]
     fn an_invalid_manifest_invalidates_the_commit() {
         let (_d, src, work) = setup();
         commit_manifest(&work, "web.yaml", &manifest("v1"));
