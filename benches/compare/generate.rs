@@ -310,7 +310,9 @@ fn cached(
     // Counted again on disk: two generated names may coincide.
     count.files = count_files(&dir);
     let sha256 = hoist::artifact::pack(&dir, &path).map_err(|e| e.to_string())?;
-    let _ = fs::remove_dir_all(&dir);
+    // The build directory is removed when the run ends (`remove_builds`),
+    // not now: ext4 slows file creation for minutes after tens of thousands
+    // of inodes are freed, which would tax the rows that unpack next.
     let a = Artifact {
         bytes: fs::metadata(&path).map_err(|e| e.to_string())?.len(),
         path,
@@ -327,6 +329,18 @@ fn cached(
         t0.elapsed().as_secs_f64()
     );
     Ok(a)
+}
+
+/// Removes what generating artifacts left behind (their build directories).
+pub fn remove_builds(ctx: &Ctx) {
+    let Ok(entries) = fs::read_dir(&ctx.data) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().ends_with("-build") {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The ~200 MB node_modules-like artifact.

@@ -235,6 +235,7 @@ fn main() {
             out.push_str(&format!("- {d}\n"));
         }
     }
+    generate::remove_builds(&ctx);
     println!("\n\n{out}");
     let results_file = base.join("results.md");
     if std::fs::write(&results_file, &out).is_ok() {

@@ -29,7 +29,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::time::Duration;
 
 use tar::EntryType;
 
@@ -74,6 +75,8 @@ const COPY_BUFFER: usize = 64 * 1024;
 /// how many such chunks may wait: a few MiB in flight at most.
 const DECODED_CHUNK: usize = 256 * 1024;
 const DECODED_AHEAD: usize = 8;
+/// How often written data is pushed to disk while unpacking.
+const WRITEBACK_EVERY: Duration = Duration::from_millis(250);
 
 /// Unpacks a .tar.zst or .tar.gz (detected by magic bytes, not name; anything
 /// else is an error) into `dest`, which must not exist yet (its parent must).
@@ -392,9 +395,28 @@ impl<'a> Unpacker<'a> {
                 ended: false,
                 state: Rc::clone(&self.state),
             };
+            // Writing back while unpacking: the final syncfs then has little
+            // left to wait for. Stops when `unpacking` is dropped.
+            let (unpacking, flusher) = mpsc::channel::<()>();
+            if !cfg!(fuzzing)
+                && let Ok(dir) = File::open(self.dest)
+            {
+                let _ = std::thread::Builder::new()
+                    .name("hoist-writeback".into())
+                    .spawn_scoped(scope, move || {
+                        while let Err(RecvTimeoutError::Timeout) =
+                            flusher.recv_timeout(WRITEBACK_EVERY)
+                        {
+                            // SAFETY: syncfs only reads the file descriptor, which `dir` keeps open.
+                            unsafe { libc::syncfs(dir.as_raw_fd()) };
+                        }
+                    });
+            }
             // `extract` owns the receiving end, so when it returns, early or
             // not, the decompressing thread sees it gone and stops.
-            self.extract(decompressed)
+            let unpacked = self.extract(decompressed);
+            drop(unpacking);
+            unpacked
         })
     }
 
