@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::ArtifactError;
 use super::unpack::{
-    UnpackLimits, UnpackStats, remove_tree as remove_unpacked, unpack, unpack_reader,
+    Chunks, UnpackLimits, UnpackStats, remove_tree as remove_unpacked, unpack, unpack_reader,
 };
 use super::verify::{Sha256Stream, normalize_sha256};
 
@@ -213,12 +213,7 @@ impl Cache {
         if let Some((dest, limits)) = unpack_into {
             let (tx, rx) = tokio::sync::mpsc::channel(TEE_AHEAD);
             sink.tee = Some(tx);
-            let stream = Download {
-                from: rx,
-                chunk: Vec::new(),
-                at: 0,
-                ended: false,
-            };
+            let stream = downloaded(rx);
             let source_name = shown.clone();
             unpacking = Some(tokio::task::spawn_blocking(move || {
                 unpack_reader(stream, &source_name, &dest, &limits)
@@ -484,33 +479,12 @@ enum Tee {
 }
 
 /// The unpack's side of [`Tee`]: a blocking reader over the downloaded bytes.
-struct Download {
-    from: tokio::sync::mpsc::Receiver<Tee>,
-    chunk: Vec<u8>,
-    at: usize,
-    ended: bool,
-}
-
-impl io::Read for Download {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.chunk.len() {
-            if self.ended || buf.is_empty() {
-                return Ok(0);
-            }
-            match self.from.blocking_recv() {
-                Some(Tee::Bytes(next)) => {
-                    self.chunk = next;
-                    self.at = 0;
-                }
-                Some(Tee::End) => self.ended = true,
-                None => return Err(io::Error::other("the download broke off")),
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
+fn downloaded(mut from: tokio::sync::mpsc::Receiver<Tee>) -> impl io::Read + Send {
+    Chunks::new(move |_used: Vec<u8>| match from.blocking_recv() {
+        Some(Tee::Bytes(next)) => Ok(Some(next)),
+        Some(Tee::End) => Ok(None),
+        None => Err(io::Error::other("the download broke off")),
+    })
 }
 
 impl Sink {

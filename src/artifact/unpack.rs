@@ -305,36 +305,37 @@ impl<R: Read> Read for Source<'_, R> {
     }
 }
 
-/// The receiving end of [`decompress`], read by the `tar` crate.
-struct Decompressed {
-    from: Receiver<Decoded>,
-    spare: Sender<Vec<u8>>,
+/// A stream handed over in chunks, read as one: `next` takes the chunk just
+/// used up (to recycle it) and gives the next one, None at the end.
+pub(crate) struct Chunks<F> {
+    next: F,
     chunk: Vec<u8>,
     at: usize,
     ended: bool,
-    state: Rc<MeterState>,
 }
 
-impl Read for Decompressed {
+impl<F: FnMut(Vec<u8>) -> io::Result<Option<Vec<u8>>>> Chunks<F> {
+    pub(crate) fn new(next: F) -> Self {
+        Chunks {
+            next,
+            chunk: Vec::new(),
+            at: 0,
+            ended: false,
+        }
+    }
+}
+
+impl<F: FnMut(Vec<u8>) -> io::Result<Option<Vec<u8>>>> Read for Chunks<F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.at == self.chunk.len() {
             if self.ended || buf.is_empty() {
                 return Ok(0);
             }
-            match self.from.recv() {
-                Ok(Decoded::Bytes(next)) => {
-                    let used = std::mem::replace(&mut self.chunk, next);
-                    let _ = self.spare.send(used);
-                    self.at = 0;
-                }
-                Ok(Decoded::End) => self.ended = true,
-                Ok(Decoded::Failed(f)) => {
-                    if f.source_failed {
-                        self.state.source_failed.set(true);
-                    }
-                    return Err(f.error);
-                }
-                Err(_) => return Err(io::Error::other("the decompressing thread stopped")),
+            let used = std::mem::take(&mut self.chunk);
+            self.at = 0;
+            match (self.next)(used)? {
+                Some(next) => self.chunk = next,
+                None => self.ended = true,
             }
         }
         let n = buf.len().min(self.chunk.len() - self.at);
@@ -342,6 +343,30 @@ impl Read for Decompressed {
         self.at += n;
         Ok(n)
     }
+}
+
+/// The receiving end of [`decompress`], read by the `tar` crate.
+fn decompressed(
+    from: Receiver<Decoded>,
+    spare: Sender<Vec<u8>>,
+    state: Rc<MeterState>,
+) -> impl Read {
+    Chunks::new(move |used: Vec<u8>| {
+        if used.capacity() > 0 {
+            let _ = spare.send(used);
+        }
+        match from.recv() {
+            Ok(Decoded::Bytes(next)) => Ok(Some(next)),
+            Ok(Decoded::End) => Ok(None),
+            Ok(Decoded::Failed(f)) => {
+                if f.source_failed {
+                    state.source_failed.set(true);
+                }
+                Err(f.error)
+            }
+            Err(_) => Err(io::Error::other("the decompressing thread stopped")),
+        }
+    })
 }
 
 struct Unpacker<'a> {
@@ -387,14 +412,7 @@ impl<'a> Unpacker<'a> {
                     decompress(archive, format, to_tar, spare_rx);
                 })
                 .map_err(ArtifactError::io("cannot start the decompressing thread"))?;
-            let decompressed = Decompressed {
-                from: from_decoder,
-                spare: spare_tx,
-                chunk: Vec::new(),
-                at: 0,
-                ended: false,
-                state: Rc::clone(&self.state),
-            };
+            let decompressed = decompressed(from_decoder, spare_tx, Rc::clone(&self.state));
             // Writing back while unpacking: the final syncfs then has little
             // left to wait for. Stops when `unpacking` is dropped.
             let (unpacking, flusher) = mpsc::channel::<()>();
@@ -420,7 +438,7 @@ impl<'a> Unpacker<'a> {
         })
     }
 
-    fn extract(mut self, decompressed: Decompressed) -> Result<UnpackStats, ArtifactError> {
+    fn extract(mut self, decompressed: impl Read) -> Result<UnpackStats, ArtifactError> {
         let meter = Meter {
             inner: decompressed,
             state: Rc::clone(&self.state),

@@ -590,117 +590,112 @@ fn limits() -> UnpackLimits {
     UnpackLimits::default()
 }
 
+/// An artifact in a file store, an empty cache and where to unpack.
+struct Stored {
+    tmp: tempfile::TempDir,
+    src: PathBuf,
+    cache: Cache,
+    dest: PathBuf,
+}
+
+fn stored(archive: &[u8]) -> Stored {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("app.tar.zst");
+    fs::write(&src, archive).unwrap();
+    Stored {
+        cache: cache_in(&tmp, "cache"),
+        dest: tmp.path().join("dest"),
+        src,
+        tmp,
+    }
+}
+
+/// `fetch_and_unpack` of `src` (a file) into `dest`, expecting `sha256`.
+async fn fetch_file_into(
+    cache: &Cache,
+    src: &Path,
+    sha256: &str,
+    dest: &Path,
+) -> Result<(PathBuf, UnpackStats), ArtifactError> {
+    let settings = FetchSettings::default();
+    cache
+        .fetch_and_unpack(&file_url(src), sha256, &settings, dest, &limits())
+        .await
+}
+
 #[tokio::test]
 async fn fetch_and_unpack_fills_the_cache_and_the_directory_together() {
-    let tmp = tempfile::tempdir().unwrap();
     let archive = small_archive();
-    let src = tmp.path().join("app.tar.zst");
-    fs::write(&src, &archive).unwrap();
-    let cache = cache_in(&tmp, "cache");
-    let dest = tmp.path().join("dest");
-    let (path, stats) = cache
-        .fetch_and_unpack(
-            &file_url(&src),
-            &sha(&archive),
-            &FetchSettings::default(),
-            &dest,
-            &limits(),
-        )
+    let w = stored(&archive);
+    let hash = sha(&archive);
+    let (path, stats) = fetch_file_into(&w.cache, &w.src, &hash, &w.dest)
         .await
         .unwrap();
     assert_eq!(fs::read(&path).unwrap(), archive);
-    assert_eq!(cache_files(&cache), vec![sha(&archive)]);
+    assert_eq!(cache_files(&w.cache), vec![hash.clone()]);
     assert_eq!(stats.files, 2);
+    let server_js = |dir: &Path| fs::read(dir.join("app/server.js")).unwrap();
+    assert_eq!(server_js(&w.dest), b"console.log('v1')");
     assert_eq!(
-        fs::read(dest.join("app/server.js")).unwrap(),
-        b"console.log('v1')"
-    );
-    assert_eq!(
-        fs::metadata(dest.join("app/lib/big.bin")).unwrap().len(),
+        fs::metadata(w.dest.join("app/lib/big.bin")).unwrap().len(),
         3 * BUFFER as u64
     );
 
     // From the cache, with the source gone.
-    fs::remove_file(&src).unwrap();
-    let again = tmp.path().join("again");
-    let (_, stats) = cache
-        .fetch_and_unpack(
-            &file_url(&src),
-            &sha(&archive),
-            &FetchSettings::default(),
-            &again,
-            &limits(),
-        )
+    fs::remove_file(&w.src).unwrap();
+    let again = w.tmp.path().join("again");
+    let (_, stats) = fetch_file_into(&w.cache, &w.src, &hash, &again)
         .await
         .unwrap();
     assert_eq!(stats.files, 2);
-    assert_eq!(
-        fs::read(again.join("app/server.js")).unwrap(),
-        b"console.log('v1')"
-    );
+    assert_eq!(server_js(&again), b"console.log('v1')");
 }
 
 #[tokio::test]
 async fn a_mismatch_takes_back_an_unpack_that_succeeded() {
-    let tmp = tempfile::tempdir().unwrap();
-    let archive = small_archive();
-    let src = tmp.path().join("app.tar.zst");
-    fs::write(&src, &archive).unwrap();
-    let cache = cache_in(&tmp, "cache");
-    let dest = tmp.path().join("dest");
+    let w = stored(&small_archive());
     let wrong = sha(b"another artifact");
-    let err = cache
-        .fetch_and_unpack(
-            &file_url(&src),
-            &wrong,
-            &FetchSettings::default(),
-            &dest,
-            &limits(),
-        )
+    let err = fetch_file_into(&w.cache, &w.src, &wrong, &w.dest)
         .await
         .unwrap_err();
     assert!(
         matches!(err, ArtifactError::ChecksumMismatch { .. }),
         "{err}"
     );
-    assert!(!dest.exists(), "the unverified unpack was left behind");
-    assert!(cache_files(&cache).is_empty(), "{:?}", cache_files(&cache));
+    assert!(!w.dest.exists(), "the unverified unpack was left behind");
+    assert!(
+        cache_files(&w.cache).is_empty(),
+        "{:?}",
+        cache_files(&w.cache)
+    );
 }
 
 #[tokio::test]
 async fn a_refused_archive_with_the_wrong_hash_is_reported_as_the_mismatch() {
-    let tmp = tempfile::tempdir().unwrap();
     let tar = RawTar::default()
         .file("ok.txt", b"fine")
         .file("../escape.txt", b"nope")
         .finish();
     let archive = zstd::encode_all(&tar[..], 0).unwrap();
-    let src = tmp.path().join("app.tar.zst");
-    fs::write(&src, &archive).unwrap();
-    let cache = cache_in(&tmp, "cache");
-    let dest = tmp.path().join("dest");
-    let url = file_url(&src);
-    let settings = FetchSettings::default();
+    let w = stored(&archive);
 
-    let err = cache
-        .fetch_and_unpack(&url, &sha(b"other"), &settings, &dest, &limits())
+    let err = fetch_file_into(&w.cache, &w.src, &sha(b"other"), &w.dest)
         .await
         .unwrap_err();
     assert!(
         matches!(err, ArtifactError::ChecksumMismatch { .. }),
         "{err}"
     );
-    assert!(!dest.exists());
+    assert!(!w.dest.exists());
 
     // With the right hash, the archive itself is what is refused.
-    let err = cache
-        .fetch_and_unpack(&url, &sha(&archive), &settings, &dest, &limits())
+    let err = fetch_file_into(&w.cache, &w.src, &sha(&archive), &w.dest)
         .await
         .unwrap_err();
     assert!(matches!(err, ArtifactError::UnsafeEntry { .. }), "{err}");
     assert!(err.condemns_artifact());
-    assert!(!dest.exists());
-    assert!(!tmp.path().join("escape.txt").exists());
+    assert!(!w.dest.exists());
+    assert!(!w.tmp.path().join("escape.txt").exists());
 }
 
 #[tokio::test]
