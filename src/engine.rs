@@ -362,29 +362,13 @@ impl Engine {
         };
         let new_commit = self.state.last_commit.as_deref() != Some(tip);
         if let Err(msg) = self.check_commit_signature(tip).await? {
-            if new_commit {
-                error!(commit = %tip, "the commit is refused: {msg}");
-                self.post(tip, report::State::Error, None, &msg);
-                self.history(Event::new("error").commit(tip).message(msg.clone()));
-                self.state.last_commit = Some(tip.to_string());
-                self.save()?;
-            }
-            report.invalid = Some(msg);
-            return Ok(report);
+            return self.refuse_commit(tip, new_commit, "is refused", msg, report);
         }
         let apps = match self.manifests_at(tip).await? {
             Ok(apps) => apps,
             Err(invalid) => {
                 let msg = invalid.to_string();
-                if new_commit {
-                    error!(commit = %tip, "the commit cannot be applied: {msg}");
-                    self.post(tip, report::State::Error, None, &msg);
-                    self.history(Event::new("error").commit(tip).message(msg.clone()));
-                    self.state.last_commit = Some(tip.to_string());
-                    self.save()?;
-                }
-                report.invalid = Some(msg);
-                return Ok(report);
+                return self.refuse_commit(tip, new_commit, "cannot be applied", msg, report);
             }
         };
         let plans = self.plan_for(tip, &apps);
@@ -462,6 +446,28 @@ impl Engine {
             self.state.last_commit = Some(tip.to_string());
         }
         self.save()?;
+        Ok(report)
+    }
+
+    /// A commit refused whole (bad signature, invalid manifests): status
+    /// `error` and a history entry the first time it is seen, and marked as
+    /// seen so later polls do not report it again.
+    fn refuse_commit(
+        &mut self,
+        tip: &str,
+        new_commit: bool,
+        why: &str,
+        msg: String,
+        mut report: PassReport,
+    ) -> Result<PassReport, EngineError> {
+        if new_commit {
+            error!(commit = %tip, "the commit {why}: {msg}");
+            self.post(tip, report::State::Error, None, &msg);
+            self.history(Event::new("error").commit(tip).message(msg.clone()));
+            self.state.last_commit = Some(tip.to_string());
+            self.save()?;
+        }
+        report.invalid = Some(msg);
         Ok(report)
     }
 
@@ -599,12 +605,10 @@ impl Engine {
                 return Ok(self.artifact_failed(app, release, sha256, commit, e));
             }
             if verify_first {
-                let limits = self.limits.clone();
-                let st2 = staging.clone();
-                let unpacked =
-                    tokio::task::spawn_blocking(move || artifact::unpack(&path, &st2, &limits))
-                        .await
-                        .map_err(|e| EngineError::Other(e.to_string()))?;
+                // Now cached: this unpacks from the cache, without the network.
+                let unpacked = self
+                    .fetch_artifact(app, &m.artifact.url, sha256, Some(&staging))
+                    .await;
                 if let Err(e) = unpacked {
                     return Ok(self.artifact_failed(app, release, sha256, commit, e));
                 }
