@@ -24,43 +24,18 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo_root=$(pwd)
 
-die() {
-    echo "scripts/bench.sh: $*" >&2
-    exit 1
-}
+script=scripts/bench.sh
+source scripts/lib.sh
 
 missing_apt=()
 for tool in git zstd curl wrk; do
     command -v "$tool" >/dev/null 2>&1 || missing_apt+=("$tool")
 done
-if ((${#missing_apt[@]} > 0)); then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        echo "scripts/bench.sh: installing ${missing_apt[*]} with apt-get" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq "${missing_apt[@]}"
-    else
-        die "missing ${missing_apt[*]}: install it (e.g. sudo apt-get install ${missing_apt[*]}) and run again"
-    fi
-fi
-command -v cargo >/dev/null 2>&1 || die "missing cargo: install the Rust toolchain (https://rustup.rs) and run again"
-command -v node >/dev/null 2>&1 || die "missing node: install Node.js 18 or newer and run again"
+apt_install "${missing_apt[@]}"
+need_cargo_and_node
 
-# pm2: an explicit HOIST_TEST_PM2 wins, then one on PATH, then our own copy.
-local_pm2="$repo_root/.tools/pm2/node_modules/.bin/pm2"
-if [[ -n ${HOIST_TEST_PM2:-} ]]; then
-    pm2=$HOIST_TEST_PM2
-elif command -v pm2 >/dev/null 2>&1; then
-    pm2=$(command -v pm2)
-else
-    if [[ ! -x $local_pm2 ]]; then
-        command -v npm >/dev/null 2>&1 || die "missing pm2 and npm to install it: install npm (or pm2) and run again"
-        echo "scripts/bench.sh: installing pm2 into .tools/pm2" >&2
-        npm install --prefix "$repo_root/.tools/pm2" --no-audit --no-fund pm2@7
-    fi
-    pm2=$local_pm2
-fi
-export HOIST_BENCH_PM2=$pm2
+find_pm2
+export HOIST_BENCH_PM2=$HOIST_TEST_PM2
 
 # s3s-fs: HOIST_TEST_S3S wins, then our own copy, built once.
 local_s3s="$repo_root/.tools/s3s/bin/s3s-fs"

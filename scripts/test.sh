@@ -27,10 +27,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo_root=$(pwd)
 
-die() {
-    echo "scripts/test.sh: $*" >&2
-    exit 1
-}
+script=scripts/test.sh
+source scripts/lib.sh
 
 # System tools: these can be installed here, the others cannot.
 missing_apt=()
@@ -40,40 +38,10 @@ for tool in git zstd ssh-keygen minisign; do
     command -v "$tool" >/dev/null 2>&1 || missing_apt+=("$package")
 done
 [[ -x /usr/sbin/sshd ]] || missing_apt+=(openssh-server)
-if ((${#missing_apt[@]} > 0)); then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        echo "scripts/test.sh: installing ${missing_apt[*]} with apt-get" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq "${missing_apt[@]}"
-    else
-        die "missing ${missing_apt[*]}: install it (e.g. sudo apt-get install ${missing_apt[*]}) and run again"
-    fi
-fi
-command -v cargo >/dev/null 2>&1 || die "missing cargo: install the Rust toolchain (https://rustup.rs) and run again"
-command -v node >/dev/null 2>&1 || die "missing node: install Node.js 18 or newer and run again"
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-((node_major >= 18)) || die "node $(node --version) is too old: the tests need Node.js 18 or newer"
+apt_install "${missing_apt[@]}"
+need_cargo_and_node
 
-# pm2: an explicit HOIST_TEST_PM2 wins, then one on PATH, then our own copy.
-local_pm2="$repo_root/.tools/pm2/node_modules/.bin/pm2"
-if [[ -n ${HOIST_TEST_PM2:-} ]]; then
-    given=$HOIST_TEST_PM2
-    [[ $given == */* ]] || HOIST_TEST_PM2=$(command -v "$given" || true)
-    [[ -n $HOIST_TEST_PM2 && -x $HOIST_TEST_PM2 ]] || die "HOIST_TEST_PM2=$given is not an executable pm2"
-elif command -v pm2 >/dev/null 2>&1; then
-    HOIST_TEST_PM2=$(command -v pm2)
-else
-    if [[ ! -x $local_pm2 ]]; then
-        command -v npm >/dev/null 2>&1 || die "missing pm2 and npm to install it: install npm (or pm2) and run again"
-        echo "scripts/test.sh: installing pm2 into .tools/pm2" >&2
-        npm install --prefix "$repo_root/.tools/pm2" --no-audit --no-fund pm2@7
-    fi
-    HOIST_TEST_PM2=$local_pm2
-fi
-# An absolute path, whatever the route taken above.
-HOIST_TEST_PM2=$(cd "$(dirname "$HOIST_TEST_PM2")" && pwd)/$(basename "$HOIST_TEST_PM2")
-export HOIST_TEST_PM2
+find_pm2
 echo "scripts/test.sh: using $HOIST_TEST_PM2" >&2
 
 exec cargo test --locked --all-targets -- --test-threads "${HOIST_TEST_THREADS:-2}" "$@"
