@@ -81,13 +81,18 @@ fn once_error(w: &World, expect: i32) -> String {
     stderr
 }
 
+/// Points the world's repository at `url`, with `token` in repo.token_file.
+fn use_token(w: &mut World, url: String, token: &str) {
+    write(&w.path("git-token"), token);
+    w.repo_url = Some(url);
+    w.repo_extra = format!("  token_file: {}\n", w.path("git-token").display());
+}
+
 #[test]
 fn git_over_http_with_a_token_fetches_only_what_is_new() {
     let mut w = World::new();
     let git = GitHttp::start(w.dir.path(), Some(TOKEN), None);
-    write(&w.path("git-token"), &format!("{TOKEN}\n"));
-    w.repo_url = Some(git.url("config.git"));
-    w.repo_extra = format!("  token_file: {}\n", w.path("git-token").display());
+    use_token(&mut w, git.url("config.git"), &format!("{TOKEN}\n"));
 
     // Plain http is refused before any connection, unless allowed.
     w.write_config();
@@ -162,9 +167,7 @@ fn git_over_http_with_a_token_fetches_only_what_is_new() {
 fn git_over_http_with_a_wrong_token_changes_nothing_until_it_is_fixed() {
     let mut w = World::new();
     let git = GitHttp::start(w.dir.path(), Some(TOKEN), None);
-    write(&w.path("git-token"), WRONG_TOKEN);
-    w.repo_url = Some(git.url("config.git"));
-    w.repo_extra = format!("  token_file: {}\n", w.path("git-token").display());
+    use_token(&mut w, git.url("config.git"), WRONG_TOKEN);
     w.extra_config = "allow_http: true\n".into();
     w.write_config();
     commit_v1(&w);
@@ -197,9 +200,7 @@ fn git_over_http_with_a_wrong_token_changes_nothing_until_it_is_fixed() {
 fn the_token_never_follows_a_redirect_to_another_host() {
     let mut w = World::new();
     let git = GitHttp::start(w.dir.path(), Some(TOKEN), None);
-    write(&w.path("git-token"), TOKEN);
-    w.repo_url = Some(git.url("elsewhere/config.git"));
-    w.repo_extra = format!("  token_file: {}\n", w.path("git-token").display());
+    use_token(&mut w, git.url("elsewhere/config.git"), TOKEN);
     w.extra_config = "allow_http: true\n".into();
     w.write_config();
     commit_v1(&w);
@@ -457,10 +458,8 @@ fn https_everywhere_with_a_private_ca() {
     let mut w = s3_world(&s3, SECRET_KEY, Some(&ca_file));
     let git = GitHttp::start(w.dir.path(), Some(TOKEN), Some(&ca));
     let forge = FakeForge::start(Flavor::Gitea, "forge-token-3e9b7c", Some(&ca));
-    write(&w.path("git-token"), TOKEN);
     write(&w.path("forge-token"), "forge-token-3e9b7c");
-    w.repo_url = Some(git.url("config.git"));
-    w.repo_extra = format!("  token_file: {}\n", w.path("git-token").display());
+    use_token(&mut w, git.url("config.git"), TOKEN);
     w.status_config = Some(forge.status_config(&w.path("forge-token")));
     w.write_config();
 

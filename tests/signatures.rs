@@ -210,10 +210,11 @@ fn minisign_sign(sec: &Path, file: &Path, sig: &Path) {
         .arg(sig));
 }
 
-fn signed_manifest(w: &World, release: &str, url: &str, sha: &str, sig_url: Option<&str>) {
+/// The manifest of `release`, with `signature_url` naming the file `sig`.
+fn signed_manifest(w: &World, release: &str, url: &str, sha: &str, sig: Option<&Path>) {
     let port = w.app_port;
-    let sig = sig_url
-        .map(|s| format!("  signature_url: {s}\n"))
+    let sig = sig
+        .map(|s| format!("  signature_url: file://{}\n", s.display()))
         .unwrap_or_default();
     std::fs::write(
         w.path("work/apps/web.yaml"),
@@ -236,13 +237,7 @@ fn only_artifacts_signed_by_a_trusted_key_are_unpacked() {
     let file1 = PathBuf::from(url1.trim_start_matches("file://"));
     let sig1 = w.path("store/v1.minisig");
     minisign_sign(&sec, &file1, &sig1);
-    signed_manifest(
-        &w,
-        "v1",
-        &url1,
-        &sha1,
-        Some(&format!("file://{}", sig1.display())),
-    );
+    signed_manifest(&w, "v1", &url1, &sha1, Some(&sig1));
     let c1 = w.commit("web v1, signed");
     w.once(0);
     assert_eq!(w.final_status(&c1).unwrap().0, "success");
@@ -251,60 +246,36 @@ fn only_artifacts_signed_by_a_trusted_key_are_unpacked() {
     let (url2, sha2) = w.make_release("v2", true, &[]);
     let file2 = PathBuf::from(url2.trim_start_matches("file://"));
 
-    // No signature_url at all.
-    signed_manifest(&w, "v2", &url2, &sha2, None);
-    let c = w.commit("web v2 without a signature");
-    assert_refused(&w, &c, "signature", "v1", &["v1"]);
-    assert!(w.leftovers("web").is_empty());
-
-    // Signed by a key that is not trusted.
+    // Refused, each changing nothing: no signature_url at all; signed by a
+    // key that is not trusted; the trusted key's signature of another file
+    // (v1's), which does not match; a signature URL that does not exist.
     let sig_other = w.path("store/v2-other.minisig");
     minisign_sign(&other_sec, &file2, &sig_other);
-    signed_manifest(
-        &w,
-        "v2",
-        &url2,
-        &sha2,
-        Some(&format!("file://{}", sig_other.display())),
-    );
-    let c = w.commit("web v2 signed by another key");
-    assert_refused(&w, &c, "signature", "v1", &["v1"]);
-
-    // The trusted key's signature of another file (v1's): it does not match.
-    signed_manifest(
-        &w,
-        "v2",
-        &url2,
-        &sha2,
-        Some(&format!("file://{}", sig1.display())),
-    );
-    let c = w.commit("web v2 with v1's signature");
-    assert_refused(&w, &c, "signature", "v1", &["v1"]);
-
-    // A signature URL that does not exist.
-    signed_manifest(
-        &w,
-        "v2",
-        &url2,
-        &sha2,
-        Some(&format!(
-            "file://{}",
-            w.path("store/missing.minisig").display()
-        )),
-    );
-    let c = w.commit("web v2 with a missing signature");
-    assert_refused(&w, &c, "does not exist", "v1", &["v1"]);
+    let missing = w.path("store/missing.minisig");
+    for (sig, change, expect) in [
+        (None, "web v2 without a signature", "signature"),
+        (
+            Some(&sig_other),
+            "web v2 signed by another key",
+            "signature",
+        ),
+        (Some(&sig1), "web v2 with v1's signature", "signature"),
+        (
+            Some(&missing),
+            "web v2 with a missing signature",
+            "does not exist",
+        ),
+    ] {
+        signed_manifest(&w, "v2", &url2, &sha2, sig.map(PathBuf::as_path));
+        let c = w.commit(change);
+        assert_refused(&w, &c, expect, "v1", &["v1"]);
+        assert!(w.leftovers("web").is_empty(), "{change}");
+    }
 
     // Properly signed: deployed.
     let sig2 = w.path("store/v2.minisig");
     minisign_sign(&sec, &file2, &sig2);
-    signed_manifest(
-        &w,
-        "v2",
-        &url2,
-        &sha2,
-        Some(&format!("file://{}", sig2.display())),
-    );
+    signed_manifest(&w, "v2", &url2, &sha2, Some(&sig2));
     let c = w.commit("web v2, signed");
     w.once(0);
     assert_eq!(w.final_status(&c).unwrap().0, "success");
