@@ -10,6 +10,7 @@
 //! file has no entry for are all refused, each with its own sentence, so the
 //! operator knows whether to add a line or to worry.
 
+use crate::config::glob_match;
 use hmac::{KeyInit, Mac};
 use ssh_key::known_hosts::{Entry, HostPatterns, KnownHosts, Marker};
 use std::path::Path;
@@ -161,39 +162,16 @@ fn matches_host(entry: &Entry, name: &str) -> bool {
             let mut matched = false;
             for p in patterns {
                 if let Some(negated) = p.strip_prefix('!') {
-                    if glob(&negated.to_ascii_lowercase(), name) {
+                    if glob_match(&negated.to_ascii_lowercase(), name) {
                         return false;
                     }
-                } else if glob(&p.to_ascii_lowercase(), name) {
+                } else if glob_match(&p.to_ascii_lowercase(), name) {
                     matched = true;
                 }
             }
             matched
         }
     }
-}
-
-/// OpenSSH's pattern match: `*` any run, `?` any one character.
-fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 #[cfg(test)]
@@ -338,11 +316,11 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(glob("*.example.com", "git.example.com"));
-        assert!(glob("git?.example.com", "git1.example.com"));
-        assert!(!glob("*.example.com", "example.com"));
-        assert!(glob("*", "anything"));
-        assert!(!glob("a*b", "acd"));
+        assert!(glob_match("*.example.com", "git.example.com"));
+        assert!(glob_match("git?.example.com", "git1.example.com"));
+        assert!(!glob_match("*.example.com", "example.com"));
+        assert!(glob_match("*", "anything"));
+        assert!(!glob_match("a*b", "acd"));
     }
 
     fn base64_std(data: &[u8]) -> String {
