@@ -104,7 +104,7 @@ impl World {
         }
         std::fs::write(build.join("RELEASE"), format!("{release}\n")).map_err(|e| e.to_string())?;
         let out = self.path(&format!("store/app-{release}.tar.zst"));
-        let sha = crate::artifact::pack(&build, &out).map_err(|e| e.to_string())?;
+        let sha = crate::producer::pack(&build, &out).map_err(|e| e.to_string())?;
         Ok((format!("file://{}", out.display()), sha))
     }
 
@@ -119,7 +119,8 @@ impl World {
         let template = template
             .replace("3000", &self.web_port.to_string())
             .replace("3001", &self.api_port.to_string());
-        crate::manifest_edit::set_release(&template, release, url, sha).map_err(|e| e.to_string())
+        crate::producer::manifest_edit::set_release(&template, release, url, sha)
+            .map_err(|e| e.to_string())
     }
 
     /// Commits the given manifests as the whole `apps/` folder on `main`.

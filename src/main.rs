@@ -224,7 +224,7 @@ async fn dispatch(cli: Cli) -> Res {
         Command::Pack { dir, output } => {
             let d = dir.clone();
             let o = output.clone();
-            let sha = tokio::task::spawn_blocking(move || hoist::artifact::pack(&d, &o))
+            let sha = tokio::task::spawn_blocking(move || hoist::producer::pack(&d, &o))
                 .await
                 .map_err(|e| fail(1, e.to_string()))?
                 .map_err(|e| fail(1, e.to_string()))?;
@@ -237,7 +237,7 @@ async fn dispatch(cli: Cli) -> Res {
             manifest,
             release,
         } => {
-            hoist::publish::publish(
+            hoist::producer::publish::publish(
                 &cli.config,
                 &dir,
                 &to,

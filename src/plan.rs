@@ -81,10 +81,10 @@ pub struct AppPlan {
 }
 
 /// Whether two manifests of the same release would run it differently
-/// (a reload is needed). Targets, keep_releases, paused and the artifact
-/// URL do not change how it runs.
+/// (a reload is needed). Targets, keep_releases, paused, rollout and the
+/// artifact URL do not change how it runs.
 pub fn runs_differently(a: &Manifest, b: &Manifest) -> bool {
-    a.pm2 != b.pm2 || a.shared != b.shared || a.health != b.health
+    a.pm2 != b.pm2 || a.shared != b.shared || a.health != b.health || a.secrets != b.secrets
 }
 
 pub fn plan(desired: &Desired<'_>, actual: &Actual<'_>) -> Vec<AppPlan> {

@@ -10,7 +10,7 @@
 //! - `small_app`: the sample app alone, a few kB.
 //!
 //! Every artifact is a deployable app: the sample app's `server.js` and a
-//! `RELEASE` file sit at its root. Packed with `hoist::artifact::pack`, and
+//! `RELEASE` file sit at its root. Packed with `hoist::producer::pack`, and
 //! kept under `target/tmp/hoist-bench/` between runs, since generating and
 //! packing 1.5 GB takes longer than most rows.
 
@@ -309,7 +309,7 @@ fn cached(
     let mut count = write(ctx, &dir)?;
     // Counted again on disk: two generated names may coincide.
     count.files = count_files(&dir);
-    let sha256 = hoist::artifact::pack(&dir, &path).map_err(|e| e.to_string())?;
+    let sha256 = hoist::producer::pack(&dir, &path).map_err(|e| e.to_string())?;
     // The build directory is removed when the run ends (`remove_builds`),
     // not now: ext4 slows file creation for minutes after tens of thousands
     // of inodes are freed, which would tax the rows that unpack next.
@@ -363,7 +363,7 @@ pub fn small_app_with(store: &Path, release: &str, server_js: &str) -> Result<Ar
     let dir = store.join(format!("build-{release}"));
     write_app_with(&dir, release, server_js)?;
     let path = store.join(format!("app-{release}.tar.zst"));
-    let sha256 = hoist::artifact::pack(&dir, &path).map_err(|e| e.to_string())?;
+    let sha256 = hoist::producer::pack(&dir, &path).map_err(|e| e.to_string())?;
     Ok(Artifact {
         bytes: fs::metadata(&path).map_err(|e| e.to_string())?.len(),
         path,

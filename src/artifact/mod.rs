@@ -1,6 +1,5 @@
 //! The artifact stage: turns a manifest's `artifact.url` + `sha256` into a
-//! release directory on disk, and (for `hoist pack`) a build directory into
-//! an artifact.
+//! release directory on disk.
 //!
 //! It is split by the order things happen to an artifact, each file owning
 //! one step and handing the next a plain path:
@@ -10,7 +9,8 @@
 //! - `verify`: the pure checks (hashes, release-relative paths, where a symlink leads)
 //!   shared by `unpack` and `pack`;
 //! - `unpack`: a hostile-archive-proof extraction into a fresh staging directory;
-//! - `pack`: the reproducible `.tar.zst` that `unpack` is designed for.
+//! - (the reproducible `.tar.zst` that `unpack` is designed for is written by
+//!   `producer::pack`, which shares `verify`).
 //!
 //! Nothing here knows about apps, manifests or the `releases/` layout; that is
 //! the `release` stage's business. Errors say whether trying again later could
@@ -18,9 +18,8 @@
 //! into a commit status of `error`.
 
 mod fetch;
-mod pack;
 mod unpack;
-mod verify;
+pub(crate) mod verify;
 
 /// The hand-written tar builder the end-to-end tests use too.
 #[cfg(test)]
@@ -29,7 +28,6 @@ mod raw_tar;
 
 pub use fetch::{Cache, FetchSettings, S3Settings, fetch_small};
 pub(crate) use fetch::{redact, s3_store};
-pub use pack::pack;
 pub use unpack::{UnpackLimits, UnpackStats, unpack};
 
 use std::io;

@@ -40,6 +40,10 @@ pub struct HostConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(default)]
     pub webhook_secret_file: Option<PathBuf>,
+    /// This server's private key (age X25519 or OpenSSH ed25519): opens the
+    /// app secrets sealed to it (SPEC §7).
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
     /// Unpack limits (not in SPEC §1's example; optional, see docs/security.md).
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -169,6 +173,9 @@ pub struct Pm2Config {
     pub command: String,
     #[serde(default)]
     pub home: Option<PathBuf>,
+    /// pm2 and the apps run as this user (default: hoist's own).
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 impl Default for Pm2Config {
@@ -176,6 +183,7 @@ impl Default for Pm2Config {
         Pm2Config {
             command: default_pm2(),
             home: None,
+            user: None,
         }
     }
 }
@@ -271,6 +279,7 @@ impl HostConfig {
         fix_opt(&mut self.pm2.home);
         fix_opt(&mut self.ca_file);
         fix_opt(&mut self.webhook_secret_file);
+        fix_opt(&mut self.identity_file);
         // A local path as the repo URL is relative to the config too.
         let url = &self.repo.url;
         if !url.contains("://") && !is_scp_like(url) && Path::new(url).is_relative() {
@@ -416,6 +425,16 @@ impl HostConfig {
         if self.pm2.command.trim().is_empty() {
             return Err(err("command", "pm2.command must not be empty".into()));
         }
+        if let Some(u) = &self.pm2.user
+            && (u.trim().is_empty() || u.contains(char::is_whitespace))
+        {
+            return Err(err("user", format!("pm2.user {u:?} is not a user name")));
+        }
+        if let Some(env) = &self.environment
+            && let Err(m) = super::EnvName::new(env)
+        {
+            return Err(err("environment", m));
+        }
         Ok(())
     }
 
@@ -542,10 +561,12 @@ status:
 pm2:
   command: pm2
   home: /home/deploy/.pm2
+  user: hoist-apps
 listen: 127.0.0.1:9107
 allow_http: false
 ca_file: /etc/hoist/ca.pem
 webhook_secret_file: /etc/hoist/webhook-secret
+identity_file: /etc/hoist/identity
 "#;
         let c = parse(text).unwrap();
         assert_eq!(c.host_name(), "web-1");

@@ -29,6 +29,64 @@ pub struct Manifest {
     pub keep_releases: Option<u32>,
     #[serde(default)]
     pub paused: bool,
+    /// Files sealed with age in the config repo, opened on the server (SPEC §7).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretFile>,
+    /// Deploy across the environment in waves (SPEC §8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// One `secrets` entry: a sealed file in the repo and where its plaintext
+/// appears in the release.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretFile {
+    /// A repo path; `{environment}` is replaced by the server's environment.
+    pub from: String,
+    /// A relative path inside the release (a file, never a directory).
+    pub to: SharedPath,
+}
+
+impl SecretFile {
+    /// The repo path of the sealed file for one environment.
+    pub fn from_for(&self, environment: &str) -> String {
+        self.from.replace("{environment}", environment)
+    }
+}
+
+/// `rollout`: the waves an app's new release spreads through.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    pub waves: Vec<Wave>,
+    /// Failed hosts tolerated before the rollout halts.
+    #[serde(default)]
+    pub max_failures: u32,
+    /// How long a wave's hosts have, from the wave's opening, to report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Dur>,
+}
+
+/// One wave: hosts chosen by `labels` (all present) and/or `hosts` (any
+/// glob), or by `percent` of the app's hosts; then `bake` before the next.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wave {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake: Option<Dur>,
+}
+
+impl Wave {
+    pub fn bake(&self) -> std::time::Duration {
+        self.bake.map(|d| d.0).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -239,7 +297,141 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<(AppName, Manifest), Co
             }
         }
     }
+    check_secrets(&m, &err)?;
+    check_rollout(&m, &err)?;
     Ok((app, m))
+}
+
+fn check_secrets(
+    m: &Manifest,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, s) in m.secrets.iter().enumerate() {
+        let stripped = s.from.replace("{environment}", "");
+        if stripped.contains('{') || stripped.contains('}') {
+            return Err(err(
+                &s.from,
+                format!(
+                    "secrets[{i}].from {:?} has an unknown placeholder; only {{environment}} is replaced",
+                    s.from
+                ),
+            ));
+        }
+        let from = s.from_for("x");
+        if from.is_empty()
+            || from.starts_with('/')
+            || from.ends_with('/')
+            || from
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
+        {
+            return Err(err(
+                &s.from,
+                format!(
+                    "secrets[{i}].from {:?} must be a relative path to a file in the config repo, without '..'",
+                    s.from
+                ),
+            ));
+        }
+        if s.to.is_dir() {
+            return Err(err(
+                &format!("to: {}", s.to.as_str()),
+                format!(
+                    "secrets[{i}].to {:?} must name a file, not a directory",
+                    s.to.as_str()
+                ),
+            ));
+        }
+        let to = s.to.rel();
+        if !seen.insert(to.to_string()) {
+            return Err(err(
+                &format!("to: {to}"),
+                format!("secrets[{i}].to {to:?} appears twice"),
+            ));
+        }
+        for sh in &m.shared {
+            let shared = sh.rel();
+            let overlaps = to == shared
+                || to.starts_with(&format!("{shared}/"))
+                || shared.starts_with(&format!("{to}/"));
+            if overlaps {
+                return Err(err(
+                    &format!("to: {to}"),
+                    format!(
+                        "secrets[{i}].to {to:?} is also under shared ({shared:?}); a path is either shared or a secret"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_rollout(
+    m: &Manifest,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let Some(r) = &m.rollout else {
+        return Ok(());
+    };
+    if r.waves.is_empty() {
+        return Err(err(
+            "waves:",
+            "rollout.waves must list at least one wave".into(),
+        ));
+    }
+    for (i, w) in r.waves.iter().enumerate() {
+        let selects = !w.labels.is_empty() || !w.hosts.is_empty();
+        match (w.percent, selects) {
+            (Some(_), true) => {
+                return Err(err(
+                    "percent:",
+                    format!(
+                        "rollout.waves[{i}] has both percent and labels/hosts; a wave takes hosts one way"
+                    ),
+                ));
+            }
+            (None, false) => {
+                return Err(err(
+                    "waves:",
+                    format!("rollout.waves[{i}] needs labels, hosts or percent"),
+                ));
+            }
+            (Some(p), false) if p == 0 || p > 100 => {
+                return Err(err(
+                    "percent:",
+                    format!("rollout.waves[{i}].percent must be from 1 to 100, not {p}"),
+                ));
+            }
+            _ => {}
+        }
+        for h in &w.hosts {
+            if h.trim().is_empty() {
+                return Err(err(
+                    "hosts:",
+                    format!("rollout.waves[{i}].hosts has an empty pattern"),
+                ));
+            }
+        }
+        for l in &w.labels {
+            if l.trim().is_empty() {
+                return Err(err(
+                    "labels:",
+                    format!("rollout.waves[{i}].labels has an empty label"),
+                ));
+            }
+        }
+    }
+    if let Some(d) = r.deadline
+        && d.0.is_zero()
+    {
+        return Err(err(
+            "deadline:",
+            "rollout.deadline must be more than 0s (leave it out for no deadline)".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn check_artifact_url(url: &str, key: &str) -> Result<(), String> {
@@ -533,5 +725,94 @@ paused: false
         std::fs::remove_file(dir.path().join("typo.yml")).unwrap();
         let apps = load_manifests_from_dir(dir.path(), Path::new("apps")).unwrap();
         assert_eq!(apps.len(), 1);
+    }
+
+    #[test]
+    fn secrets_entries_checked() {
+        let text = good()
+            + "secrets:\n  - from: secrets/{environment}/web.env.age\n    to: config/.env.local\n";
+        let m = parse(&text).unwrap();
+        assert_eq!(
+            m.secrets[0].from_for("staging"),
+            "secrets/staging/web.env.age"
+        );
+        assert_eq!(m.secrets[0].to.rel(), "config/.env.local");
+        let cases = [
+            (
+                "secrets:\n  - from: ../x.age\n    to: .env.x\n",
+                "secrets[0].from",
+            ),
+            (
+                "secrets:\n  - from: /etc/x.age\n    to: .env.x\n",
+                "secrets[0].from",
+            ),
+            (
+                "secrets:\n  - from: s/{env}.age\n    to: .env.x\n",
+                "placeholder",
+            ),
+            ("secrets:\n  - from: s/x.age\n    to: ../x\n", "shared path"),
+            (
+                "secrets:\n  - from: s/x.age\n    to: conf/\n",
+                "not a directory",
+            ),
+            (
+                "secrets:\n  - from: s/x.age\n    to: .env\n",
+                "also under shared",
+            ),
+            (
+                "secrets:\n  - from: s/x.age\n    to: uploads/key\n",
+                "also under shared",
+            ),
+            (
+                "secrets:\n  - from: s/x.age\n    to: a\n  - from: s/y.age\n    to: a\n",
+                "twice",
+            ),
+            ("secrets:\n  - from: s/x.age\n    too: a\n", "too"),
+        ];
+        for (tail, want) in cases {
+            let e = parse(&(good() + tail)).unwrap_err();
+            assert!(e.message.contains(want), "{tail}: {e}");
+        }
+    }
+
+    #[test]
+    fn rollout_checked() {
+        let text = good()
+            + "rollout:\n  waves:\n    - { labels: [canary], bake: 10m }\n    - { percent: 50, bake: 5m }\n    - { percent: 100 }\n  max_failures: 0\n  deadline: 30m\n";
+        let m = parse(&text).unwrap();
+        let r = m.rollout.unwrap();
+        assert_eq!(r.waves.len(), 3);
+        assert_eq!(r.waves[0].bake(), Duration::from_secs(600));
+        assert_eq!(r.waves[2].bake(), Duration::ZERO);
+        assert_eq!(r.deadline.unwrap().0, Duration::from_secs(1800));
+        let cases = [
+            ("rollout:\n  waves: []\n", "at least one wave"),
+            ("rollout:\n  waves:\n    - { bake: 1m }\n", "needs labels"),
+            (
+                "rollout:\n  waves:\n    - { percent: 0 }\n",
+                "from 1 to 100",
+            ),
+            (
+                "rollout:\n  waves:\n    - { percent: 101 }\n",
+                "from 1 to 100",
+            ),
+            (
+                "rollout:\n  waves:\n    - { percent: 5, labels: [a] }\n",
+                "both",
+            ),
+            (
+                "rollout:\n  waves:\n    - { percent: 5 }\n  deadline: 0s\n",
+                "deadline",
+            ),
+            (
+                "rollout:\n  waves:\n    - { percent: 5, bake: soon }\n",
+                "duration",
+            ),
+            ("rollout:\n  wave:\n    - { percent: 5 }\n", "wave"),
+        ];
+        for (tail, want) in cases {
+            let e = parse(&(good() + tail)).unwrap_err();
+            assert!(e.message.contains(want), "{tail}: {e}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! during deserialization, so that serde reports the line of the bad value.
 
 mod host;
+mod inventory;
 mod manifest;
 mod types;
 
@@ -14,11 +15,14 @@ pub use host::{
     DEFAULT_CONFIG_PATH, HostConfig, LimitsConfig, Pm2Config, ProviderName, RepoConfig, S3Config,
     StatusConfig, StorageConfig,
 };
-pub use manifest::{
-    AppSet, Artifact, Health, Hooks, Manifest, Targets, load_manifests_from_dir, parse_manifest,
-    validate_app_set,
+pub use inventory::{
+    FLEET_DIR, Inventory, InventoryHost, KeyKind, inventory_path, parse_inventory, recipient_kind,
 };
-pub use types::{AppName, ByteSize, Dur, ReleaseName, Sha256, SharedPath, glob_match};
+pub use manifest::{
+    AppSet, Artifact, Health, Hooks, Manifest, Rollout, SecretFile, Targets, Wave,
+    load_manifests_from_dir, parse_manifest, validate_app_set,
+};
+pub use types::{AppName, ByteSize, Dur, EnvName, ReleaseName, Sha256, SharedPath, glob_match};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -156,6 +156,29 @@ checked_string!(
 );
 
 checked_string!(
+    /// An environment name: `[a-z0-9][a-z0-9_-]{0,63}` (SPEC §7); it names
+    /// the inventory `fleet/<environment>.yaml` and fills `{environment}` in
+    /// a secret's `from`.
+    EnvName,
+    |s| {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes().enumerate().all(|(i, b)| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || (i > 0 && (b == b'_' || b == b'-'))
+            });
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid environment name {s:?}: use 1 to 64 of a-z, 0-9, '_' and '-', starting with a letter or digit"
+            ))
+        }
+    }
+);
+
+checked_string!(
     /// A release name: `[A-Za-z0-9._-]{1,64}`, never `.` or `..`; it names a directory.
     ReleaseName,
     |s| {

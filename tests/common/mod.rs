@@ -208,7 +208,7 @@ impl World {
         }
         if zst {
             let out = self.path(&format!("store/web-{version}.tar.zst"));
-            let sha = hoist::artifact::pack(&build, &out).unwrap();
+            let sha = hoist::producer::pack(&build, &out).unwrap();
             (format!("file://{}", out.display()), sha)
         } else {
             let out = self.path(&format!("store/web-{version}.tar.gz"));

@@ -1769,8 +1769,8 @@ paused: false                  # true: hoist leaves this app exactly as it is
     #[test]
     fn the_example_manifests_can_be_published_to() {
         for text in [
-            include_str!("../example-repo/apps/web.yaml"),
-            include_str!("../example-repo/apps/api.yaml"),
+            include_str!("../../example-repo/apps/web.yaml"),
+            include_str!("../../example-repo/apps/api.yaml"),
         ] {
             let out = set_release(
                 text,

@@ -106,7 +106,7 @@ pub async fn run(
     let packed = work.path().join("artifact.tar.zst");
     let sha256 = {
         let (d, o) = (dir.to_path_buf(), packed.clone());
-        tokio::task::spawn_blocking(move || artifact::pack(&d, &o))
+        tokio::task::spawn_blocking(move || super::pack(&d, &o))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?
@@ -114,7 +114,7 @@ pub async fn run(
 
     let new_manifest = match (&manifest_text, manifest, release) {
         (Some(text), Some(m), Some(r)) => Some(
-            crate::manifest_edit::set_release(text, r, &url, &sha256)
+            super::manifest_edit::set_release(text, r, &url, &sha256)
                 .map_err(|e| format!("{}: {e}", m.display()))?,
         ),
         _ => None,

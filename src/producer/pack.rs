@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use tar::{EntryType, Header};
 
-use super::ArtifactError;
-use super::verify::{HashingWriter, Kind, RelPath, Tree};
+use crate::artifact::ArtifactError;
+use crate::artifact::verify::{HashingWriter, Kind, RelPath, Tree};
 
 /// Much smaller artifacts than zstd's default level, still quick enough for CI.
 const ZSTD_LEVEL: i32 = 9;
@@ -250,8 +250,8 @@ impl Read for ExactReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::artifact::unpack::{UnpackLimits, unpack};
     use crate::artifact::verify::Sha256Stream;
+    use crate::artifact::{UnpackLimits, unpack};
     use std::collections::BTreeMap;
     use std::os::unix::fs::{MetadataExt, symlink};
     use std::time::{Duration, SystemTime};
