@@ -12,11 +12,12 @@
 #   - pm2, when no `pm2` is on PATH: `npm install pm2@7` into .tools/pm2/
 #     inside this checkout (git-ignored; delete the folder to remove it).
 #     Nothing is installed globally.
-#   - git, zstd, minisign and OpenSSH's sshd and ssh-keygen (the tests in
-#     tests/remotes.rs start a real sshd on a loopback port; the signature
-#     tests sign with ssh-keygen and minisign), when missing and only if run
-#     as root on a system with apt-get: `apt-get install -y git zstd minisign
-#     openssh-server openssh-client`. Otherwise it names what is missing and
+#   - git, zstd, minisign, age and OpenSSH's sshd and ssh-keygen (the tests
+#     in tests/remotes.rs start a real sshd on a loopback port; the signature
+#     tests sign with ssh-keygen and minisign; the sealed-secret tests check
+#     that the reference age tool and hoist open each other's files), when
+#     missing and only if run as root on a system with apt-get: `apt-get
+#     install -y git zstd minisign age openssh-server openssh-client`. Otherwise it names what is missing and
 #     stops. The S3 server the tests use (s3s-fs) is a dev-dependency, built
 #     by cargo like the rest.
 # The tests use the pm2 named by HOIST_TEST_PM2 (exported here; set it
@@ -32,7 +33,7 @@ source scripts/lib.sh
 
 # System tools: these can be installed here, the others cannot.
 missing_apt=()
-for tool in git zstd ssh-keygen minisign; do
+for tool in git zstd ssh-keygen minisign age; do
     package=$tool
     [[ $tool == ssh-keygen ]] && package=openssh-client
     command -v "$tool" >/dev/null 2>&1 || missing_apt+=("$package")
