@@ -163,8 +163,10 @@ fn lock(cfg: &HostConfig) -> Result<StateLock, Failure> {
     })
 }
 
-fn engine(cfg: HostConfig) -> Result<Engine, Failure> {
-    Engine::new(cfg, Arc::new(Metrics::new())).map_err(|e| fail(2, e.to_string()))
+async fn engine(cfg: &HostConfig) -> Result<Engine, Failure> {
+    hoist::setup::engine(cfg, Arc::new(Metrics::new()))
+        .await
+        .map_err(|e| fail(2, e.to_string()))
 }
 
 async fn dispatch(cli: Cli) -> Res {
@@ -180,10 +182,10 @@ async fn dispatch(cli: Cli) -> Res {
         Command::Once => {
             let cfg = load_config(&cli.config)?;
             let _lock = lock(&cfg)?;
-            let mut e = engine(cfg)?;
+            let e = engine(&cfg).await?;
             e.recover().await.map_err(|e| fail(1, e.to_string()))?;
             let r = e.pass().await;
-            e.reporter.flush(std::time::Duration::from_secs(30)).await;
+            e.reporter().flush(std::time::Duration::from_secs(30)).await;
             let r = r.map_err(|e| fail(1, e.to_string()))?;
             if let Some(inv) = &r.invalid {
                 eprintln!("hoist: the commit cannot be applied: {inv}");
@@ -255,15 +257,15 @@ async fn dispatch(cli: Cli) -> Res {
 async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
     match StateLock::acquire(&cfg.state_dir) {
         Ok(_lock) => {
-            let mut e = engine(cfg)?;
+            let e = engine(&cfg).await?;
             e.recover().await.map_err(|e| fail(1, e.to_string()))?;
             let r = match req {
                 Request::Retry { app } => {
-                    let r = e.retry(&app);
+                    let r = e.retry(&app).await;
                     if r.is_ok() {
                         // Nobody else will act on it: apply now.
                         let pass = e.pass().await;
-                        e.reporter.flush(std::time::Duration::from_secs(30)).await;
+                        e.reporter().flush(std::time::Duration::from_secs(30)).await;
                         match pass {
                             Ok(p) if p.converged => r,
                             Ok(p) => Err(p
@@ -309,7 +311,7 @@ async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
 
 async fn cmd_plan(config: &Path, json: bool) -> Res {
     let cfg = load_config(config)?;
-    let mut e = engine(cfg)?;
+    let e = engine(&cfg).await?;
     let tip = e.poll().await.map_err(|e| fail(1, e.to_string()))?;
     let signed = e
         .check_commit_signature(&tip)
@@ -337,7 +339,7 @@ async fn cmd_plan(config: &Path, json: bool) -> Res {
             return Ok(0);
         }
     };
-    let plans = e.plan_for(&tip, &apps);
+    let plans = e.plan_for(&tip, &apps).await;
     if json {
         let items: Vec<_> = plans
             .iter()
@@ -353,12 +355,16 @@ async fn cmd_plan(config: &Path, json: bool) -> Res {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"commit": tip, "host": e.host, "apps": items})
+                &serde_json::json!({"commit": tip, "host": e.host(), "apps": items})
             )
             .unwrap_or_default()
         );
     } else {
-        println!("commit {tip} on {} for host {}", e.cfg.repo.branch, e.host);
+        println!(
+            "commit {tip} on {} for host {}",
+            e.settings.branch,
+            e.host()
+        );
         if plans.is_empty() {
             println!("no apps target this server");
         }
@@ -393,16 +399,23 @@ fn cmd_status(config: &Path, json: bool) -> Res {
                 (
                     name.clone(),
                     serde_json::json!({
-                        "release": s.release,
-                        "sha256": s.sha256,
-                        "commit": s.commit,
-                        "since": s.since,
-                        "previous": s.previous,
-                        "health": s.health,
+                        "release": s.release(),
+                        "sha256": s.sha256(),
+                        "secrets": s.live().and_then(|l| l.secrets.as_deref()),
+                        "commit": s.commit(),
+                        "since": s.since(),
+                        "previous": s.previous.as_ref().map(|p| &p.release),
+                        "health": s.health(),
                         "last_error": s.last_error,
                         "failed": s.failed,
-                        "pinned": s.pinned,
-                        "removed": s.removed,
+                        "pinned": s.pin(),
+                        "removed": s.is_removed(),
+                        "switching": s.switch.as_ref().map(|w| serde_json::json!({
+                            "kind": w.why.name(),
+                            "from": w.from.as_ref().map(|l| &l.release),
+                            "to": w.to.as_ref().map(|l| &l.release),
+                            "started": w.started,
+                        })),
                         "releases": s.releases.keys().collect::<Vec<_>>(),
                     }),
                 )
@@ -427,19 +440,25 @@ fn cmd_status(config: &Path, json: bool) -> Res {
     for (name, s) in &state.apps {
         let mut line = format!(
             "{name}: {} (commit {}, since {}), health {}",
-            s.release.as_deref().unwrap_or("-"),
-            s.commit
-                .as_deref()
-                .map(|c| &c[..c.len().min(12)])
-                .unwrap_or("-"),
-            s.since.as_deref().unwrap_or("-"),
-            s.health.as_deref().unwrap_or("unknown"),
+            s.release().unwrap_or("-"),
+            s.commit().map(|c| &c[..c.len().min(12)]).unwrap_or("-"),
+            s.since().unwrap_or("-"),
+            s.health(),
         );
-        if s.removed {
+        if s.is_removed() {
             line.push_str(", removed from this server");
         }
-        if let Some(p) = &s.pinned {
-            line.push_str(&format!(", held at {} by a local rollback", p.release));
+        if s.pin().is_some() {
+            line.push_str(", held by a local rollback");
+        }
+        if let Some(w) = &s.switch {
+            line.push_str(&format!(
+                ", an interrupted {} to {} is finished at the next start",
+                w.why.name(),
+                w.to.as_ref()
+                    .map(|l| l.release.as_str())
+                    .unwrap_or("nothing")
+            ));
         }
         if let Some(f) = &s.failed {
             line.push_str(&format!(", {} failed: {}", f.release, f.error));

@@ -8,10 +8,13 @@
 //! --update-env` then gives cluster-mode apps pm2's zero-downtime reload.
 
 use crate::config::{Health, Manifest};
+use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::process::Command;
+use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Pm2Error {
@@ -44,6 +47,51 @@ pub struct Proc {
     pub hoist_app: Option<String>,
 }
 
+/// The process-manager seam: what the engine asks of pm2. The real one
+/// drives the pm2 CLI ([`Pm2`]); the engine's unit tests use an in-memory
+/// one, so the step machine can be tested without node.
+pub trait ProcessManager: Send + Sync + std::fmt::Debug {
+    /// Starts or reloads the app's processes so they run `release` from the
+    /// `current` link, as `manifest` defines them.
+    fn start_or_reload<'a>(
+        &'a self,
+        app: &'a str,
+        current: &'a Path,
+        release: &'a str,
+        manifest: &'a Manifest,
+    ) -> BoxFuture<'a, Result<(), Pm2Error>>;
+
+    /// Deletes processes by name; names it does not know are not an error.
+    fn delete<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Result<(), Pm2Error>>;
+
+    /// Every process it runs.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Proc>, Pm2Error>>;
+}
+
+/// The environment variables of hoist's own that pm2, the apps and the
+/// hooks may see. Everything else hoist was started with (`AWS_*`,
+/// `CREDENTIALS_DIRECTORY`, `HOIST_*`, `NOTIFY_SOCKET`, ...) stays with
+/// hoist: an internet-facing app must never hold the deployer's keys.
+pub const ENV_ALLOWLIST: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+];
+
+/// Whether a variable of hoist's environment may be passed on to the apps.
+pub fn env_allowed(name: &str) -> bool {
+    ENV_ALLOWLIST.contains(&name) || name.starts_with("LC_")
+}
+
+/// Clears `cmd`'s environment down to [`ENV_ALLOWLIST`] (plus the
+/// `LC_*` locale variables). Callers add what the child needs on top.
+pub fn scrub_env(cmd: &mut Command) {
+    cmd.env_clear();
+    for (k, v) in std::env::vars_os() {
+        if k.to_str().is_some_and(env_allowed) {
+            cmd.env(k, v);
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Pm2 {
     command: String,
@@ -64,6 +112,7 @@ impl Pm2 {
 
     async fn run(&self, args: &[&str]) -> Result<String, Pm2Error> {
         let mut cmd = Command::new(&self.command);
+        scrub_env(&mut cmd);
         cmd.args(args)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -120,25 +169,32 @@ impl Pm2 {
         json!({ "apps": apps })
     }
 
-    /// Starts or reloads the app's processes from a freshly written ecosystem.
-    pub async fn start_or_reload(
+    async fn start_or_reload_now(
         &self,
         app: &str,
         current: &Path,
         release: &str,
         manifest: &Manifest,
     ) -> Result<(), Pm2Error> {
-        std::fs::create_dir_all(&self.ecosystem_dir).map_err(|source| Pm2Error::Ecosystem {
-            path: self.ecosystem_dir.clone(),
-            source,
-        })?;
         let path = self.ecosystem_dir.join(format!("{app}.json"));
         let eco = Pm2::ecosystem(app, current, release, manifest);
         let bytes = serde_json::to_vec_pretty(&eco).unwrap_or_default();
-        crate::fsutil::write_atomic(&path, &bytes).map_err(|source| Pm2Error::Ecosystem {
+        let (dir, file) = (self.ecosystem_dir.clone(), path.clone());
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|source| Pm2Error::Ecosystem {
+                path: dir.clone(),
+                source,
+            })?;
+            crate::fsutil::write_atomic(&file, &bytes).map_err(|source| Pm2Error::Ecosystem {
+                path: file.clone(),
+                source,
+            })
+        })
+        .await
+        .map_err(|e| Pm2Error::Ecosystem {
             path: path.clone(),
-            source,
-        })?;
+            source: std::io::Error::other(e),
+        })??;
         // A process pm2 stopped or gave up on (`errored`) has nothing left
         // to keep serving through a graceful reload, and reloading it can
         // leave it stopped: start it afresh instead.
@@ -161,8 +217,7 @@ impl Pm2 {
         Ok(())
     }
 
-    /// Deletes processes by name; names pm2 does not know are not an error.
-    pub async fn delete(&self, names: &[String]) -> Result<(), Pm2Error> {
+    async fn delete_now(&self, names: &[String]) -> Result<(), Pm2Error> {
         let running = self.jlist().await?;
         for n in names {
             if running.iter().any(|p| &p.name == n) {
@@ -175,6 +230,76 @@ impl Pm2 {
     pub async fn jlist(&self) -> Result<Vec<Proc>, Pm2Error> {
         let out = self.run(&["jlist"]).await?;
         parse_jlist(&out)
+    }
+}
+
+impl ProcessManager for Pm2 {
+    fn start_or_reload<'a>(
+        &'a self,
+        app: &'a str,
+        current: &'a Path,
+        release: &'a str,
+        manifest: &'a Manifest,
+    ) -> BoxFuture<'a, Result<(), Pm2Error>> {
+        Box::pin(self.start_or_reload_now(app, current, release, manifest))
+    }
+
+    fn delete<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Result<(), Pm2Error>> {
+        Box::pin(self.delete_now(names))
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Proc>, Pm2Error>> {
+        Box::pin(self.jlist())
+    }
+}
+
+/// One `list` of the processes at a time, shared by every health gate
+/// waiting at once: on two cores, eight gates each running `pm2 jlist`
+/// every 250 ms would starve the apps they wait for. A gate asks for a
+/// snapshot taken after a given moment; whoever asks first runs the list,
+/// and the others waiting meanwhile get that same answer.
+#[derive(Debug)]
+pub struct ProcessWatch {
+    pm: Arc<dyn ProcessManager>,
+    last: tokio::sync::Mutex<Option<Snapshot>>,
+}
+
+/// The processes as listed at `at` (or why listing failed).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub at: Instant,
+    pub procs: Arc<Result<Vec<Proc>, String>>,
+}
+
+impl ProcessWatch {
+    pub fn new(pm: Arc<dyn ProcessManager>) -> ProcessWatch {
+        ProcessWatch {
+            pm,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn manager(&self) -> &Arc<dyn ProcessManager> {
+        &self.pm
+    }
+
+    /// A list of the processes taken after `after`.
+    pub async fn snapshot_after(&self, after: Instant) -> Snapshot {
+        // Held while listing: the gates that ask meanwhile wait for this
+        // answer instead of starting lists of their own.
+        let mut last = self.last.lock().await;
+        if let Some(s) = &*last
+            && s.at > after
+        {
+            return s.clone();
+        }
+        let procs = self.pm.list().await.map_err(|e| e.to_string());
+        let s = Snapshot {
+            at: Instant::now(),
+            procs: Arc::new(procs),
+        };
+        *last = Some(s.clone());
+        s
     }
 }
 
@@ -252,7 +377,11 @@ pub enum HealthError {
 /// Waits until every process of the app is `online` and has not restarted
 /// for `stable_for`, and `health.http` answers 2xx, all within `timeout`.
 /// A process pm2 gave up on (`errored`) fails at once.
-pub async fn health_gate(pm2: &Pm2, names: &[String], health: &Health) -> Result<(), HealthError> {
+pub async fn health_gate(
+    watch: &ProcessWatch,
+    names: &[String],
+    health: &Health,
+) -> Result<(), HealthError> {
     let start = Instant::now();
     let deadline = start + health.timeout.0;
     let client = reqwest::Client::builder()
@@ -264,11 +393,16 @@ pub async fn health_gate(pm2: &Pm2, names: &[String], health: &Health) -> Result
     let mut window_start = Instant::now();
     let mut last_problem: HealthError = HealthError::Missing(names.join(", "));
     let mut total_restarts = 0i64;
+    // Only lists taken after the gate started count: an older one may show
+    // the processes from before the reload.
+    let mut seen = start;
     loop {
-        let procs = pm2
-            .jlist()
-            .await
-            .map_err(|e| HealthError::Pm2(e.to_string()))?;
+        let snapshot = watch.snapshot_after(seen).await;
+        seen = snapshot.at;
+        let procs = match snapshot.procs.as_ref() {
+            Ok(p) => p,
+            Err(e) => return Err(HealthError::Pm2(e.clone())),
+        };
         let mine: Vec<&Proc> = procs.iter().filter(|p| names.contains(&p.name)).collect();
         let mut problem: Option<HealthError> = None;
         for n in names {

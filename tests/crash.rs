@@ -39,12 +39,13 @@ fn assert_old_or_new(w: &World, step: &str) -> String {
     );
     // state.json is whole (it parses) and coherent with the disk: it names
     // what `current` points at, or records the deploy in flight to it.
-    let st = w.state_json();
+    let _ = w.state_json();
+    let st = w.status_json();
     let recorded = st["apps"]["web"]["release"].as_str().unwrap_or("");
     assert!(recorded == "v1" || recorded == "v2", "{step}: {st}");
     if recorded != release {
         assert_eq!(
-            st["apps"]["web"]["pending"]["release"],
+            st["apps"]["web"]["switching"]["to"],
             release.as_str(),
             "{step}: {st}"
         );
@@ -64,10 +65,10 @@ fn assert_converged_on_v2(w: &World, step: &str, c2: &str) {
         Some("releases/v2"),
         "{step}"
     );
-    let st = w.state_json();
+    let st = w.status_json();
     assert_eq!(st["apps"]["web"]["release"], "v2", "{step}: {st}");
     assert_eq!(st["apps"]["web"]["previous"], "v1", "{step}: {st}");
-    assert!(st["apps"]["web"]["pending"].is_null(), "{step}: {st}");
+    assert!(st["apps"]["web"]["switching"].is_null(), "{step}: {st}");
     assert_eq!(st["apps"]["web"]["commit"], c2, "{step}: {st}");
     assert!(
         w.leftovers("web").is_empty(),
@@ -245,7 +246,7 @@ fn sigkill_of_the_daemon_mid_deploy_then_restart_converges() {
         w.current_target("web").as_deref() == Some("releases/v3")
     });
     sigkill_daemon(&mut w);
-    let st = w.state_json();
+    let st = w.status_json();
     let target = w.current_target("web").unwrap();
     assert!(
         target == "releases/v3" || target == "releases/v1",
@@ -260,14 +261,14 @@ fn sigkill_of_the_daemon_mid_deploy_then_restart_converges() {
     w.start_daemon();
     wait(&w, "v3 recorded", 60, || {
         w.app_says().as_deref() == Some("v3")
-            && w.state_json()["apps"]["web"]["release"] == "v3"
+            && w.status_json()["apps"]["web"]["release"] == "v3"
             && w.final_status(&c3).is_some_and(|s| s.0 == "success")
     });
     assert_eq!(w.stop_daemon(), Some(0));
     assert_eq!(w.current_target("web").as_deref(), Some("releases/v3"));
     assert!(w.leftovers("web").is_empty(), "{:?}", w.leftovers("web"));
-    let st = w.state_json();
-    assert!(st["apps"]["web"]["pending"].is_null(), "{st}");
+    let st = w.status_json();
+    assert!(st["apps"]["web"]["switching"].is_null(), "{st}");
     let procs = w.pm2_list();
     assert_eq!(procs.len(), 1, "{procs:?}");
 }

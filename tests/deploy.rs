@@ -54,7 +54,7 @@ fn deploy_update_and_revert_without_downloading_again() {
     assert_eq!(w.statuses().len(), before);
     assert_eq!(w.history().len(), deploys_before);
 
-    let st = w.state_json();
+    let st = w.status_json();
     assert_eq!(st["apps"]["web"]["release"], "v1");
     assert_eq!(st["apps"]["web"]["previous"], "v2");
     assert_eq!(st["apps"]["web"]["commit"], c3.as_str());
@@ -123,7 +123,7 @@ fn a_crash_looping_release_is_rolled_back() {
         procs.iter().all(|p| p["pm2_env"]["status"] == "online"),
         "{procs:?}"
     );
-    let st = w.state_json();
+    let st = w.status_json();
     assert_eq!(st["apps"]["web"]["release"], "v1");
     assert_eq!(st["apps"]["web"]["failed"]["release"], "v2-crash");
 }

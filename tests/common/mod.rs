@@ -374,6 +374,14 @@ impl World {
         serde_json::from_slice(&std::fs::read(self.path("state/state.json")).unwrap()).unwrap()
     }
 
+    /// `hoist status --json`: per app, what runs (release, previous,
+    /// commit, failed, and the change in flight as `switching`).
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.hoist(&["status", "--json"]);
+        assert!(out.status.success(), "hoist status: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("hoist status --json prints JSON")
+    }
+
     pub fn history(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.path("state/history.jsonl"))
             .unwrap_or_default()
