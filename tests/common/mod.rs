@@ -38,6 +38,7 @@ http.createServer((req, res) => {
   if (req.url === '/healthz') { res.writeHead(unhealthy ? 500 : 200); res.end(unhealthy ? 'sick' : 'ok'); return; }
   if (req.url === '/env') { let v = ''; try { v = fs.readFileSync(path.join(process.cwd(), '.env'), 'utf8'); } catch (e) {} res.end(v); return; }
   if (req.url === '/cwd') { res.end(process.cwd()); return; }
+  if (req.url === '/procenv') { res.end(JSON.stringify(process.env)); return; }
   res.end(version);
 }).listen(Number(process.env.PORT), '127.0.0.1');
 "#;
