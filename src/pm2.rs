@@ -92,11 +92,82 @@ pub fn scrub_env(cmd: &mut Command) {
     }
 }
 
+/// `pm2.user`: the user pm2, the apps and the hooks run as, resolved at
+/// start (SPEC §1). hoist needs CAP_SETUID and CAP_SETGID to start them as
+/// that user, and CAP_CHOWN to hand it the files it owns (secrets, shared
+/// directories, its pm2 home).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Its supplementary groups: hoist's own (root's) are dropped.
+    pub groups: Vec<u32>,
+    pub home: PathBuf,
+}
+
+impl RunAs {
+    /// Looks `name` up in the user database.
+    pub fn lookup(name: &str) -> Result<RunAs, String> {
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|e| format!("cannot look up pm2.user {name}: {e}"))?
+            .ok_or_else(|| format!("pm2.user {name} does not exist on this server"))?;
+        let cname = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+        let groups = nix::unistd::getgrouplist(&cname, user.gid)
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_else(|_| vec![user.gid.as_raw()]);
+        Ok(RunAs {
+            name: name.to_string(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            groups,
+            home: user.dir,
+        })
+    }
+
+    /// Makes `cmd` start as this user, with its home and groups.
+    pub fn apply(&self, cmd: &mut Command) {
+        cmd.env("HOME", &self.home)
+            .env("USER", &self.name)
+            .env("LOGNAME", &self.name);
+        let groups: Vec<nix::unistd::Gid> = self
+            .groups
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
+        let gid = nix::unistd::Gid::from_raw(self.gid);
+        let uid = nix::unistd::Uid::from_raw(self.uid);
+        // Groups first, then the group, then the user: once the user is
+        // changed, nothing else may be. (std's own uid()/gid() would drop
+        // every supplementary group, the user's own too.)
+        // SAFETY: setgroups, setgid and setuid are plain system calls, safe
+        // between fork and exec; everything they use was built before.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setgroups(&groups)?;
+                nix::unistd::setgid(gid)?;
+                nix::unistd::setuid(uid)?;
+                Ok(())
+            });
+        }
+    }
+
+    pub fn ids(&self) -> (u32, u32) {
+        (self.uid, self.gid)
+    }
+
+    /// Hands `path` to this user.
+    pub fn chown(&self, path: &Path) -> std::io::Result<()> {
+        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Pm2 {
     command: String,
     home: Option<PathBuf>,
     ecosystem_dir: PathBuf,
+    run_as: Option<Arc<RunAs>>,
 }
 
 const PM2_TIMEOUT: Duration = Duration::from_secs(180);
@@ -107,7 +178,28 @@ impl Pm2 {
             command: command.to_string(),
             home,
             ecosystem_dir: state_dir.join("pm2"),
+            run_as: None,
         }
+    }
+
+    /// pm2 (and so the apps) run as `user`; its pm2 home is created for it
+    /// when missing, and the ecosystem files are made readable to it.
+    pub fn run_as(mut self, user: Arc<RunAs>) -> Result<Pm2, String> {
+        if let Some(h) = &self.home
+            && !h.exists()
+        {
+            std::fs::create_dir_all(h)
+                .and_then(|()| user.chown(h))
+                .map_err(|e| {
+                    format!(
+                        "cannot make pm2.home {} for pm2.user {}: {e}",
+                        h.display(),
+                        user.name
+                    )
+                })?;
+        }
+        self.run_as = Some(user);
+        Ok(self)
     }
 
     async fn run(&self, args: &[&str]) -> Result<String, Pm2Error> {
@@ -119,6 +211,9 @@ impl Pm2 {
             .env("PM2_DISCRETE_MODE", "true");
         if let Some(h) = &self.home {
             cmd.env("PM2_HOME", h);
+        }
+        if let Some(u) = &self.run_as {
+            u.apply(&mut cmd);
         }
         let shown = args.join(" ");
         let out = tokio::time::timeout(PM2_TIMEOUT, cmd.output())
@@ -181,10 +276,17 @@ impl Pm2 {
         let bytes = serde_json::to_vec_pretty(&eco).unwrap_or_default();
         let (dir, file) = (self.ecosystem_dir.clone(), path.clone());
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir).map_err(|source| Pm2Error::Ecosystem {
-                path: dir.clone(),
-                source,
-            })?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(&dir)
+                // pm2 reads it as pm2.user: no secrets are in it (those are
+                // files under <root>/<app>/secrets/).
+                .and_then(|()| {
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                })
+                .map_err(|source| Pm2Error::Ecosystem {
+                    path: dir.clone(),
+                    source,
+                })?;
             crate::fsutil::write_atomic(&file, &bytes).map_err(|source| Pm2Error::Ecosystem {
                 path: file.clone(),
                 source,

@@ -66,10 +66,14 @@ impl AppDir {
         self.dir.join("shared")
     }
 
-    /// Creates `releases/` and `shared/` if missing.
-    pub fn ensure_layout(&self) -> Result<(), ReleaseError> {
-        for d in [self.releases(), self.shared()] {
-            std::fs::create_dir_all(&d).map_err(io("cannot create", &d))?;
+    /// Creates `releases/` and `shared/` if missing; `shared/` belongs to
+    /// `owner` (pm2.user, as uid/gid) when given: the apps write there.
+    pub fn ensure_layout(&self, owner: Option<(u32, u32)>) -> Result<(), ReleaseError> {
+        std::fs::create_dir_all(self.releases()).map_err(io("cannot create", &self.releases()))?;
+        let shared = self.shared();
+        if !shared.is_dir() {
+            std::fs::create_dir_all(&shared).map_err(io("cannot create", &shared))?;
+            chown(&shared, owner)?;
         }
         Ok(())
     }
@@ -175,16 +179,17 @@ impl AppDir {
         dir: &Path,
         shared: &[SharedPath],
         secrets: &[SharedPath],
+        owner: Option<(u32, u32)>,
     ) -> Result<Vec<String>, ReleaseError> {
         let mut missing = Vec::new();
         for s in shared {
             let rel = s.rel();
             let target_abs = self.shared().join(rel);
             if s.is_dir() {
-                std::fs::create_dir_all(&target_abs).map_err(io("cannot create", &target_abs))?;
+                self.make_shared_dirs(&target_abs, owner)?;
             } else {
                 if let Some(parent) = target_abs.parent() {
-                    std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
+                    self.make_shared_dirs(parent, owner)?;
                 }
                 if std::fs::symlink_metadata(&target_abs).is_err() {
                     missing.push(rel.to_string());
@@ -196,6 +201,26 @@ impl AppDir {
             link_up(dir, s.rel(), "secrets/live")?;
         }
         Ok(missing)
+    }
+
+    /// Creates `dir` (inside `shared/`) and any missing parent below
+    /// `shared/`, each handed to `owner`.
+    fn make_shared_dirs(&self, dir: &Path, owner: Option<(u32, u32)>) -> Result<(), ReleaseError> {
+        let shared = self.shared();
+        let mut missing = Vec::new();
+        let mut d = dir;
+        while d != shared && !d.is_dir() {
+            missing.push(d.to_path_buf());
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
+        }
+        for m in missing.iter().rev() {
+            std::fs::create_dir_all(m).map_err(io("cannot create", m))?;
+            chown(m, owner)?;
+        }
+        Ok(())
     }
 
     /// The inode of `releases/<release>`: which of two directories of one
@@ -227,6 +252,15 @@ impl AppDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io("cannot remove", &self.current())(e)),
         }
+    }
+}
+
+fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<(), ReleaseError> {
+    match owner {
+        Some((uid, gid)) => {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("cannot chown", path))
+        }
+        None => Ok(()),
     }
 }
 
@@ -343,7 +377,7 @@ mod tests {
     fn shared_links_are_relative_and_replace_release_content() {
         let root = tempfile::tempdir().unwrap();
         let app = AppDir::new(root.path(), "web");
-        app.ensure_layout().unwrap();
+        app.ensure_layout(None).unwrap();
         let rel = app.release("v1");
         std::fs::create_dir_all(rel.join("uploads")).unwrap();
         std::fs::write(rel.join("uploads/x"), "from the build").unwrap();
@@ -354,7 +388,7 @@ mod tests {
             SharedPath::new("uploads/").unwrap(),
             SharedPath::new("config/local.json").unwrap(),
         ];
-        let missing = app.link_into(&rel, &shared, &[]).unwrap();
+        let missing = app.link_into(&rel, &shared, &[], None).unwrap();
         assert_eq!(missing, vec!["config/local.json"]);
         assert_eq!(
             std::fs::read_link(rel.join(".env")).unwrap(),
@@ -368,11 +402,11 @@ mod tests {
         assert!(app.shared().join("uploads").is_dir());
         assert!(!rel.join("uploads/x").exists());
         // Idempotent on a re-deploy of the same release.
-        app.link_into(&rel, &shared, &[]).unwrap();
+        app.link_into(&rel, &shared, &[], None).unwrap();
         assert_eq!(std::fs::read_to_string(rel.join(".env")).unwrap(), "A=1");
         // Secrets link into secrets/live, at any depth.
         let secrets = [SharedPath::new("config/key.pem").unwrap()];
-        app.link_into(&rel, &[], &secrets).unwrap();
+        app.link_into(&rel, &[], &secrets, None).unwrap();
         assert_eq!(
             std::fs::read_link(rel.join("config/key.pem")).unwrap(),
             Path::new("../../../secrets/live/config/key.pem")
@@ -383,7 +417,7 @@ mod tests {
     fn activate_install_remove_and_leftovers() {
         let root = tempfile::tempdir().unwrap();
         let app = AppDir::new(root.path(), "web");
-        app.ensure_layout().unwrap();
+        app.ensure_layout(None).unwrap();
         for r in ["v1", "v2"] {
             let st = app.new_staging(r);
             std::fs::create_dir(&st).unwrap();

@@ -9,7 +9,7 @@ use crate::artifact::{Cache, FetchSettings, S3Settings, UnpackLimits};
 use crate::config::{HostConfig, ProviderName};
 use crate::engine::{Engine, EngineError, Parts, Settings};
 use crate::metrics::Metrics;
-use crate::pm2::Pm2;
+use crate::pm2::{Pm2, RunAs};
 use crate::report::{self, ProviderKind, ProviderSettings, Reporter};
 use crate::signature::TrustedKeys;
 use crate::source::Source;
@@ -26,6 +26,15 @@ pub fn read_secret(path: &Option<PathBuf>, key: &str) -> Result<Option<String>, 
     }
 }
 
+/// `pm2.user`, looked up.
+pub fn pm2_user(cfg: &HostConfig) -> Result<Option<Arc<RunAs>>, String> {
+    cfg.pm2
+        .user
+        .as_deref()
+        .map(|u| RunAs::lookup(u).map(Arc::new))
+        .transpose()
+}
+
 /// The engine's view of this server.
 pub fn settings(cfg: &HostConfig) -> Result<Settings, String> {
     Ok(Settings {
@@ -38,7 +47,7 @@ pub fn settings(cfg: &HostConfig) -> Result<Settings, String> {
         keep_releases: cfg.keep_releases,
         context: cfg.status.context.clone(),
         allowed_signers_file: cfg.repo.allowed_signers_file.clone(),
-        pm2_user: None,
+        pm2_user: pm2_user(cfg)?,
         faults: crate::engine::Faults::from_env(),
     })
 }
@@ -65,14 +74,14 @@ pub fn parts(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Parts, String> {
         s3,
     };
     let provider = build_provider(cfg)?;
+    let mut pm2 = Pm2::new(&cfg.pm2.command, cfg.pm2.home.clone(), &cfg.state_dir);
+    if let Some(u) = pm2_user(cfg)? {
+        pm2 = pm2.run_as(u)?;
+    }
     let reporter = Reporter::spawn(provider, Some(cfg.state_dir.join("statuses-posted.json")));
     Ok(Parts {
         source: Source::new(cfg),
-        pm: Arc::new(Pm2::new(
-            &cfg.pm2.command,
-            cfg.pm2.home.clone(),
-            &cfg.state_dir,
-        )),
+        pm: Arc::new(pm2),
         cache: Cache::new(cfg.state_dir.join("cache")),
         fetch,
         limits: UnpackLimits {

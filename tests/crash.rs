@@ -192,7 +192,10 @@ fn abort_at(w: &World, args: &[&str], point: &str) {
         Some(libc::SIGABRT),
         "{point}: hoist did not abort: {text}"
     );
-    assert!(text.contains(&format!("aborting after step {point}")), "{text}");
+    assert!(
+        text.contains(&format!("aborting after step {point}")),
+        "{text}"
+    );
 }
 
 /// web on v1, then v2 live: what a local rollback starts from.
@@ -242,7 +245,11 @@ fn a_local_rollback_killed_after_its_swap_is_finished_at_the_next_start() {
 
 #[test]
 fn an_automatic_rollback_killed_midway_is_finished_and_the_release_held() {
-    for point in ["auto-rollback-swap", "auto-rollback-reload", "auto-rollback-state-write"] {
+    for point in [
+        "auto-rollback-swap",
+        "auto-rollback-reload",
+        "auto-rollback-state-write",
+    ] {
         let w = World::new();
         v1_then_v2(&w);
         let (url3, sha3) = w.make_release("v3", false, &["CRASH"]);
@@ -255,7 +262,10 @@ fn an_automatic_rollback_killed_midway_is_finished_and_the_release_held() {
         w.once(1);
         let st = w.status_json();
         assert_eq!(st["apps"]["web"]["release"], "v2", "{point}: {st}");
-        assert_eq!(st["apps"]["web"]["failed"]["release"], "v3", "{point}: {st}");
+        assert_eq!(
+            st["apps"]["web"]["failed"]["release"], "v3",
+            "{point}: {st}"
+        );
         assert!(st["apps"]["web"]["switching"].is_null(), "{point}: {st}");
         assert_eq!(w.current_target("web").as_deref(), Some("releases/v2"));
         assert_eq!(w.app_says().as_deref(), Some("v2"), "{point}");

@@ -476,7 +476,10 @@ fn a_running_release_with_new_shared_paths_is_not_touched_before_the_swap() {
         .map(String::from)
         .collect();
     at_hook.sort();
-    assert_eq!(at_hook, before, "the running directory changed before the swap");
+    assert_eq!(
+        at_hook, before,
+        "the running directory changed before the swap"
+    );
     assert!(w.path("srv/web/current/uploads").is_symlink());
     assert!(w.path("srv/web/shared/uploads").is_dir());
     assert_eq!(w.app_says().as_deref(), Some("v1"));

@@ -51,3 +51,69 @@ fn apps_and_hooks_never_see_hoists_environment() {
     assert!(app_env.get("PATH").is_some());
     assert!(hook.contains("HOIST_RELEASE=v1"), "{hook}");
 }
+
+/// Runs only as root (it needs to start the apps as another user), with
+/// the stock unprivileged user `nobody`, so the machine is left as it was.
+#[test]
+fn with_pm2_user_the_apps_cannot_read_hoists_credentials() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: pm2.user needs root to start the apps as another user");
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        eprintln!("skipped: no user nobody");
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let mut w = World::new();
+    // The world's folder is private to its creator; the apps must reach
+    // their own release, like /srv/hoist on a server.
+    std::fs::set_permissions(w.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_dir(w.path("pm2home")).unwrap();
+    // hoist's credentials, as the .deb's setup leaves them: hoist's alone.
+    std::fs::create_dir_all(w.path("etc")).unwrap();
+    let creds = ["git-token", "forge-token", "webhook-secret", "identity"];
+    for c in creds {
+        let p = w.path(&format!("etc/{c}"));
+        std::fs::write(&p, format!("{c}-of-hoist\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    w.extra_config = format!(
+        "webhook_secret_file: {}\n",
+        w.path("etc/webhook-secret").display()
+    );
+    w.write_config();
+    let cfg = std::fs::read_to_string(w.config_path())
+        .unwrap()
+        .replace("pm2:\n", "pm2:\n  user: nobody\n");
+    std::fs::write(w.config_path(), cfg).unwrap();
+
+    let (url, sha) = w.make_release("v1", true, &[]);
+    std::fs::create_dir_all(w.path("srv/web/shared")).unwrap();
+    std::fs::write(w.path("srv/web/shared/.env"), "MINE=1\n").unwrap();
+    w.manifest("web", "v1", &url, &sha, "shared: [.env, uploads/]\n");
+    let text = std::fs::read_to_string(w.path("work/apps/web.yaml"))
+        .unwrap()
+        .replace("shared: [.env]\n", "");
+    std::fs::write(w.path("work/apps/web.yaml"), text).unwrap();
+    w.commit("web v1");
+    w.once(0);
+
+    let get = |path: &str| common::http_get(w.app_port, path);
+    assert_eq!(
+        get("/uid").unwrap().1,
+        nobody.uid.as_raw().to_string(),
+        "the app runs as pm2.user"
+    );
+    for c in creds {
+        let p = w.path(&format!("etc/{c}"));
+        let (code, body) = get(&format!("/read?p={}", p.display())).unwrap();
+        assert_eq!((code, body.as_str()), (403, "EACCES"), "{c}");
+    }
+    // Its own files it reads, and it may write where it keeps its uploads.
+    assert_eq!(get("/env").unwrap().1.trim(), "MINE=1");
+    let uploads = std::fs::metadata(w.path("srv/web/shared/uploads")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(uploads.uid(), nobody.uid.as_raw());
+    w.stop_daemon();
+}

@@ -114,7 +114,7 @@ impl Engine {
             commit: job.commit,
             dir: &prepared.dir,
             shared: &dir.shared(),
-            user: self.settings.pm2_user,
+            user: self.settings.pm2_user.as_deref(),
         };
         for argv in &job.manifest.hooks.before_activate {
             if let Err(e) = run_hook(&hook_env, argv).await {
@@ -226,7 +226,8 @@ impl Engine {
         known: Option<&KnownRelease>,
     ) -> Result<Prepared, Stop> {
         let d = dir.clone();
-        blocking(move || d.ensure_layout())
+        let owner = self.settings.pm2_user.as_ref().map(|u| u.ids());
+        blocking(move || d.ensure_layout(owner))
             .await
             .map_err(|e| Stop::Transient(e.to_string()))?;
         let (shared, secrets) = links_of(job.manifest);
@@ -251,7 +252,7 @@ impl Engine {
         self.settings.faults.point("", Step::Download);
         let linked = {
             let (d, s) = (dir.clone(), staging.clone());
-            blocking(move || d.link_into(&s, &shared, &secrets)).await
+            blocking(move || d.link_into(&s, &shared, &secrets, owner)).await
         };
         match linked {
             Ok(missing) => {

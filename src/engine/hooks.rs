@@ -7,7 +7,7 @@
 //! never reach it. Its output is logged at debug level only: a migration
 //! is exactly where a connection string gets printed.
 
-use crate::pm2::scrub_env;
+use crate::pm2::{RunAs, scrub_env};
 use std::path::Path;
 use std::time::Duration;
 use tracing::debug;
@@ -23,7 +23,7 @@ pub struct HookEnv<'a> {
     pub dir: &'a Path,
     pub shared: &'a Path,
     /// pm2.user: the hook runs as the apps do.
-    pub user: Option<(u32, u32)>,
+    pub user: Option<&'a RunAs>,
 }
 
 /// Runs one hook argv; the error is one sentence with the last lines of
@@ -40,8 +40,8 @@ pub async fn run_hook(env: &HookEnv<'_>, argv: &[String]) -> Result<(), String> 
         .env("HOIST_COMMIT", env.commit)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    if let Some((uid, gid)) = env.user {
-        cmd.uid(uid).gid(gid);
+    if let Some(u) = env.user {
+        u.apply(&mut cmd);
     }
     let shown = argv.join(" ");
     let out = tokio::time::timeout(HOOK_TIMEOUT, cmd.output())

@@ -82,8 +82,9 @@ pub struct Settings {
     /// The `status.context` template.
     pub context: String,
     pub allowed_signers_file: Option<PathBuf>,
-    /// pm2.user as uid/gid: hooks run as the apps do.
-    pub pm2_user: Option<(u32, u32)>,
+    /// pm2.user: hooks run as the apps do, and the files the apps own
+    /// (shared directories, secrets) are handed to it.
+    pub pm2_user: Option<Arc<crate::pm2::RunAs>>,
     /// The crash tests' fault points.
     pub faults: Faults,
 }

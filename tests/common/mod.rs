@@ -39,6 +39,12 @@ http.createServer((req, res) => {
   if (req.url === '/env') { let v = ''; try { v = fs.readFileSync(path.join(process.cwd(), '.env'), 'utf8'); } catch (e) {} res.end(v); return; }
   if (req.url === '/cwd') { res.end(process.cwd()); return; }
   if (req.url === '/procenv') { res.end(JSON.stringify(process.env)); return; }
+  if (req.url === '/uid') { res.end(String(process.getuid())); return; }
+  if (req.url.startsWith('/read?p=')) {
+    try { res.end(fs.readFileSync(decodeURIComponent(req.url.slice(8)), 'utf8')); }
+    catch (e) { res.writeHead(403); res.end(e.code || 'error'); }
+    return;
+  }
   res.end(version);
 }).listen(Number(process.env.PORT), '127.0.0.1');
 "#;
