@@ -103,6 +103,9 @@ pub enum SecretsError {
     /// Sealing failed or has nobody to seal to.
     #[error("{0}")]
     Seal(String),
+    /// `hoist secrets edit` stopped before writing (the editor failed).
+    #[error("{0}")]
+    Edit(String),
     /// A request that cannot be carried out as asked (wrong arguments, a
     /// file no manifest names, ...).
     #[error("{0}")]

@@ -273,9 +273,9 @@ pub fn edit(
         .arg("sh")
         .arg(&path)
         .status()
-        .map_err(|e| SecretsError::Usage(format!("cannot run the editor {editor:?}: {e}")))?;
+        .map_err(|e| SecretsError::Edit(format!("cannot run the editor {editor:?}: {e}")))?;
     if !status.success() {
-        return Err(SecretsError::Usage(format!(
+        return Err(SecretsError::Edit(format!(
             "the editor {editor:?} exited with {status}; {shown} was left as it was"
         )));
     }
