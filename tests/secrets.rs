@@ -668,3 +668,50 @@ fn check_refuses_missing_non_age_files_and_unsafe_paths() {
         assert!(stderr(&out).contains("apps/web.yaml"), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn an_admin_with_an_ssh_rsa_key_opens_and_rekeys() {
+    let r = Repo::new();
+    let keys = r.dir.path().join("keys");
+    let rsa = keys.join("rsa-admin");
+    ok(&run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "3072", "-N", "", "-C", "bob", "-f"])
+        .arg(&rsa)));
+    let rsa_pub = std::fs::read_to_string(rsa.with_extension("pub")).unwrap();
+    let inventory = r.work().join("fleet/production.yaml");
+    let text = std::fs::read_to_string(&inventory).unwrap();
+    std::fs::write(&inventory, format!("{text}  - \"{}\"\n", rsa_pub.trim())).unwrap();
+    r.seal();
+    // The reference tool and hoist both open it with the RSA key.
+    assert_eq!(age_open(&rsa, &r.file()).as_deref(), Some(PLAIN));
+    let out = hoist(
+        &r.work(),
+        &[
+            "secrets",
+            "open",
+            "secrets/production/web.env.age",
+            "--identity",
+            rsa.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(ok(&out), PLAIN);
+    // The RSA admin can rekey after web-2 leaves.
+    r.commit("sealed");
+    let text = std::fs::read_to_string(&inventory).unwrap();
+    let without_web2: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("web-2:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&inventory, without_web2).unwrap();
+    let said = ok(&hoist(
+        &r.work(),
+        &["secrets", "rekey", "--identity", rsa.to_str().unwrap()],
+    ));
+    assert!(
+        said.contains("re-sealed to 3 recipients (removed 1)"),
+        "{said}"
+    );
+    assert_eq!(age_open(&r.web2.0, &r.file()), None);
+    assert_eq!(age_open(&rsa, &r.file()).as_deref(), Some(PLAIN));
+}

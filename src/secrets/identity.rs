@@ -5,8 +5,9 @@
 //! key file format (`# created: ...` and `# public key: ...` comments, then
 //! `AGE-SECRET-KEY-1...`, as `age-keygen` and `hoist keygen` write it), or an
 //! unencrypted OpenSSH ed25519 private key (so a server can reuse its SSH
-//! host key). A passphrase-protected key is refused with a sentence saying
-//! so: a daemon has nobody to type the passphrase.
+//! host key; an admin may also use an RSA key, since `admins` may list
+//! ssh-rsa keys). A passphrase-protected key is refused with a sentence
+//! saying so: a daemon has nobody to type the passphrase.
 //!
 //! The key text is read into a buffer that is wiped when dropped, and no
 //! error message ever quotes a line of the file.
@@ -136,9 +137,14 @@ fn parse_ssh(path: &Path, text: &str) -> Result<Identity, SecretsError> {
     };
     let key = ssh_key::PrivateKey::from_openssh(text.trim())
         .map_err(|e| bad(format!("is not a readable OpenSSH private key ({e})")))?;
-    if key.algorithm() != ssh_key::Algorithm::Ed25519 {
+    // A server's key is ed25519 (the inventory refuses ssh-rsa host keys);
+    // an admin's may be RSA, as `admins` may list ssh-rsa keys.
+    if !matches!(
+        key.algorithm(),
+        ssh_key::Algorithm::Ed25519 | ssh_key::Algorithm::Rsa { .. }
+    ) {
         return Err(bad(format!(
-            "is an OpenSSH {} key; hoist takes ed25519 keys (ssh-keygen -t ed25519) or an age identity (hoist keygen)",
+            "is an OpenSSH {} key; hoist takes ed25519 keys (ssh-keygen -t ed25519), RSA keys for admins, or an age identity (hoist keygen)",
             key.algorithm()
         )));
     }
@@ -336,8 +342,16 @@ mod tests {
         let e = Identity::load(&enc).unwrap_err().to_string();
         assert!(e.contains("passphrase"), "{e}");
 
+        // RSA (an admin's key) loads; ECDSA, which age cannot use, does not.
         let rsa = ssh_keygen(dir.path(), "rsa", &["-t", "rsa", "-b", "2048", "-N", ""]);
-        let e = Identity::load(&rsa).unwrap_err().to_string();
+        let id = Identity::load(&rsa).unwrap();
+        assert!(
+            id.public_key().starts_with("ssh-rsa AAAA"),
+            "{}",
+            id.public_key()
+        );
+        let ecdsa = ssh_keygen(dir.path(), "ecdsa", &["-t", "ecdsa", "-N", ""]);
+        let e = Identity::load(&ecdsa).unwrap_err().to_string();
         assert!(e.contains("ed25519"), "{e}");
 
         let e = Identity::load(&dir.path().join("missing"))
