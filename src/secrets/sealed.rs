@@ -243,7 +243,9 @@ pub fn sealed_recipient_tags(bytes: &[u8]) -> Option<BTreeSet<String>> {
     let mut reader = ArmoredReader::new(bytes);
     // The header ends at the MAC line; read just past it.
     let mut chunk = [0u8; 4096];
-    while !header.windows(4).any(|w| w == b"\n---") {
+    let mut searched = 0;
+    while !header[searched..].windows(4).any(|w| w == b"\n---") {
+        searched = header.len().saturating_sub(3);
         let n = reader.read(&mut chunk).ok()?;
         if n == 0 || header.len() > 1 << 20 {
             return None;

@@ -35,7 +35,7 @@ use crate::config::SharedPath;
 use crate::fsutil;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// The directory of an app's secrets, beside `releases/`.
@@ -257,16 +257,33 @@ impl SecretStore {
     }
 
     /// Whether generation `g` holds exactly these files with exactly these
-    /// bytes (and nothing else).
+    /// bytes (and nothing else), owned by whom they should be (a generation
+    /// written before `pm2.user` changed is not the same: it must be
+    /// written again for the new owner). A generation not on disk is not
+    /// the same either.
     pub fn same_as(
         &self,
         g: &Generation,
         files: &[(SharedPath, Plaintext)],
     ) -> Result<bool, SecretsError> {
         let dir = self.path_of(g);
-        as_owner(self.owner, || compare_tree(&dir, files))
+        let uid = self.expected_uid();
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() && m.uid() == uid => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(SecretsError::io("read", &dir)(e)),
+        }
+        as_owner(self.owner, || compare_tree(&dir, files, uid))
             .and_then(|r| r)
             .map_err(SecretsError::io("read", &dir))
+    }
+
+    /// Who owns the plaintext: the owner, else hoist itself.
+    fn expected_uid(&self) -> u32 {
+        self.owner
+            .map(|o| o.uid)
+            .unwrap_or_else(|| nix::unistd::geteuid().as_raw())
     }
 
     /// The generation `live` names, if any.
@@ -484,7 +501,7 @@ fn reclaim_tree(path: &Path) -> std::io::Result<()> {
 }
 
 /// Whether the regular files under `dir` are exactly `wanted`, byte for byte.
-fn compare_tree(dir: &Path, wanted: &[(SharedPath, Plaintext)]) -> std::io::Result<bool> {
+fn compare_tree(dir: &Path, wanted: &[(SharedPath, Plaintext)], uid: u32) -> std::io::Result<bool> {
     let mut found = BTreeSet::new();
     list_files(dir, "", &mut found)?;
     let names: BTreeSet<String> = wanted.iter().map(|(n, _)| n.rel().to_string()).collect();
@@ -497,8 +514,8 @@ fn compare_tree(dir: &Path, wanted: &[(SharedPath, Plaintext)]) -> std::io::Resu
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)?;
-        let len = f.metadata()?.len();
-        if len != plaintext.len() as u64 {
+        let meta = f.metadata()?;
+        if meta.len() != plaintext.len() as u64 || meta.uid() != uid {
             return Ok(false);
         }
         let mut have = Plaintext::new(Vec::with_capacity(plaintext.len() + 1));

@@ -331,6 +331,20 @@ fn an_owner_gets_the_files_and_only_the_owner_reads_them() {
     });
     assert_eq!(same, (true, false));
 
+    // A generation written for another owner (pm2.user changed since) is
+    // not the same, whatever its bytes; nor is one that is not on disk.
+    let unowned = SecretStore::new(&app, None);
+    assert!(!unowned.same_as(&g, &f).unwrap());
+    let g0 = unowned.stage(&f).unwrap();
+    assert!(unowned.same_as(&g0, &f).unwrap());
+    assert!(!store.same_as(&g0, &f).unwrap());
+    assert!(
+        !store
+            .same_as(&Generation::parse("g99-00000000").unwrap(), &f)
+            .unwrap()
+    );
+    store.prune(std::slice::from_ref(&g)).unwrap();
+
     // Removal takes the tree back first; a half handed-over staging tree goes too.
     let g2 = store.stage(&f).unwrap();
     store.activate(&g2).unwrap();
