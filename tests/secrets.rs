@@ -380,7 +380,7 @@ fn age_opens_what_hoist_sealed_for_the_targeted_hosts_and_admins() {
     // Without --app: every host of the environment; from a file.
     let plain = r.dir.path().join("plain");
     std::fs::write(&plain, PLAIN).unwrap();
-    let all = r.dir.path().join("all.age");
+    let all = r.work().join("secrets/new-dir/all.age");
     ok(&hoist(
         &r.work(),
         &[

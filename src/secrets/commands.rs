@@ -66,6 +66,11 @@ pub fn seal_cmd(
             .write_all(text.as_bytes())
             .map_err(SecretsError::io("write", "standard output"))?;
     } else {
+        if let Some(parent) = output.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(SecretsError::io("create", parent))?;
+        }
         crate::fsutil::write_atomic(output, text.as_bytes())
             .map_err(SecretsError::io("write", output))?;
     }
