@@ -69,6 +69,27 @@ pub fn swap_symlink(link: &Path, target: &Path) -> std::io::Result<()> {
     sync_dir(parent_of(link))
 }
 
+/// fsyncs every file and directory below `root` (and `root` itself), without
+/// following symlinks.
+pub fn sync_tree(root: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(root)?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(root)? {
+            let entry = entry?;
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                sync_tree(&entry.path())?;
+            } else if ft.is_file() {
+                File::open(entry.path())?.sync_all()?;
+            }
+        }
+        sync_dir(root)?;
+    } else if meta.is_file() {
+        File::open(root)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Exchanges two directory entries atomically (`renameat2` with
 /// `RENAME_EXCHANGE`), then fsyncs both parents: a reader of either name
 /// sees the old or the new entry, never neither. Used to replace a release

@@ -20,6 +20,7 @@ pub mod progress;
 pub mod redact;
 pub mod release;
 pub mod report;
+pub mod secrets;
 pub mod setup;
 pub mod signature;
 pub mod source;

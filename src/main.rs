@@ -91,6 +91,60 @@ enum Command {
     Trigger,
     /// A self-contained demo on this machine.
     Demo,
+    /// Write a new server identity (mode 0600) and print its public key.
+    Keygen {
+        /// Where to write it (default: the host config's identity_file).
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+    /// Sealed app secrets in the config repo (SPEC §7).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+/// The config repo checkout is `--repo` (default: the current directory);
+/// its manifest folder is `repo.path` of the host config when one loads,
+/// else `apps`, as for `hoist check`.
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Seal IN (`-`: stdin) to the hosts of fleet/ENV.yaml (those APP targets, or all) plus admins.
+    Seal {
+        #[arg(long = "env")]
+        env: String,
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        input: PathBuf,
+        output: PathBuf,
+    },
+    /// Print the plaintext of a sealed file.
+    Open {
+        file: PathBuf,
+        #[arg(long)]
+        identity: PathBuf,
+    },
+    /// Open in $EDITOR, then re-seal to the same recipients.
+    Edit {
+        file: PathBuf,
+        #[arg(long)]
+        identity: PathBuf,
+        #[arg(long = "env")]
+        env: Option<String>,
+        #[arg(long, requires = "env")]
+        app: Option<String>,
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
+    /// Re-seal every sealed file the manifests name to the current inventories.
+    Rekey {
+        #[arg(long)]
+        identity: PathBuf,
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
 }
 
 struct Failure {
@@ -251,7 +305,83 @@ async fn dispatch(cli: Cli) -> Res {
             Ok(0)
         }
         Command::Demo => hoist::demo::run().await.map(|()| 0).map_err(|m| fail(1, m)),
+        Command::Keygen { output } => cmd_keygen(&cli.config, output),
+        Command::Secrets { command } => cmd_secrets(&cli.config, command),
     }
+}
+
+fn secrets_failure(e: hoist::secrets::SecretsError) -> Failure {
+    use hoist::secrets::SecretsError::{Config, Usage};
+    let code = if matches!(e, Usage(_) | Config(_)) {
+        2
+    } else {
+        1
+    };
+    fail(code, e.to_string())
+}
+
+fn cmd_keygen(config: &Path, output: Option<PathBuf>) -> Res {
+    let path = match output {
+        Some(p) => p,
+        None => load_config(config)?.identity_file.ok_or_else(|| {
+            fail(
+                2,
+                format!(
+                    "{} sets no identity_file; give the file with -o FILE",
+                    config.display()
+                ),
+            )
+        })?,
+    };
+    hoist::secrets::commands::keygen_cmd(&path).map_err(secrets_failure)?;
+    Ok(0)
+}
+
+fn config_repo(config: &Path, repo: Option<PathBuf>) -> hoist::secrets::repo::ConfigRepo {
+    let apps_path = HostConfig::load(config)
+        .map(|c| c.apps_path().to_string())
+        .unwrap_or_else(|_| "apps".to_string());
+    hoist::secrets::repo::ConfigRepo::new(&repo.unwrap_or_else(|| PathBuf::from(".")), &apps_path)
+}
+
+fn cmd_secrets(config: &Path, command: SecretsCommand) -> Res {
+    use hoist::secrets::commands as c;
+    let ok = match command {
+        SecretsCommand::Seal {
+            env,
+            app,
+            repo,
+            input,
+            output,
+        } => c::seal_cmd(
+            &config_repo(config, repo),
+            &env,
+            app.as_deref(),
+            &input,
+            &output,
+        )
+        .map(|()| true),
+        SecretsCommand::Open { file, identity } => c::open_cmd(&file, &identity).map(|()| true),
+        SecretsCommand::Edit {
+            file,
+            identity,
+            env,
+            app,
+            repo,
+        } => c::edit_cmd(
+            &config_repo(config, repo),
+            &file,
+            &identity,
+            env.as_deref(),
+            app.as_deref(),
+        )
+        .map(|()| true),
+        SecretsCommand::Rekey { identity, repo } => {
+            c::rekey_cmd(&config_repo(config, repo), &identity)
+        }
+    }
+    .map_err(secrets_failure)?;
+    Ok(if ok { 0 } else { 1 })
 }
 
 async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
@@ -524,6 +654,7 @@ fn cmd_check(config: &Path, dir: Option<PathBuf>) -> Res {
         ));
     }
     match load_manifests_from_dir(&folder, Path::new(&apps_path)) {
+        Ok(apps) if !check_sealed_secrets(&dir, &apps_path, &apps) => Ok(1),
         Ok(apps) => {
             println!(
                 "{} valid: {} app(s): {}",
@@ -544,4 +675,14 @@ fn cmd_check(config: &Path, dir: Option<PathBuf>) -> Res {
             Ok(1)
         }
     }
+}
+
+/// The sealed-secret rules of SPEC §7, on top of the manifests' own.
+fn check_sealed_secrets(dir: &Path, apps_path: &str, apps: &hoist::config::AppSet) -> bool {
+    let repo = hoist::secrets::repo::ConfigRepo::new(dir, apps_path);
+    let ok = hoist::secrets::commands::check_cmd(&repo, apps);
+    if !ok {
+        eprintln!("{} invalid: sealed secrets", dir.display());
+    }
+    ok
 }
