@@ -1,7 +1,7 @@
 //! The process manager seam: pm2, driven through its CLI, and the health
 //! gate that decides whether a release may stay live.
 //!
-//! hoist writes one ecosystem file per app (`<state_dir>/pm2/<app>.json`)
+//! hoist writes one ecosystem file per app (`<root>/.ecosystems/<app>.json`)
 //! whose every process has `cwd` set to `<root>/<app>/current` — the symlink,
 //! never the resolved release — so pm2 always starts what `current` points at,
 //! and a reload after a swap picks up the new release. `startOrReload
@@ -81,15 +81,76 @@ pub fn env_allowed(name: &str) -> bool {
     ENV_ALLOWLIST.contains(&name) || name.starts_with("LC_")
 }
 
-/// Clears `cmd`'s environment down to [`ENV_ALLOWLIST`] (plus the
-/// `LC_*` locale variables). Callers add what the child needs on top.
-pub fn scrub_env(cmd: &mut Command) {
+/// What every child hoist starts for an app (pm2, hooks) gets: an
+/// environment cleared down to [`ENV_ALLOWLIST`] (plus the `LC_*` locale
+/// variables; callers add what the child needs on top), and none of
+/// hoist's capabilities. The shipped unit gives hoist CAP_SETUID,
+/// CAP_SETGID, CAP_CHOWN and CAP_KILL as ambient capabilities, which a
+/// child would otherwise inherit, even after switching to another user.
+pub fn isolate(cmd: &mut Command) {
     cmd.env_clear();
     for (k, v) in std::env::vars_os() {
         if k.to_str().is_some_and(env_allowed) {
             cmd.env(k, v);
         }
     }
+    // SAFETY: prctl is a plain system call, safe between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let rc = libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            );
+            // EINVAL: a kernel without ambient capabilities has none to clear.
+            if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                return Err(std::io::Error::last_os_error());
+            }
+            clear_inheritable()
+        });
+    }
+}
+
+/// Empties the inheritable capability set (lowering it needs no privilege),
+/// so no program with inheritable file capabilities can pick hoist's up.
+fn clear_inheritable() -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset with a version 3 header read and write exactly
+    // two Data structs, which `data` holds.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if data.iter().all(|d| d.inheritable == 0) {
+            return Ok(());
+        }
+        for d in &mut data {
+            d.inheritable = 0;
+        }
+        if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// `pm2.user`: the user pm2, the apps and the hooks run as, resolved at
@@ -173,11 +234,14 @@ pub struct Pm2 {
 const PM2_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Pm2 {
-    pub fn new(command: &str, home: Option<PathBuf>, state_dir: &Path) -> Pm2 {
+    /// `ecosystem_dir`: where the generated ecosystem files go
+    /// (`<root>/.ecosystems`: pm2 reads them as pm2.user, which may read
+    /// the apps' tree but not hoist's state).
+    pub fn new(command: &str, home: Option<PathBuf>, ecosystem_dir: &Path) -> Pm2 {
         Pm2 {
             command: command.to_string(),
             home,
-            ecosystem_dir: state_dir.join("pm2"),
+            ecosystem_dir: ecosystem_dir.to_path_buf(),
             run_as: None,
         }
     }
@@ -204,7 +268,7 @@ impl Pm2 {
 
     async fn run(&self, args: &[&str]) -> Result<String, Pm2Error> {
         let mut cmd = Command::new(&self.command);
-        scrub_env(&mut cmd);
+        isolate(&mut cmd);
         cmd.args(args)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)

@@ -74,7 +74,11 @@ pub fn parts(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Parts, String> {
         s3,
     };
     let provider = build_provider(cfg)?;
-    let mut pm2 = Pm2::new(&cfg.pm2.command, cfg.pm2.home.clone(), &cfg.state_dir);
+    let mut pm2 = Pm2::new(
+        &cfg.pm2.command,
+        cfg.pm2.home.clone(),
+        &cfg.root.join(".ecosystems"),
+    );
     if let Some(u) = pm2_user(cfg)? {
         pm2 = pm2.run_as(u)?;
     }

@@ -117,3 +117,65 @@ fn with_pm2_user_the_apps_cannot_read_hoists_credentials() {
     assert_eq!(uploads.uid(), nobody.uid.as_raw());
     w.stop_daemon();
 }
+
+/// hoist under the shipped unit holds CAP_SETUID, CAP_SETGID and CAP_CHOWN
+/// as ambient capabilities; the apps it starts must hold none. Runs hoist
+/// as `nobody` with those ambient capabilities (setpriv, as root).
+#[test]
+fn apps_inherit_none_of_hoists_capabilities() {
+    if !nix::unistd::Uid::effective().is_root() || which("setpriv").is_none() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        eprintln!("skipped: no user nobody");
+        return;
+    };
+    let w = World::new();
+    let (url, sha) = w.make_release("v1", true, &[]);
+    w.manifest("web", "v1", &url, &sha, "");
+    w.commit("web v1");
+    // The whole world belongs to nobody, as /srv/hoist and /var/lib/hoist
+    // belong to hoist's user on a server.
+    let status = std::process::Command::new("chown")
+        .args(["-R", &format!("{}", nobody.uid)])
+        .arg(w.path(""))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", nobody.uid),
+            &format!("--regid={}", nobody.gid),
+            "--clear-groups",
+            "--inh-caps=+setuid,+setgid,+chown",
+            "--ambient-caps=+setuid,+setgid,+chown",
+        ])
+        .arg(common::hoist_bin())
+        .args(["once", "--config"])
+        .arg(w.config_path())
+        .env("PM2_HOME", w.path("pm2home"))
+        .env("HOME", w.path(""))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (_, caps) = common::http_get(w.app_port, "/caps").expect("the app answers");
+    for line in caps.lines() {
+        let (name, value) = line.split_once(':').unwrap();
+        if ["CapInh", "CapPrm", "CapEff", "CapAmb"].contains(&name) {
+            assert_eq!(
+                u64::from_str_radix(value.trim(), 16).unwrap(),
+                0,
+                "the app holds capabilities: {caps}"
+            );
+        }
+    }
+}
+
+fn which(cmd: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(cmd))
+            .find(|f| f.is_file())
+    })
+}

@@ -7,7 +7,7 @@
 //! never reach it. Its output is logged at debug level only: a migration
 //! is exactly where a connection string gets printed.
 
-use crate::pm2::{RunAs, scrub_env};
+use crate::pm2::{RunAs, isolate};
 use std::path::Path;
 use std::time::Duration;
 use tracing::debug;
@@ -30,7 +30,7 @@ pub struct HookEnv<'a> {
 /// its standard error.
 pub async fn run_hook(env: &HookEnv<'_>, argv: &[String]) -> Result<(), String> {
     let mut cmd = tokio::process::Command::new(&argv[0]);
-    scrub_env(&mut cmd);
+    isolate(&mut cmd);
     cmd.args(&argv[1..])
         .current_dir(env.dir)
         .env("HOIST_APP", env.app)

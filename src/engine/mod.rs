@@ -195,6 +195,7 @@ impl Engine {
             };
             for e in rd.flatten() {
                 if let Some(name) = e.file_name().to_str()
+                    && !name.starts_with('.')
                     && e.path().is_dir()
                 {
                     for p in AppDir::new(&root, name).clean_leftovers() {

@@ -40,6 +40,11 @@ http.createServer((req, res) => {
   if (req.url === '/cwd') { res.end(process.cwd()); return; }
   if (req.url === '/procenv') { res.end(JSON.stringify(process.env)); return; }
   if (req.url === '/uid') { res.end(String(process.getuid())); return; }
+  if (req.url === '/caps') {
+    const st = fs.readFileSync('/proc/self/status', 'utf8');
+    res.end(st.split('\n').filter(l => l.startsWith('Cap')).join('\n'));
+    return;
+  }
   if (req.url.startsWith('/read?p=')) {
     try { res.end(fs.readFileSync(decodeURIComponent(req.url.slice(8)), 'utf8')); }
     catch (e) { res.writeHead(403); res.end(e.code || 'error'); }
