@@ -22,8 +22,7 @@
 //! posted, deduplicated, superseded or given up.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -411,7 +410,7 @@ impl Posted {
             }
         };
         let target = path.clone();
-        let written = tokio::task::spawn_blocking(move || write_atomic(&target, &bytes)).await;
+        let written = tokio::task::spawn_blocking(move || crate::fsutil::write_atomic(&target, &bytes)).await;
         let err = match written {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),
@@ -422,31 +421,6 @@ impl Posted {
             path.display()
         );
     }
-}
-
-/// Replace `path` with `bytes` so that a crash leaves the old or the new
-/// contents, never a mix: temp file beside it, fsync, rename, fsync the dir.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "statuses".into());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]
