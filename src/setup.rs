@@ -129,8 +129,66 @@ pub async fn engine(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Engine, E
             EngineError::Other(format!("cannot create {key} {}: {e}", dir.display()))
         })?;
     }
-    crate::redact::warn_about_exposed_secrets(cfg);
+    warn_about_exposed_secrets(cfg);
     let settings = settings(cfg).map_err(EngineError::Other)?;
     let parts = parts(cfg, metrics).map_err(EngineError::Other)?;
     Engine::new(settings, parts).await
+}
+
+/// Logs a warning for each secret file of the host config that users other
+/// than its owner may read: hoist still starts (refusing would take a server
+/// down over a chmod), but the operator is told what to fix. Called once at
+/// start.
+pub fn warn_about_exposed_secrets(cfg: &HostConfig) {
+    let mut files = vec![
+        ("repo.token_file", &cfg.repo.token_file),
+        ("repo.ssh_key_file", &cfg.repo.ssh_key_file),
+        ("status.token_file", &cfg.status.token_file),
+        ("webhook_secret_file", &cfg.webhook_secret_file),
+    ];
+    if let Some(s3) = &cfg.storage.s3 {
+        files.push(("storage.s3.access_key_id_file", &s3.access_key_id_file));
+        files.push((
+            "storage.s3.secret_access_key_file",
+            &s3.secret_access_key_file,
+        ));
+    }
+    for (key, path) in files {
+        let Some(path) = path else { continue };
+        if let Some(mode) = exposed_mode(path) {
+            tracing::warn!(
+                "{key} {} can be read by other users (mode {:o}); run: chmod 600 {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        }
+    }
+}
+
+/// The file's mode when group or others may read it.
+fn exposed_mode(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o044 != 0).then_some(mode)
+}
+
+#[cfg(test)]
+mod exposed_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn only_files_readable_by_others_are_exposed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "t").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(exposed_mode(&f), None);
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(exposed_mode(&f).is_some());
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(exposed_mode(&f).is_some());
+        assert_eq!(exposed_mode(&dir.path().join("missing")), None);
+    }
 }
