@@ -1,7 +1,7 @@
 //! The host config (`/etc/hoist/hoist.yaml`, SPEC §1): one file per server,
 //! written by its operator. Secrets are never in it, only paths to them.
 
-use super::{ByteSize, ConfigError, Dur, line_of};
+use super::{ByteSize, ConfigError, Dur, key_path};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -234,8 +234,7 @@ impl HostConfig {
     /// Parses host config text; `path` is used for messages and to resolve
     /// relative paths (against the config file's directory).
     pub fn parse(path: &Path, text: &str) -> Result<HostConfig, ConfigError> {
-        let mut cfg: HostConfig =
-            serde_norway::from_str(text).map_err(|e| ConfigError::from_yaml_in(path, &e, text))?;
+        let mut cfg: HostConfig = super::parse_yaml(path, text)?;
         cfg.source_path = path.to_path_buf();
         let base = path
             .parent()
@@ -288,10 +287,7 @@ impl HostConfig {
     }
 
     fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
-        let err = |key: &str, msg: String| {
-            let needle = key.rsplit('.').next().unwrap_or(key);
-            ConfigError::new(path, line_of(text, &format!("{needle}:")), msg)
-        };
+        let err = |key: &str, msg: String| ConfigError::at(path, text, &key_path(key), msg);
         if let Some(h) = &self.host
             && h.trim().is_empty()
         {
@@ -358,25 +354,25 @@ impl HostConfig {
             && let Some(ep) = &s3.endpoint
         {
             check_http_url(ep, "storage.s3.endpoint", self.allow_http)
-                .map_err(|m| err("endpoint", m))?;
+                .map_err(|m| err("storage.s3.endpoint", m))?;
         }
         if self.limits.max_entries == 0 {
             return Err(err(
-                "max_entries",
+                "limits.max_entries",
                 "limits.max_entries must be at least 1".into(),
             ));
         }
         if self.limits.max_unpacked_size.0 == 0 {
             return Err(err(
-                "max_unpacked_size",
+                "limits.max_unpacked_size",
                 "limits.max_unpacked_size must be more than 0".into(),
             ));
         }
-        for key in &self.storage.trusted_keys {
+        for (i, key) in self.storage.trusted_keys.iter().enumerate() {
             if key.trim().is_empty() {
                 return Err(err(
-                    "trusted_keys",
-                    "storage.trusted_keys has an empty key".into(),
+                    &format!("storage.trusted_keys[{i}]"),
+                    format!("storage.trusted_keys[{i}] is empty"),
                 ));
             }
         }
@@ -384,16 +380,16 @@ impl HostConfig {
             ProviderName::Github | ProviderName::Gitea | ProviderName::Gitlab => {
                 if let Some(api) = &self.status.api_url {
                     check_http_url(api, "status.api_url", self.allow_http)
-                        .map_err(|m| err("api_url", m))?;
+                        .map_err(|m| err("status.api_url", m))?;
                 } else if self.status.provider != ProviderName::Github {
                     return Err(err(
-                        "provider",
+                        "status.provider",
                         "status.api_url is required for providers gitea and gitlab".into(),
                     ));
                 }
                 if self.status.repository.as_deref().unwrap_or("").is_empty() {
                     return Err(err(
-                        "provider",
+                        "status.provider",
                         "status.repository is required for forge status providers".into(),
                     ));
                 }
@@ -407,7 +403,7 @@ impl HostConfig {
             .replace("{app}", "");
         if stripped.contains('{') || stripped.contains('}') {
             return Err(err(
-                "context",
+                "status.context",
                 format!(
                     "status.context {ctx:?} has an unknown placeholder; use {{environment}}, {{host}} and {{app}}"
                 ),
@@ -423,12 +419,15 @@ impl HostConfig {
             ));
         }
         if self.pm2.command.trim().is_empty() {
-            return Err(err("command", "pm2.command must not be empty".into()));
+            return Err(err("pm2.command", "pm2.command must not be empty".into()));
         }
         if let Some(u) = &self.pm2.user
             && (u.trim().is_empty() || u.contains(char::is_whitespace))
         {
-            return Err(err("user", format!("pm2.user {u:?} is not a user name")));
+            return Err(err(
+                "pm2.user",
+                format!("pm2.user {u:?} is not a user name"),
+            ));
         }
         if let Some(env) = &self.environment
             && let Err(m) = super::EnvName::new(env)

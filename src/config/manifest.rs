@@ -5,7 +5,7 @@
 //! checkout on disk (`hoist check`); both go through `parse_manifest` and
 //! `validate_app_set`, so CI and servers agree on what is valid.
 
-use super::{AppName, ConfigError, Dur, ReleaseName, Sha256, SharedPath, glob_match, line_of};
+use super::{AppName, ConfigError, Dur, ReleaseName, Sha256, SharedPath, glob_match, key_path};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -181,59 +181,63 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<(AppName, Manifest), Co
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     let app = AppName::new(stem).map_err(|m| ConfigError::new(file, None, m))?;
-    let m: Manifest =
-        serde_norway::from_str(text).map_err(|e| ConfigError::from_yaml_in(file, &e, text))?;
-    let err = |needle: &str, msg: String| ConfigError::new(file, line_of(text, needle), msg);
+    let m: Manifest = super::parse_yaml(file, text)?;
+    let err = |key: &str, msg: String| ConfigError::at(file, text, &key_path(key), msg);
 
-    check_artifact_url(&m.artifact.url, "artifact.url").map_err(|e| err("url:", e))?;
+    check_artifact_url(&m.artifact.url, "artifact.url").map_err(|e| err("artifact.url", e))?;
     if let Some(sig) = &m.artifact.signature_url {
-        check_artifact_url(sig, "artifact.signature_url").map_err(|e| err("signature_url:", e))?;
+        check_artifact_url(sig, "artifact.signature_url")
+            .map_err(|e| err("artifact.signature_url", e))?;
     }
     if m.pm2.is_empty() {
-        return Err(err("pm2:", "pm2 must list at least one process".into()));
+        return Err(err("pm2", "pm2 must list at least one process".into()));
     }
+    let mut seen = std::collections::HashMap::new();
     for (i, p) in m.pm2.iter().enumerate() {
+        let at = |key: &str| format!("pm2[{i}]{key}");
         let obj = p.as_object().ok_or_else(|| {
             err(
-                "pm2:",
+                &at(""),
                 format!("pm2[{i}] must be a mapping like an ecosystem file's apps entry"),
             )
         })?;
         let name = match obj.get("name") {
             Some(serde_json::Value::String(s)) => s.as_str(),
-            _ => {
-                return Err(err(
-                    "pm2:",
-                    format!("pm2[{i}].name is required and must be a string"),
-                ));
+            Some(_) => {
+                return Err(err(&at(".name"), format!("pm2[{i}].name must be a string")));
+            }
+            None => {
+                return Err(err(&at(""), format!("pm2[{i}].name is required")));
             }
         };
-        check_process_name(name)
-            .map_err(|m| err(&format!("name: {name}"), format!("pm2[{i}].name: {m}")))?;
+        check_process_name(name).map_err(|m| err(&at(".name"), format!("pm2[{i}].name: {m}")))?;
+        if let Some(first) = seen.insert(name.to_string(), i) {
+            return Err(err(
+                &at(".name"),
+                format!("pm2 process name {name:?} appears twice (pm2[{first}] and pm2[{i}])"),
+            ));
+        }
         match obj.get("script") {
             Some(serde_json::Value::String(s)) if !s.is_empty() => {}
-            _ => {
+            Some(_) => {
                 return Err(err(
-                    "pm2:",
+                    &at(".script"),
+                    format!("pm2[{i}].script ({name}) must be a file name, like script: server.js"),
+                ));
+            }
+            None => {
+                return Err(err(
+                    &at(""),
                     format!("pm2[{i}] ({name}) needs a script, like script: server.js"),
                 ));
             }
         }
         if obj.contains_key("cwd") {
             return Err(err(
-                "cwd:",
+                &at(".cwd"),
                 format!(
                     "pm2[{i}].cwd is set by hoist (the app's current release); remove it and use paths relative to the release"
                 ),
-            ));
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    for name in m.process_names() {
-        if !seen.insert(name.clone()) {
-            return Err(err(
-                &format!("name: {name}"),
-                format!("pm2 process name {name:?} appears twice"),
             ));
         }
     }
@@ -241,19 +245,19 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<(AppName, Manifest), Co
         && !(url.starts_with("http://") || url.starts_with("https://"))
     {
         return Err(err(
-            "http:",
+            "health.http",
             format!("health.http {url:?} must be an http:// or https:// URL"),
         ));
     }
     if m.health.timeout.0.is_zero() {
         return Err(err(
-            "timeout:",
+            "health.timeout",
             "health.timeout must be more than 0s".into(),
         ));
     }
     if m.health.stable_for.0 >= m.health.timeout.0 {
         return Err(err(
-            "stable_for:",
+            "health.stable_for",
             format!(
                 "health.stable_for ({}) must be shorter than health.timeout ({})",
                 m.health.stable_for, m.health.timeout
@@ -267,7 +271,7 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<(AppName, Manifest), Co
         for (i, argv) in hooks.iter().enumerate() {
             if argv.is_empty() || argv[0].is_empty() {
                 return Err(err(
-                    &format!("{kind}:"),
+                    &format!("hooks.{kind}[{i}]"),
                     format!(
                         "hooks.{kind}[{i}] must be a non-empty argv list like [npm, run, migrate]"
                     ),
@@ -277,23 +281,34 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<(AppName, Manifest), Co
     }
     if m.keep_releases == Some(0) {
         return Err(err(
-            "keep_releases:",
+            "keep_releases",
             "keep_releases must be at least 1".into(),
         ));
     }
     let mut shared_seen = std::collections::HashSet::new();
-    for s in &m.shared {
+    for (i, s) in m.shared.iter().enumerate() {
         if !shared_seen.insert(s.rel().to_string()) {
             return Err(err(
-                "shared:",
+                &format!("shared[{i}]"),
                 format!("shared path {:?} appears twice", s.rel()),
             ));
         }
     }
     if let Some(t) = &m.targets {
-        for h in &t.hosts {
+        for (i, h) in t.hosts.iter().enumerate() {
             if h.is_empty() {
-                return Err(err("hosts:", "targets.hosts has an empty pattern".into()));
+                return Err(err(
+                    &format!("targets.hosts[{i}]"),
+                    "targets.hosts has an empty pattern".into(),
+                ));
+            }
+        }
+        for (i, l) in t.labels.iter().enumerate() {
+            if l.trim().is_empty() {
+                return Err(err(
+                    &format!("targets.labels[{i}]"),
+                    format!("targets.labels[{i}] is empty"),
+                ));
             }
         }
     }
@@ -308,10 +323,12 @@ fn check_secrets(
 ) -> Result<(), ConfigError> {
     let mut seen = std::collections::HashSet::new();
     for (i, s) in m.secrets.iter().enumerate() {
+        let from_key = format!("secrets[{i}].from");
+        let to_key = format!("secrets[{i}].to");
         let stripped = s.from.replace("{environment}", "");
         if stripped.contains('{') || stripped.contains('}') {
             return Err(err(
-                &s.from,
+                &from_key,
                 format!(
                     "secrets[{i}].from {:?} has an unknown placeholder; only {{environment}} is replaced",
                     s.from
@@ -327,7 +344,7 @@ fn check_secrets(
                 .any(|p| p.is_empty() || p == "." || p == "..")
         {
             return Err(err(
-                &s.from,
+                &from_key,
                 format!(
                     "secrets[{i}].from {:?} must be a relative path to a file in the config repo, without '..'",
                     s.from
@@ -336,7 +353,7 @@ fn check_secrets(
         }
         if s.to.is_dir() {
             return Err(err(
-                &format!("to: {}", s.to.as_str()),
+                &to_key,
                 format!(
                     "secrets[{i}].to {:?} must name a file, not a directory",
                     s.to.as_str()
@@ -346,7 +363,7 @@ fn check_secrets(
         let to = s.to.rel();
         if !seen.insert(to.to_string()) {
             return Err(err(
-                &format!("to: {to}"),
+                &to_key,
                 format!("secrets[{i}].to {to:?} appears twice"),
             ));
         }
@@ -357,7 +374,7 @@ fn check_secrets(
                 || shared.starts_with(&format!("{to}/"));
             if overlaps {
                 return Err(err(
-                    &format!("to: {to}"),
+                    &to_key,
                     format!(
                         "secrets[{i}].to {to:?} is also under shared ({shared:?}); a path is either shared or a secret"
                     ),
@@ -377,49 +394,41 @@ fn check_rollout(
     };
     if r.waves.is_empty() {
         return Err(err(
-            "waves:",
+            "rollout.waves",
             "rollout.waves must list at least one wave".into(),
         ));
     }
     for (i, w) in r.waves.iter().enumerate() {
+        let wave = format!("rollout.waves[{i}]");
         let selects = !w.labels.is_empty() || !w.hosts.is_empty();
         match (w.percent, selects) {
             (Some(_), true) => {
                 return Err(err(
-                    "percent:",
-                    format!(
-                        "rollout.waves[{i}] has both percent and labels/hosts; a wave takes hosts one way"
-                    ),
+                    &format!("{wave}.percent"),
+                    format!("{wave} has both percent and labels/hosts; a wave takes hosts one way"),
                 ));
             }
             (None, false) => {
-                return Err(err(
-                    "waves:",
-                    format!("rollout.waves[{i}] needs labels, hosts or percent"),
-                ));
+                return Err(err(&wave, format!("{wave} needs labels, hosts or percent")));
             }
             (Some(p), false) if p == 0 || p > 100 => {
                 return Err(err(
-                    "percent:",
-                    format!("rollout.waves[{i}].percent must be from 1 to 100, not {p}"),
+                    &format!("{wave}.percent"),
+                    format!("{wave}.percent must be from 1 to 100, not {p}"),
                 ));
             }
             _ => {}
         }
-        for h in &w.hosts {
+        for (j, h) in w.hosts.iter().enumerate() {
+            let key = format!("{wave}.hosts[{j}]");
             if h.trim().is_empty() {
-                return Err(err(
-                    "hosts:",
-                    format!("rollout.waves[{i}].hosts has an empty pattern"),
-                ));
+                return Err(err(&key, format!("{key} is an empty pattern")));
             }
         }
-        for l in &w.labels {
+        for (j, l) in w.labels.iter().enumerate() {
             if l.trim().is_empty() {
-                return Err(err(
-                    "labels:",
-                    format!("rollout.waves[{i}].labels has an empty label"),
-                ));
+                let key = format!("{wave}.labels[{j}]");
+                return Err(err(&key, format!("{key} is empty")));
             }
         }
     }
@@ -427,7 +436,7 @@ fn check_rollout(
         && d.0.is_zero()
     {
         return Err(err(
-            "deadline:",
+            "rollout.deadline",
             "rollout.deadline must be more than 0s (leave it out for no deadline)".into(),
         ));
     }
