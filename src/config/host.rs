@@ -246,6 +246,12 @@ impl HostConfig {
             base
         };
         cfg.resolve_paths(&base);
+        // The default jitter (3s) never exceeds a shorter poll_interval;
+        // a jitter the user wrote does, and validate says so.
+        let jitter_written = super::locate::line_of(text, &key_path("repo.jitter")).is_some();
+        if !jitter_written {
+            cfg.repo.jitter = cfg.repo.jitter.min(cfg.repo.poll_interval);
+        }
         cfg.validate(path, text)?;
         Ok(cfg)
     }
@@ -348,6 +354,21 @@ impl HostConfig {
             return Err(err(
                 "repo.path",
                 "repo.path must stay inside the repository".into(),
+            ));
+        }
+        if self.repo.poll_interval.0.is_zero() {
+            return Err(err(
+                "repo.poll_interval",
+                "repo.poll_interval must be more than 0s".into(),
+            ));
+        }
+        if self.repo.jitter > self.repo.poll_interval {
+            return Err(err(
+                "repo.jitter",
+                format!(
+                    "repo.jitter ({}) is longer than repo.poll_interval ({}); the jitter spreads the polls within one interval, so make it at most as long",
+                    self.repo.jitter, self.repo.poll_interval
+                ),
             ));
         }
         if let Some(s3) = &self.storage.s3
@@ -666,6 +687,26 @@ identity_file: /etc/hoist/identity
         );
         assert!(parse("keep_releases: 0\nrepo:\n  url: https://x/y.git\n").is_err());
         assert!(parse("keep_releases: -1\nrepo:\n  url: https://x/y.git\n").is_err());
+    }
+
+    #[test]
+    fn jitter_longer_than_the_poll_interval_is_refused_at_its_line() {
+        let e = parse("repo:\n  url: https://x/y.git\n  poll_interval: 10s\n  jitter: 1m\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("repo.jitter (1m)"), "{e}");
+        assert!(e.message.contains("repo.poll_interval (10s)"), "{e}");
+        // Equal is fine; the default jitter (3s) shrinks to a shorter interval.
+        parse("repo:\n  url: https://x/y.git\n  poll_interval: 10s\n  jitter: 10s\n").unwrap();
+        let c = parse("repo:\n  url: https://x/y.git\n  poll_interval: 1s\n").unwrap();
+        assert_eq!(c.repo.jitter.0, Duration::from_secs(1));
+        assert_eq!(
+            parse(MINIMAL).unwrap().repo.jitter.0,
+            Duration::from_secs(3)
+        );
+        let e = parse("repo:\n  url: https://x/y.git\n  poll_interval: 0s\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("repo.poll_interval"), "{e}");
     }
 
     #[test]
