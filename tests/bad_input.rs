@@ -65,6 +65,28 @@ fn refused(w: &World, args: &[&str], code: i32, names: &[&str]) -> String {
     err
 }
 
+/// `hoist check` of the world's checkout: (exit code, stderr).
+fn check(w: &World) -> (Option<i32>, String) {
+    let (code, _, err) = run(w, &["check", w.path("work").to_str().unwrap()]);
+    (code, err)
+}
+
+/// The commit `c` is refused whole: `hoist once` exits 1 naming `names`,
+/// the commit's status is `error` naming them too, and v1 keeps serving.
+fn commit_refused(w: &World, c: &str, names: &[&str]) {
+    let (code, out, err) = run(w, &["once"]);
+    assert_eq!(code, Some(1), "stdout {out:?} stderr {err:?}");
+    for n in names {
+        assert!(err.contains(n), "{err:?} does not name {n:?}");
+    }
+    let (state, desc) = w.final_status(c).expect("a status for the commit");
+    assert_eq!(state, "error", "{desc}");
+    for n in names {
+        assert!(desc.contains(n), "status {desc:?} does not name {n:?}");
+    }
+    still_live(w);
+}
+
 /// Host configs that cannot work: `hoist once` refuses each with exit 2,
 /// naming the key (and the file and line where the parser knows it), and
 /// deploys or removes nothing.
@@ -91,4 +113,33 @@ fn host_config_mistakes_exit_2_naming_the_key_and_leave_the_app_serving() {
     }
     std::fs::write(w.config_path(), &good).unwrap();
     let _ = Duration::ZERO;
+}
+
+/// A glob hoist cannot match (`[12]` is not supported) used to pass `hoist
+/// check` and then leave the app silently "not here" on every server.
+#[test]
+fn a_host_glob_hoist_cannot_match_is_refused_by_check_and_by_the_server() {
+    let w = live();
+    let (url, sha) = w.make_release("v2", true, &[]);
+    w.manifest(
+        "web",
+        "v2",
+        &url,
+        &sha,
+        "targets:\n  hosts: [\"web-[12]\"]\n",
+    );
+    let (code, err) = check(&w);
+    assert_eq!(code, Some(1), "{err}");
+    let line = std::fs::read_to_string(w.path("work/apps/web.yaml"))
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("web-[12]"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("apps/web.yaml:{line}: targets.hosts[0]")),
+        "{err}"
+    );
+    let c = w.commit("web v2 on web-[12]");
+    commit_refused(&w, &c, &["apps/web.yaml", "targets.hosts[0]"]);
 }

@@ -5,7 +5,10 @@
 //! checkout on disk (`hoist check`); both go through `parse_manifest` and
 //! `validate_app_set`, so CI and servers agree on what is valid.
 
-use super::{AppName, ConfigError, Dur, ReleaseName, Sha256, SharedPath, glob_match, key_path};
+use super::{
+    AppName, ConfigError, Dur, ReleaseName, Sha256, SharedPath, check_host_glob, glob_match,
+    key_path,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -296,12 +299,12 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<(AppName, Manifest), Co
     }
     if let Some(t) = &m.targets {
         for (i, h) in t.hosts.iter().enumerate() {
-            if h.is_empty() {
-                return Err(err(
+            check_host_glob(h).map_err(|m| {
+                err(
                     &format!("targets.hosts[{i}]"),
-                    "targets.hosts has an empty pattern".into(),
-                ));
-            }
+                    format!("targets.hosts[{i}] {m}"),
+                )
+            })?;
         }
         for (i, l) in t.labels.iter().enumerate() {
             if l.trim().is_empty() {
@@ -421,9 +424,7 @@ fn check_rollout(
         }
         for (j, h) in w.hosts.iter().enumerate() {
             let key = format!("{wave}.hosts[{j}]");
-            if h.trim().is_empty() {
-                return Err(err(&key, format!("{key} is an empty pattern")));
-            }
+            check_host_glob(h).map_err(|m| err(&key, format!("{key} {m}")))?;
         }
         for (j, l) in w.labels.iter().enumerate() {
             if l.trim().is_empty() {

@@ -25,7 +25,9 @@ pub use manifest::{
     AppSet, Artifact, Health, Hooks, Manifest, Rollout, SecretFile, Targets, Wave,
     load_manifests_from_dir, parse_manifest, validate_app_set,
 };
-pub use types::{AppName, ByteSize, Dur, EnvName, ReleaseName, Sha256, SharedPath, glob_match};
+pub use types::{
+    AppName, ByteSize, Dur, EnvName, ReleaseName, Sha256, SharedPath, check_host_glob, glob_match,
+};
 
 pub(crate) use locate::{Seg, path as key_path};
 use std::fmt;

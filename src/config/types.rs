@@ -282,6 +282,26 @@ impl SharedPath {
     }
 }
 
+/// Checks a glob on host names: the characters of a host name (letters,
+/// digits, `.`, `-`, `_`) and the wildcards `*` and `?`. Anything else
+/// (`[12]`, `{a,b}`, a space) is refused rather than silently matching no
+/// server, since `glob_match` knows only `*` and `?`. The message follows
+/// the key that holds the pattern.
+pub fn check_host_glob(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("is an empty pattern".into());
+    }
+    match pattern
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*' | '?')))
+    {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "{pattern:?} is not a host glob ({c:?} is neither part of a host name nor a wildcard); use letters, digits, '.', '-', '_' and the wildcards * and ?"
+        )),
+    }
+}
+
 /// Shell-style glob match supporting `*` (any run, possibly empty) and `?`
 /// (one character). Host names are short, so the simple backtracking is fine.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
@@ -378,6 +398,16 @@ mod tests {
         assert!(!f.is_dir());
         for bad in ["/etc/passwd", "../x", "a/../b", "", "/", "a//b", "./a"] {
             assert!(SharedPath::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_globs_are_checked() {
+        for ok in ["web-*", "*", "w?b-1.eu_2", "WEB-1"] {
+            assert!(check_host_glob(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "web-[12]", "{a,b}", "web 1", "web/1", "!web"] {
+            assert!(check_host_glob(bad).is_err(), "{bad}");
         }
     }
 
