@@ -307,7 +307,8 @@ impl Engine {
                     path: PathBuf::new(),
                     message: e.to_string(),
                 })
-            })?;
+            })?
+            .map(|config| config.apps);
         self.manifests = Some((commit.to_string(), read.clone()));
         Ok(read)
     }

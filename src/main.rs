@@ -3,7 +3,7 @@
 //! 3 another hoist holds the lock.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hoist::config::{HostConfig, load_manifests_from_dir};
+use hoist::config::{DiskTree, HostConfig, Inventories, read_commit_config};
 use hoist::daemon::{self, Request};
 use hoist::engine::Engine;
 use hoist::lock::{LockError, StateLock};
@@ -497,20 +497,19 @@ fn cmd_check(config: &Path, dir: Option<PathBuf>) -> Res {
     let apps_path = HostConfig::load(config)
         .map(|c| c.apps_path().to_string())
         .unwrap_or_else(|_| "apps".to_string());
-    let folder = dir.join(&apps_path);
-    if !folder.is_dir() {
-        return Err(fail(
-            1,
-            format!("{} has no manifest folder {apps_path}/", dir.display()),
-        ));
+    if !dir.is_dir() {
+        return Err(fail(2, format!("{} is not a folder", dir.display())));
     }
-    match load_manifests_from_dir(&folder, Path::new(&apps_path)) {
-        Ok(apps) => {
+    // The same rules as a server reading a commit, and every inventory.
+    let tree = DiskTree::new(&dir);
+    match read_commit_config(&tree, &apps_path, Inventories::All) {
+        Ok(c) => {
             println!(
                 "{} valid: {} app(s): {}",
                 dir.display(),
-                apps.len(),
-                apps.keys()
+                c.apps.len(),
+                c.apps
+                    .keys()
                     .map(|a| a.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")

@@ -8,7 +8,10 @@
 //! Manifests are read straight from the commit's tree: no work tree exists,
 //! so nothing on disk can drift from what the commit says.
 
-use crate::config::{AppName, AppSet, ConfigError, HostConfig, parse_manifest, validate_app_set};
+use crate::config::{
+    CommitConfig, ConfigError, Entry, EntryKind, HostConfig, Inventories, RepoTree,
+    read_commit_config,
+};
 use git2::{Cred, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -67,6 +70,8 @@ pub struct Source {
     url: String,
     branch: String,
     apps_path: String,
+    /// Names the inventory read with the manifests (`fleet/<environment>.yaml`).
+    environment: String,
     token_file: Option<PathBuf>,
     ssh_key_file: Option<PathBuf>,
     known_hosts_file: Option<PathBuf>,
@@ -128,6 +133,7 @@ impl Source {
             url: cfg.repo.url.clone(),
             branch: cfg.repo.branch.clone(),
             apps_path: cfg.apps_path().to_string(),
+            environment: cfg.environment_name(),
             token_file: cfg.repo.token_file.clone(),
             ssh_key_file: cfg.repo.ssh_key_file.clone(),
             known_hosts_file: cfg.repo.known_hosts_file.clone(),
@@ -393,9 +399,14 @@ impl Source {
         Ok(tip)
     }
 
-    /// The manifests in the commit's manifest folder. Any invalid manifest
-    /// makes the whole commit invalid (SPEC §2: applied whole or not at all).
-    pub fn manifests_at(&self, commit: &str) -> Result<Result<AppSet, InvalidCommit>, SourceError> {
+    /// The configuration of a commit: its manifests and the inventory of
+    /// this server's environment. Anything invalid, a missing manifest
+    /// folder included, makes the whole commit invalid (SPEC §2: applied
+    /// whole or not at all).
+    pub fn manifests_at(
+        &self,
+        commit: &str,
+    ) -> Result<Result<CommitConfig, InvalidCommit>, SourceError> {
         let repo = self.open_mirror()?;
         let cerr = |m: String| SourceError::Commit {
             commit: commit.to_string(),
@@ -405,83 +416,10 @@ impl Source {
         let c = repo
             .find_commit(oid)
             .map_err(|e| cerr(e.message().into()))?;
-        let tree = c.tree().map_err(|e| cerr(e.message().into()))?;
-        let folder = if self.apps_path == "." {
-            tree
-        } else {
-            match tree.get_path(Path::new(&self.apps_path)) {
-                Ok(entry) => match entry.to_object(&repo).ok().and_then(|o| o.into_tree().ok()) {
-                    Some(t) => t,
-                    None => {
-                        return Ok(Err(InvalidCommit {
-                            errors: vec![ConfigError::new(
-                                &self.apps_path,
-                                None,
-                                "is not a folder of manifests",
-                            )],
-                        }));
-                    }
-                },
-                // No manifest folder: no apps.
-                Err(_) => return Ok(Ok(AppSet::new())),
-            }
-        };
-        let mut apps = AppSet::new();
-        let mut errors = Vec::new();
-        let base = PathBuf::from(if self.apps_path == "." {
-            ""
-        } else {
-            &self.apps_path
-        });
-        for entry in folder.iter() {
-            let Ok(name) = entry.name() else { continue };
-            if entry.kind() != Some(git2::ObjectType::Blob) {
-                continue;
-            }
-            let shown = base.join(name);
-            if name.ends_with(".yml") {
-                errors.push(ConfigError::new(
-                    &shown,
-                    None,
-                    "manifests must end in .yaml (this file would be ignored)",
-                ));
-                continue;
-            }
-            if !name.ends_with(".yaml") {
-                continue;
-            }
-            let blob = match repo.find_blob(entry.id()) {
-                Ok(b) => b,
-                Err(e) => {
-                    errors.push(ConfigError::new(&shown, None, e.message().to_string()));
-                    continue;
-                }
-            };
-            let text = match std::str::from_utf8(blob.content()) {
-                Ok(t) => t,
-                Err(_) => {
-                    errors.push(ConfigError::new(&shown, None, "is not UTF-8 text"));
-                    continue;
-                }
-            };
-            match parse_manifest(&shown, text) {
-                Ok((app, m)) => {
-                    apps.insert(app, m);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        if errors.is_empty() {
-            let file_of = |a: &AppName| base.join(format!("{a}.yaml"));
-            if let Err(e) = validate_app_set(&apps, &file_of) {
-                errors.push(e);
-            }
-        }
-        if errors.is_empty() {
-            Ok(Ok(apps))
-        } else {
-            Ok(Err(InvalidCommit { errors }))
-        }
+        let root = c.tree().map_err(|e| cerr(e.message().into()))?;
+        let tree = GitTree { repo: &repo, root };
+        let read = read_commit_config(&tree, &self.apps_path, Inventories::Of(&self.environment));
+        Ok(read.map_err(|errors| InvalidCommit { errors }))
     }
 
     /// The commit's signature and the bytes it signs (the commit object
@@ -505,6 +443,51 @@ impl Source {
         let repo = self.open_mirror().ok()?;
         let c = repo.find_commit(Oid::from_str(commit).ok()?).ok()?;
         c.summary().ok().flatten().map(String::from)
+    }
+}
+
+/// One commit's tree, as the config layer reads it (`RepoTree`): entries
+/// are classified by their git file mode, so a symlink is never read as a
+/// manifest (its blob holds the link's target).
+struct GitTree<'r> {
+    repo: &'r Repository,
+    root: git2::Tree<'r>,
+}
+
+impl GitTree<'_> {
+    fn object(&self, path: &str) -> Result<git2::Object<'_>, String> {
+        if path.is_empty() {
+            return Ok(self.root.as_object().clone());
+        }
+        self.root
+            .get_path(Path::new(path))
+            .and_then(|e| e.to_object(self.repo))
+            .map_err(|e| e.message().to_string())
+    }
+}
+
+impl RepoTree for GitTree<'_> {
+    fn list(&self, folder: &str) -> Result<Vec<Entry>, String> {
+        let obj = self.object(folder)?;
+        let tree = obj.as_tree().ok_or_else(|| "is not a folder".to_string())?;
+        Ok(tree
+            .iter()
+            .map(|e| Entry {
+                name: String::from_utf8_lossy(e.name_bytes()).into_owned(),
+                kind: match e.filemode() {
+                    0o040000 => EntryKind::Folder,
+                    0o120000 => EntryKind::Symlink,
+                    0o100644 | 0o100755 | 0o100664 => EntryKind::File,
+                    _ => EntryKind::Other,
+                },
+            })
+            .collect())
+    }
+
+    fn read(&self, file: &str) -> Result<Vec<u8>, String> {
+        let obj = self.object(file)?;
+        let blob = obj.as_blob().ok_or_else(|| "is not a file".to_string())?;
+        Ok(blob.content().to_vec())
     }
 }
 
@@ -632,16 +615,16 @@ mod tests {
         let (_d, src, work) = setup();
         let c1 = commit_manifest(&work, "web.yaml", &manifest("v1"));
         assert_eq!(src.poll().unwrap(), c1);
-        let apps = src.manifests_at(&c1).unwrap().unwrap();
+        let apps = src.manifests_at(&c1).unwrap().unwrap().apps;
         assert_eq!(apps.len(), 1);
         let c2 = commit_manifest(&work, "web.yaml", &manifest("v2"));
         assert_eq!(src.remote_tip().unwrap(), c2);
         assert!(!src.has_commit(&c2), "ls-remote must not fetch");
         assert_eq!(src.poll().unwrap(), c2);
-        let apps = src.manifests_at(&c2).unwrap().unwrap();
+        let apps = src.manifests_at(&c2).unwrap().unwrap().apps;
         assert_eq!(apps.values().next().unwrap().release.as_str(), "v2");
         // The older commit is still readable (reverts need it).
-        let old = src.manifests_at(&c1).unwrap().unwrap();
+        let old = src.manifests_at(&c1).unwrap().unwrap().apps;
         assert_eq!(old.values().next().unwrap().release.as_str(), "v1");
         assert_eq!(src.summary(&c2).as_deref(), Some("change"));
     }
@@ -661,7 +644,7 @@ mod tests {
         std::fs::remove_dir_all(&src.mirror).unwrap();
         assert!(!src.has_commit(&c1));
         assert_eq!(src.poll().unwrap(), c2);
-        let apps = src.manifests_at(&c2).unwrap().unwrap();
+        let apps = src.manifests_at(&c2).unwrap().unwrap().apps;
         assert_eq!(apps.values().next().unwrap().release.as_str(), "v2");
     }
 

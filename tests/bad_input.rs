@@ -143,3 +143,120 @@ fn a_host_glob_hoist_cannot_match_is_refused_by_check_and_by_the_server() {
     let c = w.commit("web v2 on web-[12]");
     commit_refused(&w, &c, &["apps/web.yaml", "targets.hosts[0]"]);
 }
+
+/// `hoist plan`'s word on the branch tip: its stdout.
+fn plan(w: &World) -> String {
+    let (code, out, err) = run(w, &["plan"]);
+    assert_eq!(code, Some(0), "plan: {out} {err}");
+    out
+}
+
+/// A mistyped `repo.path` used to read as "no apps": `hoist once` printed
+/// `web removed`, deleted every pm2 process and posted `success`. Now the
+/// server, `plan` and `check` all call the commit invalid.
+#[test]
+fn a_mistyped_repo_path_changes_nothing_and_server_plan_and_check_agree() {
+    let mut w = live();
+    w.repo_extra = "  path: nosuchdir\n".into();
+    w.write_config();
+    let c = w.commit("an unrelated commit");
+    let out = plan(&w);
+    assert!(
+        out.contains("cannot be applied") && out.contains("nosuchdir"),
+        "{out}"
+    );
+    let (code, err) = check(&w);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("nosuchdir: the manifest folder is missing"),
+        "{err}"
+    );
+    commit_refused(&w, &c, &["nosuchdir", "missing"]);
+    assert!(w.history().iter().all(|e| e["event"] != "remove"));
+}
+
+/// A commit that deletes the manifest folder is refused like a mistyped
+/// path; a folder left with only a `.keep` removes every app, on purpose.
+#[test]
+fn a_commit_without_the_manifest_folder_is_refused_and_an_empty_folder_removes_every_app() {
+    let w = live();
+    std::fs::remove_dir_all(w.path("work/apps")).unwrap();
+    let c = w.commit("delete apps/");
+    assert!(plan(&w).contains("cannot be applied"));
+    let (code, err) = check(&w);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("apps: the manifest folder is missing"),
+        "{err}"
+    );
+    commit_refused(&w, &c, &["apps", "missing"]);
+
+    std::fs::create_dir_all(w.path("work/apps")).unwrap();
+    std::fs::write(w.path("work/apps/.keep"), "").unwrap();
+    let c = w.commit("no apps, on purpose");
+    let (code, _) = check(&w);
+    assert_eq!(code, Some(0));
+    let out = plan(&w);
+    assert!(out.contains("web: no longer deployed here"), "{out}");
+    let out = w.once(0);
+    assert!(out.contains("web removed"), "{out}");
+    assert_eq!(w.final_status(&c).unwrap().0, "success");
+    assert!(w.pm2_list().iter().all(|p| p["name"] != "web"));
+}
+
+/// A manifest that is a symlink to the forge token: `hoist check` printed
+/// the token (and any file the runner could read), the daemon read the
+/// link's text. Both now refuse it by its kind, unread.
+#[test]
+fn a_symlinked_manifest_is_refused_unread_by_check_and_by_the_server() {
+    let w = live();
+    let token = w.path("forge-token");
+    std::fs::write(&token, "forge-token-0123456789abcdef\n").unwrap();
+    std::os::unix::fs::symlink(&token, w.path("work/apps/evil.yaml")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", w.path("work/apps/passwd.yaml")).unwrap();
+    let (code, err) = check(&w);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("apps/evil.yaml: is a symlink"), "{err}");
+    assert!(err.contains("apps/passwd.yaml: is a symlink"), "{err}");
+    for leaked in ["forge-token-", "root:", token.to_str().unwrap()] {
+        assert!(!err.contains(leaked), "check printed {leaked:?}: {err}");
+    }
+    let c = w.commit("a symlink");
+    commit_refused(&w, &c, &["apps/evil.yaml", "symlink"]);
+    let everything = format!("{:?}{:?}{}", w.statuses(), w.history(), w.daemon_log());
+    assert!(!everything.contains("forge-token-"), "{everything}");
+}
+
+/// A folder named like a manifest was silently ignored; `.yml` and other
+/// files are not manifests either.
+#[test]
+fn anything_but_a_regular_yaml_file_in_the_manifest_folder_is_refused() {
+    let w = live();
+    std::fs::create_dir_all(w.path("work/apps/api.yaml")).unwrap();
+    std::fs::write(w.path("work/apps/api.yaml/web.yaml"), "").unwrap();
+    std::fs::write(w.path("work/apps/notes.txt"), "hello\n").unwrap();
+    let (code, err) = check(&w);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("apps/api.yaml: is a folder"), "{err}");
+    assert!(err.contains("apps/notes.txt: is not a manifest"), "{err}");
+    let c = w.commit("a folder named api.yaml");
+    commit_refused(&w, &c, &["apps/api.yaml", "is a folder"]);
+}
+
+/// The inventory of the server's environment is validated in every commit,
+/// like a manifest, by the server and by `hoist check`.
+#[test]
+fn an_invalid_inventory_makes_the_commit_invalid() {
+    let w = live();
+    std::fs::create_dir_all(w.path("work/fleet")).unwrap();
+    std::fs::write(
+        w.path("work/fleet/test.yaml"),
+        "hosts:\n  web-1:\n    labels: [web]\n    lables: [oops]\n",
+    )
+    .unwrap();
+    let (code, err) = check(&w);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("fleet/test.yaml:4:"), "{err}");
+    let c = w.commit("a broken inventory");
+    commit_refused(&w, &c, &["fleet/test.yaml:4:", "lables"]);
+}

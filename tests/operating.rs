@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{World, git, hoist_bin};
+use common::{World, hoist_bin};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -378,11 +378,7 @@ fn sighup_and_a_config_file_change_reload_the_host_config() {
     let extra = with_secret(&w, 1);
     configure(&mut w, Some(port), &extra);
     // A commit without apps: the passes have nothing to do.
-    git(
-        &w.path("work"),
-        &["commit", "-q", "--allow-empty", "-m", "empty"],
-    );
-    git(&w.path("work"), &["push", "-q", "origin", "HEAD:main"]);
+    w.commit("empty");
     start_daemon_with(&mut w, &[]);
     assert!(
         w.wait_for(Duration::from_secs(20), || hook(port, "github", "first")

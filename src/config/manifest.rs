@@ -2,8 +2,9 @@
 //!
 //! A manifest says which release an app runs on the servers it targets and
 //! how to run it. Manifests are read from a git tree (the daemon) or from a
-//! checkout on disk (`hoist check`); both go through `parse_manifest` and
-//! `validate_app_set`, so CI and servers agree on what is valid.
+//! checkout on disk (`hoist check`); both go through `commit.rs`, then
+//! `parse_manifest` and `validate_app_set`, so CI and servers agree on what
+//! is valid.
 
 use super::{
     AppName, ConfigError, Dur, ReleaseName, Sha256, SharedPath, check_host_glob, glob_match,
@@ -500,64 +501,10 @@ pub fn validate_app_set(
     Ok(())
 }
 
-/// Loads every manifest in a checkout's manifest folder, collecting all
-/// errors (for `hoist check`, which should show them all at once).
-pub fn load_manifests_from_dir(dir: &Path, shown_as: &Path) -> Result<AppSet, Vec<ConfigError>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            return Err(vec![ConfigError::new(
-                shown_as,
-                None,
-                format!("cannot read the manifest folder: {e}"),
-            )]);
-        }
-    };
-    let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    names.sort();
-    let mut apps = AppSet::new();
-    let mut errors = Vec::new();
-    for path in names {
-        let Some(fname) = path.file_name().and_then(|f| f.to_str()) else {
-            continue;
-        };
-        let shown = shown_as.join(fname);
-        if fname.ends_with(".yml") {
-            errors.push(ConfigError::new(
-                &shown,
-                None,
-                "manifests must end in .yaml (this file would be ignored)",
-            ));
-            continue;
-        }
-        if !fname.ends_with(".yaml") || !path.is_file() {
-            continue;
-        }
-        match std::fs::read_to_string(&path) {
-            Ok(text) => match parse_manifest(&shown, &text) {
-                Ok((app, m)) => {
-                    apps.insert(app, m);
-                }
-                Err(e) => errors.push(e),
-            },
-            Err(e) => errors.push(ConfigError::new(&shown, None, format!("cannot read: {e}"))),
-        }
-    }
-    if errors.is_empty()
-        && let Err(e) = validate_app_set(&apps, &|a| shown_as.join(format!("{a}.yaml")))
-    {
-        errors.push(e);
-    }
-    if errors.is_empty() {
-        Ok(apps)
-    } else {
-        Err(errors)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::load_manifests_from_dir;
 
     const SHA: &str = "3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b";
 
@@ -730,9 +677,10 @@ paused: false
         std::fs::write(dir.path().join("typo.yml"), good()).unwrap();
         std::fs::write(dir.path().join("README.md"), "hi").unwrap();
         let errs = load_manifests_from_dir(dir.path(), Path::new("apps")).unwrap_err();
-        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs.len(), 3, "{errs:?}");
         std::fs::remove_file(dir.path().join("bad.yaml")).unwrap();
         std::fs::remove_file(dir.path().join("typo.yml")).unwrap();
+        std::fs::remove_file(dir.path().join("README.md")).unwrap();
         let apps = load_manifests_from_dir(dir.path(), Path::new("apps")).unwrap();
         assert_eq!(apps.len(), 1);
     }

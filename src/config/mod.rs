@@ -8,12 +8,17 @@
 //! Checks made after parsing, and keys written twice, are located by
 //! `locate`, which asks the YAML parser rather than searching the text.
 
+mod commit;
 mod host;
 mod inventory;
 mod locate;
 mod manifest;
 mod types;
 
+pub use commit::{
+    CommitConfig, DiskTree, Entry, EntryKind, Inventories, RepoTree, load_manifests_from_dir,
+    read_commit_config,
+};
 pub use host::{
     DEFAULT_CONFIG_PATH, HostConfig, LimitsConfig, Pm2Config, ProviderName, RepoConfig, S3Config,
     StatusConfig, StorageConfig,
@@ -22,8 +27,8 @@ pub use inventory::{
     FLEET_DIR, Inventory, InventoryHost, KeyKind, inventory_path, parse_inventory, recipient_kind,
 };
 pub use manifest::{
-    AppSet, Artifact, Health, Hooks, Manifest, Rollout, SecretFile, Targets, Wave,
-    load_manifests_from_dir, parse_manifest, validate_app_set,
+    AppSet, Artifact, Health, Hooks, Manifest, Rollout, SecretFile, Targets, Wave, parse_manifest,
+    validate_app_set,
 };
 pub use types::{
     AppName, ByteSize, Dur, EnvName, ReleaseName, Sha256, SharedPath, check_host_glob, glob_match,
