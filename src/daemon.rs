@@ -8,7 +8,7 @@
 //! daemon through a Unix socket in `state_dir`, because the daemon holds the
 //! state lock and is the only process allowed to act.
 
-use crate::config::HostConfig;
+use crate::config::{HostConfig, ReleaseName};
 use crate::engine::Engine;
 use crate::http::{Health, HttpState};
 use crate::metrics::Metrics;
@@ -29,8 +29,14 @@ use tracing::{error, info, warn};
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Request {
     Trigger,
-    Retry { app: String },
-    Rollback { app: String, to: Option<String> },
+    Retry {
+        app: String,
+    },
+    /// `to` is checked when the request is read: it names a directory.
+    Rollback {
+        app: String,
+        to: Option<ReleaseName>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,9 +97,9 @@ async fn serve_control(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
                         })
                     }
                 }
-                Err(_) => Reply {
+                Err(e) => Reply {
                     ok: false,
-                    message: "unknown request".into(),
+                    message: format!("invalid request: {e}"),
                 },
             };
             let mut out = serde_json::to_vec(&reply).unwrap_or_default();

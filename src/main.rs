@@ -3,7 +3,7 @@
 //! 3 another hoist holds the lock.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hoist::config::{DiskTree, HostConfig, Inventories, read_commit_config};
+use hoist::config::{DiskTree, HostConfig, Inventories, ReleaseName, read_commit_config};
 use hoist::daemon::{self, Request};
 use hoist::engine::Engine;
 use hoist::lock::{LockError, StateLock};
@@ -152,6 +152,14 @@ fn init_logging(format: LogFormat, default_info: bool) {
     hoist::logging::init(format, if default_info { "info" } else { "warn" });
 }
 
+/// A release name given on the command line: it names a directory (and,
+/// for `publish`, a file), so it is checked before anything is touched.
+fn release_arg(flag: &str, value: Option<String>) -> Result<Option<ReleaseName>, Failure> {
+    value
+        .map(|v| ReleaseName::new(&v).map_err(|m| fail(2, format!("{flag}: {m}"))))
+        .transpose()
+}
+
 fn load_config(path: &Path) -> Result<HostConfig, Failure> {
     HostConfig::load(path).map_err(|e| fail(2, e.to_string()))
 }
@@ -200,6 +208,7 @@ async fn dispatch(cli: Cli) -> Res {
         Command::History { app, json } => cmd_history(&cli.config, app.as_deref(), json),
         Command::Check { dir } => cmd_check(&cli.config, dir),
         Command::Rollback { app, to } => {
+            let to = release_arg("--to", to)?;
             let cfg = load_config(&cli.config)?;
             local_or_daemon(cfg, Request::Rollback { app, to }).await
         }
@@ -237,6 +246,7 @@ async fn dispatch(cli: Cli) -> Res {
             manifest,
             release,
         } => {
+            release_arg("--release", release.clone())?;
             hoist::producer::publish::publish(
                 &cli.config,
                 &dir,

@@ -260,3 +260,109 @@ fn an_invalid_inventory_makes_the_commit_invalid() {
     let c = w.commit("a broken inventory");
     commit_refused(&w, &c, &["fleet/test.yaml:4:", "lables"]);
 }
+
+/// `hoist publish ... --release ../../../escaped` wrote two folders above
+/// the `--to` prefix, and `--release ../x` wrote `pub/web-../x.tar.zst`:
+/// the release name was only checked with `--manifest`.
+#[test]
+fn publish_refuses_a_release_name_that_is_not_one_and_writes_nothing() {
+    let w = World::new();
+    let build = w.path("build/web");
+    std::fs::create_dir_all(&build).unwrap();
+    std::fs::write(build.join("server.js"), common::APP_JS).unwrap();
+    let pubdir = w.path("store/a/b/pub");
+    std::fs::create_dir_all(&pubdir).unwrap();
+    let to = format!("file://{}/", pubdir.display());
+    let before = files_under(w.dir.path());
+    for release in ["../../../escaped", "../x", "a/b", ".."] {
+        let err = refused(
+            &w,
+            &[
+                "publish",
+                build.to_str().unwrap(),
+                "--to",
+                &to,
+                "--release",
+                release,
+            ],
+            2,
+            &["--release", release],
+        );
+        assert!(err.contains("invalid release"), "{err}");
+        assert_eq!(
+            files_under(w.dir.path()),
+            before,
+            "{release}: something was written"
+        );
+    }
+    // A good name lands right under the prefix.
+    let (code, out, err) = run(
+        &w,
+        &[
+            "publish",
+            build.to_str().unwrap(),
+            "--to",
+            &to,
+            "--release",
+            "1.0",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out} {err}");
+    assert!(pubdir.join("web-1.0.tar.zst").is_file());
+}
+
+/// Every file below `dir`, relative.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `hoist rollback web --to ../../x` would have pointed `current` outside
+/// the app's releases; it is refused before anything is touched, locally
+/// and by a running daemon asked over its control socket.
+#[test]
+fn rollback_refuses_a_release_name_that_is_not_one() {
+    let mut w = live();
+    // Something for `releases/../../x` to resolve to.
+    std::fs::create_dir_all(w.path("srv/x")).unwrap();
+    std::fs::write(w.path("srv/x/server.js"), common::APP_JS).unwrap();
+    for to in ["../../x", "..", "a/b"] {
+        refused(&w, &["rollback", "web", "--to", to], 2, &["--to", to]);
+        still_live(&w);
+    }
+    w.start_daemon();
+    let sock = w.path("state/control.sock");
+    assert!(
+        w.wait_for(Duration::from_secs(30), || sock.exists()),
+        "{}",
+        w.daemon_log()
+    );
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(b"{\"cmd\":\"rollback\",\"app\":\"web\",\"to\":\"../../x\"}\n")
+        .unwrap();
+    let mut reply = String::new();
+    std::io::BufReader::new(s).read_line(&mut reply).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid release"),
+        "{reply}"
+    );
+    still_live(&w);
+}
