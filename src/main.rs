@@ -164,6 +164,32 @@ fn load_config(path: &Path) -> Result<HostConfig, Failure> {
     HostConfig::load(path).map_err(|e| fail(2, e.to_string()))
 }
 
+/// The host config for a command that acts on this server: loaded, and
+/// what it names checked on this machine (`HostConfig::preflight`).
+fn load_runnable(path: &Path) -> Result<HostConfig, Failure> {
+    let cfg = load_config(path)?;
+    cfg.preflight().map_err(|e| fail(2, e.to_string()))?;
+    Ok(cfg)
+}
+
+/// The host config for a command that reads `state_dir`: a folder that is
+/// not there is a mistyped path or another server's config, not a server
+/// with nothing deployed.
+fn load_with_state(path: &Path) -> Result<HostConfig, Failure> {
+    let cfg = load_config(path)?;
+    if !cfg.state_dir.is_dir() {
+        return Err(fail(
+            2,
+            format!(
+                "state_dir {} (in {}) does not exist: hoist has never run with this config; is it the one the server uses?",
+                cfg.state_dir.display(),
+                path.display()
+            ),
+        ));
+    }
+    Ok(cfg)
+}
+
 fn lock(cfg: &HostConfig) -> Result<StateLock, Failure> {
     StateLock::acquire(&cfg.state_dir).map_err(|e| match e {
         LockError::Held(_) => fail(3, e.to_string()),
@@ -178,7 +204,7 @@ fn engine(cfg: HostConfig) -> Result<Engine, Failure> {
 async fn dispatch(cli: Cli) -> Res {
     match cli.command {
         Command::Run => {
-            let cfg = load_config(&cli.config)?;
+            let cfg = load_runnable(&cli.config)?;
             let _lock = lock(&cfg)?;
             daemon::run(cli.config.clone(), cfg)
                 .await
@@ -186,7 +212,7 @@ async fn dispatch(cli: Cli) -> Res {
             Ok(0)
         }
         Command::Once => {
-            let cfg = load_config(&cli.config)?;
+            let cfg = load_runnable(&cli.config)?;
             let _lock = lock(&cfg)?;
             let mut e = engine(cfg)?;
             e.recover().await.map_err(|e| fail(1, e.to_string()))?;
@@ -265,6 +291,7 @@ async fn dispatch(cli: Cli) -> Res {
 async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
     match StateLock::acquire(&cfg.state_dir) {
         Ok(_lock) => {
+            cfg.preflight().map_err(|e| fail(2, e.to_string()))?;
             let mut e = engine(cfg)?;
             e.recover().await.map_err(|e| fail(1, e.to_string()))?;
             let r = match req {
@@ -318,7 +345,7 @@ async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
 }
 
 async fn cmd_plan(config: &Path, json: bool) -> Res {
-    let cfg = load_config(config)?;
+    let cfg = load_runnable(config)?;
     let mut e = engine(cfg)?;
     let tip = e.poll().await.map_err(|e| fail(1, e.to_string()))?;
     let signed = e
@@ -393,7 +420,7 @@ fn action_name(d: &hoist::plan::Decision) -> &'static str {
 }
 
 fn cmd_status(config: &Path, json: bool) -> Res {
-    let cfg = load_config(config)?;
+    let cfg = load_with_state(config)?;
     let state = hoist::state::State::load(&cfg.state_dir).map_err(|e| fail(1, e.to_string()))?;
     if json {
         let apps: serde_json::Map<String, serde_json::Value> = state
@@ -462,8 +489,24 @@ fn cmd_status(config: &Path, json: bool) -> Res {
 }
 
 fn cmd_history(config: &Path, app: Option<&str>, json: bool) -> Res {
-    let cfg = load_config(config)?;
+    let cfg = load_with_state(config)?;
     let events = hoist::state::read_history(&cfg.state_dir).map_err(|e| fail(1, e.to_string()))?;
+    if let Some(app) = app
+        && !events.iter().any(|e| e.app.as_deref() == Some(app))
+    {
+        let mut known: Vec<&str> = events.iter().filter_map(|e| e.app.as_deref()).collect();
+        known.sort_unstable();
+        known.dedup();
+        let known = if known.is_empty() {
+            "none yet".to_string()
+        } else {
+            known.join(", ")
+        };
+        return Err(fail(
+            2,
+            format!("no app {app:?} in the history of this server (apps with history: {known})"),
+        ));
+    }
     let events: Vec<_> = events
         .into_iter()
         .filter(|e| app.is_none() || e.app.as_deref() == app)

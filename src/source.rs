@@ -30,8 +30,17 @@ pub enum SourceError {
     NoBranch { url: String, branch: String },
     #[error("the local mirror {path} is unusable: {message}")]
     Mirror { path: PathBuf, message: String },
-    #[error("cannot read {file}: {message}")]
-    Secret { file: PathBuf, message: String },
+    #[error("cannot read {key} {file}: {message}")]
+    Secret {
+        /// The host config key naming the file.
+        key: &'static str,
+        file: PathBuf,
+        message: String,
+    },
+    #[error(
+        "repo.url {path} does not exist; a local config repository must be a path to a git repository"
+    )]
+    NoLocalRepo { path: String },
     #[error("commit {commit} is not in the local mirror: {message}")]
     Commit { commit: String, message: String },
 }
@@ -178,6 +187,7 @@ impl Source {
             Some(p) => std::fs::read_to_string(p)
                 .map(|s| Some(s.trim().to_string()))
                 .map_err(|e| SourceError::Secret {
+                    key: "repo.token_file",
                     file: p.clone(),
                     message: e.to_string(),
                 }),
@@ -227,6 +237,7 @@ impl Source {
             && let Err(e) = std::fs::File::open(k)
         {
             return Err(SourceError::Secret {
+                key: "repo.ssh_key_file",
                 file: k.clone(),
                 message: e.to_string(),
             });
@@ -334,6 +345,7 @@ impl Source {
     /// Where the branch points on the remote, without fetching: one
     /// ls-remote style round trip.
     pub fn remote_tip(&self) -> Result<String, SourceError> {
+        self.check_local_repo()?;
         let repo = self.open_mirror()?;
         let refusal = Refusal::default();
         let mut remote = repo
@@ -355,6 +367,17 @@ impl Source {
             })
     }
 
+    /// A local repository (a path or a file:// URL) that is not there:
+    /// libgit2 would call it an "unsupported URL protocol".
+    fn check_local_repo(&self) -> Result<(), SourceError> {
+        match local_repo_path(&self.url) {
+            Some(p) if !p.exists() => Err(SourceError::NoLocalRepo {
+                path: p.display().to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the mirror already has this commit.
     pub fn has_commit(&self, commit: &str) -> bool {
         let Ok(repo) = self.open_mirror() else {
@@ -370,6 +393,7 @@ impl Source {
     /// `refs/remotes/origin/<branch>`, which libgit2 offers the server as
     /// "have", so only commits the mirror lacks are transferred.
     pub fn fetch(&self) -> Result<(), SourceError> {
+        self.check_local_repo()?;
         let repo = self.open_mirror()?;
         let refusal = Refusal::default();
         let mut remote = repo
@@ -495,6 +519,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The path of a local repository URL: an absolute path (a relative one is
+/// resolved against the host config's folder when it loads) or `file://`.
+pub fn local_repo_path(url: &str) -> Option<PathBuf> {
+    if url.starts_with('/') {
+        return Some(PathBuf::from(url));
+    }
+    if url.starts_with("file://") {
+        return reqwest::Url::parse(url).ok()?.to_file_path().ok();
+    }
+    None
+}
+
 /// The host of an http(s) URL, lowercased; None for other URLs.
 fn url_host(url: &str) -> Option<String> {
     let parsed = reqwest::Url::parse(url).ok()?;
@@ -526,10 +562,11 @@ fn trust_ca_file(ca_file: Option<&Path>) -> Result<(), SourceError> {
     static LOADED: Mutex<Vec<(PathBuf, Vec<u8>)>> = Mutex::new(Vec::new());
     let Some(path) = ca_file else { return Ok(()) };
     let bad = |message: String| SourceError::Secret {
+        key: "ca_file",
         file: path.to_path_buf(),
         message,
     };
-    let pem = std::fs::read(path).map_err(|e| bad(format!("the ca_file cannot be read ({e})")))?;
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let mut loaded = lock(&LOADED);
     if loaded.iter().any(|(p, c)| p == path && *c == pem) {
         return Ok(());
@@ -538,8 +575,12 @@ fn trust_ca_file(ca_file: Option<&Path>) -> Result<(), SourceError> {
     // operations in flight. The LOADED lock serialises these calls, and
     // hoist runs one git operation at a time (the engine awaits each poll),
     // so no TLS connection is being set up while the store changes.
-    unsafe { git2::opts::set_ssl_cert_file(path) }
-        .map_err(|e| bad(format!("the ca_file cannot be used ({})", e.message())))?;
+    unsafe { git2::opts::set_ssl_cert_file(path) }.map_err(|e| {
+        bad(format!(
+            "it is not a usable certificate file ({})",
+            e.message()
+        ))
+    })?;
     loaded.push((path.to_path_buf(), pem));
     Ok(())
 }
@@ -668,6 +709,11 @@ mod tests {
         gone.url = "/nonexistent/config.git".into();
         let e = gone.poll().unwrap_err();
         assert!(e.to_string().contains("/nonexistent/config.git"), "{e}");
+        assert!(e.to_string().contains("repo.url"), "{e}");
+        assert!(!e.to_string().contains("unsupported URL protocol"), "{e}");
+        gone.url = "file:///nonexistent/config.git".into();
+        let e = gone.poll().unwrap_err();
+        assert!(matches!(e, SourceError::NoLocalRepo { .. }), "{e}");
     }
 }
 

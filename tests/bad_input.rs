@@ -87,32 +87,149 @@ fn commit_refused(w: &World, c: &str, names: &[&str]) {
     still_live(w);
 }
 
-/// Host configs that cannot work: `hoist once` refuses each with exit 2,
-/// naming the key (and the file and line where the parser knows it), and
-/// deploys or removes nothing.
+/// Host configs that cannot work: `hoist once` and `hoist plan` refuse
+/// each with exit 2, naming the key (and the file and line where the
+/// parser knows it), and deploy, remove or create nothing.
 #[test]
 fn host_config_mistakes_exit_2_naming_the_key_and_leave_the_app_serving() {
     let w = live();
     let good = std::fs::read_to_string(w.config_path()).unwrap();
     let cfg = w.config_path().display().to_string();
-    let cases: Vec<(&str, String, Vec<String>)> = vec![(
-        "jitter longer than the poll interval",
-        good.replace("  jitter: 0s\n", "  jitter: 1h\n"),
-        vec![
-            format!("{cfg}:"),
-            "repo.jitter".into(),
-            "repo.poll_interval".into(),
-        ],
-    )];
+    let root = w.dir.path().display().to_string();
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let with = |old: &str, new: &str| {
+        assert!(good.contains(old), "{old}");
+        good.replacen(old, new, 1)
+    };
+    let dup = with("keep_releases: 3\n", "keep_releases: 3\nkeep_releases: 4\n");
+    let cases: Vec<(&str, String, Vec<String>)> = vec![
+        (
+            "jitter longer than the poll interval",
+            with("  jitter: 0s\n", "  jitter: 1h\n"),
+            vec![
+                format!("{cfg}:"),
+                "repo.jitter".into(),
+                "repo.poll_interval".into(),
+            ],
+        ),
+        (
+            "a key written twice",
+            dup.clone(),
+            vec![
+                format!("{cfg}:{}:", line_of(&dup, "keep_releases: 4")),
+                "keep_releases is written twice".into(),
+            ],
+        ),
+        (
+            "a missing repo.token_file",
+            with(
+                "  jitter: 0s\n",
+                "  jitter: 0s\n  token_file: /nonexistent/git-token\n",
+            ),
+            vec![
+                format!("{cfg}:"),
+                "repo.token_file".into(),
+                "/nonexistent/git-token".into(),
+            ],
+        ),
+        (
+            "a missing status.token_file",
+            with(
+                "status:\n  provider: file\n",
+                "status:\n  provider: github\n  repository: acme/deploy\n  token_file: /nonexistent/forge-token\n",
+            ),
+            vec![
+                "status.token_file".into(),
+                "/nonexistent/forge-token".into(),
+            ],
+        ),
+        (
+            "a local repository that does not exist",
+            with(
+                &format!("url: file://{root}/config.git"),
+                "url: /nonexistent/config.git",
+            ),
+            vec![
+                "repo.url".into(),
+                "/nonexistent/config.git".into(),
+                "does not exist".into(),
+            ],
+        ),
+        (
+            "a state_dir whose parent is missing",
+            with(
+                &format!("state_dir: {root}/state"),
+                &format!("state_dir: {root}/nosuch/state"),
+            ),
+            vec!["state_dir".into(), format!("{root}/nosuch")],
+        ),
+        (
+            "a pm2.command that does not exist",
+            with(
+                &format!("command: {}", w.pm2.display()),
+                "command: /nonexistent/bin/pm2",
+            ),
+            vec!["pm2.command".into(), "/nonexistent/bin/pm2".into()],
+        ),
+        (
+            "a pm2.command not on PATH",
+            with(
+                &format!("command: {}", w.pm2.display()),
+                "command: pm2-not-installed",
+            ),
+            vec![
+                "pm2.command".into(),
+                "pm2-not-installed".into(),
+                "PATH".into(),
+            ],
+        ),
+    ];
     for (what, text, names) in cases {
         std::fs::write(w.config_path(), &text).unwrap();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let err = refused(&w, &["once"], 2, &names);
-        eprintln!("{what}: {err}");
+        for cmd in ["once", "plan"] {
+            let err = refused(&w, &[cmd], 2, &names);
+            assert!(!err.contains("unsupported URL protocol"), "{what}: {err}");
+        }
         still_live(&w);
+        assert!(
+            !w.path("nosuch").exists(),
+            "{what}: a mistyped path was created"
+        );
     }
     std::fs::write(w.config_path(), &good).unwrap();
-    let _ = Duration::ZERO;
+    w.once(0);
+}
+
+/// A mistyped `state_dir` made `hoist status` say "no apps deployed yet"
+/// and exit 0; `hoist history <unknown app>` printed nothing.
+#[test]
+fn status_and_history_refuse_what_does_not_exist() {
+    let w = live();
+    let good = std::fs::read_to_string(w.config_path()).unwrap();
+    let root = w.dir.path().display().to_string();
+    std::fs::write(
+        w.config_path(),
+        good.replace(
+            &format!("state_dir: {root}/state"),
+            &format!("state_dir: {root}/stat"),
+        ),
+    )
+    .unwrap();
+    for cmd in ["status", "history"] {
+        refused(&w, &[cmd], 2, &["state_dir", &format!("{root}/stat")]);
+    }
+    assert!(!w.path("stat").exists());
+    std::fs::write(w.config_path(), &good).unwrap();
+    let (code, out, _) = run(&w, &["status"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("web: v1"), "{out}");
+
+    refused(&w, &["history", "nosuch"], 2, &["\"nosuch\"", "web"]);
+    let (code, out, _) = run(&w, &["history", "web"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("web v1"), "{out}");
 }
 
 /// A glob hoist cannot match (`[12]` is not supported) used to pass `hoist

@@ -458,6 +458,104 @@ impl HostConfig {
         Ok(())
     }
 
+    /// Checks what the config names on this machine, for the commands that
+    /// act on it (`run`, `once`, `plan`, `retry`, `rollback`, a reload): a
+    /// config that cannot work is said at start, naming its key, not at the
+    /// first deploy. Paths are checked, nothing is created and no secret is
+    /// read: `root` and `state_dir` must exist or have a parent that does
+    /// (a mistyped path is not created), `pm2.command` must be an
+    /// executable, every file a `*_file` key names must be a readable file
+    /// (`identity_file` aside: `hoist keygen` writes it), and a local
+    /// `repo.url` must exist.
+    pub fn preflight(&self) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(&self.source_path).unwrap_or_default();
+        let err =
+            |key: &str, msg: String| ConfigError::at(&self.source_path, &text, &key_path(key), msg);
+        for (key, dir) in [("root", &self.root), ("state_dir", &self.state_dir)] {
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(err(key, format!("{key} {} is not a folder", dir.display()))),
+                Err(_) => {
+                    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+                    if let Some(parent) = parent
+                        && !parent.is_dir()
+                    {
+                        return Err(err(
+                            key,
+                            format!(
+                                "{key} {} cannot be created: its parent {} does not exist (a typo?)",
+                                dir.display(),
+                                parent.display()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Err(why) = find_executable(&self.pm2.command) {
+            return Err(err(
+                "pm2.command",
+                format!("pm2.command {:?} {why}", self.pm2.command),
+            ));
+        }
+        let forge = matches!(
+            self.status.provider,
+            ProviderName::Github | ProviderName::Gitea | ProviderName::Gitlab
+        );
+        let s3 = self.storage.s3.as_ref();
+        let files = [
+            ("repo.token_file", self.repo.token_file.as_ref()),
+            ("repo.ssh_key_file", self.repo.ssh_key_file.as_ref()),
+            ("repo.known_hosts_file", self.repo.known_hosts_file.as_ref()),
+            (
+                "repo.allowed_signers_file",
+                self.repo.allowed_signers_file.as_ref(),
+            ),
+            (
+                "storage.s3.access_key_id_file",
+                s3.and_then(|s| s.access_key_id_file.as_ref()),
+            ),
+            (
+                "storage.s3.secret_access_key_file",
+                s3.and_then(|s| s.secret_access_key_file.as_ref()),
+            ),
+            (
+                "status.token_file",
+                self.status.token_file.as_ref().filter(|_| forge),
+            ),
+            ("ca_file", self.ca_file.as_ref()),
+            ("webhook_secret_file", self.webhook_secret_file.as_ref()),
+        ];
+        for (key, file) in files {
+            let Some(file) = file else { continue };
+            let readable = std::fs::File::open(file).and_then(|f| f.metadata());
+            match readable {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => {
+                    return Err(err(key, format!("{key} {} is not a file", file.display())));
+                }
+                Err(e) => {
+                    return Err(err(
+                        key,
+                        format!("{key} {} cannot be read: {e}", file.display()),
+                    ));
+                }
+            }
+        }
+        if let Some(path) = crate::source::local_repo_path(&self.repo.url)
+            && !path.exists()
+        {
+            return Err(err(
+                "repo.url",
+                format!(
+                    "repo.url {} does not exist; a local config repository must be a path to a git repository",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// This server's name: `host`, or the machine's hostname.
     pub fn host_name(&self) -> String {
         if let Some(h) = &self.host {
@@ -488,6 +586,32 @@ impl HostConfig {
             .path
             .clone()
             .unwrap_or_else(|| self.state_dir.join("statuses.jsonl"))
+    }
+}
+
+/// Whether `command` runs: a path to an executable file, or a name found
+/// in one of `PATH`'s folders. The error completes "pm2.command \"x\" ...".
+fn find_executable(command: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if command.contains('/') {
+        let p = Path::new(command);
+        if !p.exists() {
+            return Err("does not exist".into());
+        }
+        return if executable(p) {
+            Ok(())
+        } else {
+            Err("is not an executable file".into())
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| executable(&d.join(command))) {
+        Ok(())
+    } else {
+        Err("is not found on PATH; install pm2 (npm install -g pm2) or give its full path".into())
     }
 }
 
