@@ -483,3 +483,27 @@ fn rollback_refuses_a_release_name_that_is_not_one() {
     );
     still_live(&w);
 }
+
+/// The status of a checksum mismatch was cut at 140 characters in the
+/// middle of a hash; digests are shortened (and marked) so it fits.
+#[test]
+fn a_checksum_mismatch_status_fits_without_a_cut_hash() {
+    let w = live();
+    let (url, _) = w.make_release("v2", true, &[]);
+    let wrong = "0123456789abcdef".repeat(4);
+    w.manifest("web", "v2", &url, &wrong, "");
+    let c = w.commit("web v2 with the wrong sha256");
+    let (code, _, err) = run(&w, &["once"]);
+    assert_eq!(code, Some(1), "{err}");
+    let (state, desc) = w.final_status(&c).unwrap();
+    assert_eq!(state, "error", "{desc}");
+    assert!(desc.chars().count() <= 140, "{desc}");
+    assert!(desc.contains("checksum mismatch"), "{desc}");
+    assert!(desc.contains("0123456789ab…"), "{desc}");
+    for run in desc.split(|c: char| !c.is_ascii_hexdigit()) {
+        assert!(run.len() <= 12, "a cut hash {run:?} in {desc:?}");
+    }
+    // The log and the history keep the whole digests.
+    assert!(err.contains(&wrong), "{err}");
+    still_live(&w);
+}
