@@ -220,6 +220,7 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
     info!(host = %engine.host, branch = %cfg.repo.branch, repo = %engine.source.shown_url(), "hoist is running");
 
     let mut cfg = cfg;
+    let mut pace = crate::pace::TriggerPace::new(trigger.clone(), stop.clone());
     loop {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -253,7 +254,7 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(wait_until) => break,
-                _ = trigger.notified() => break,
+                _ = pace.next() => break,
                 _ = tokio::time::sleep(Duration::from_secs(10)) => {
                     beat();
                     continue;
