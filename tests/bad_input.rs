@@ -507,3 +507,58 @@ fn a_checksum_mismatch_status_fits_without_a_cut_hash() {
     assert!(err.contains(&wrong), "{err}");
     still_live(&w);
 }
+
+/// A key written twice in a manifest was reported at line 1 (or, inside a
+/// pm2 `env`, not at all: the last value won); a bad value found after
+/// parsing was reported at the first line holding the same text. Both are
+/// now at their own line, from `hoist check` and from the server.
+#[test]
+fn a_manifest_key_written_twice_or_a_bad_value_is_reported_at_its_own_line() {
+    let w = live();
+    let (url, sha) = w.make_release("v2", true, &[]);
+    // `env` written twice in one pm2 entry: first without the port, then with.
+    w.manifest("web", "v2", &url, &sha, "");
+    let path = w.path("work/apps/web.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace(
+        "    script: server.js\n",
+        "    script: server.js\n    env: { NODE_ENV: production }\n",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let first = text.lines().position(|l| l.contains("NODE_ENV")).unwrap() + 1;
+    let second = text.lines().position(|l| l.contains("PORT")).unwrap() + 1;
+    let (code, err) = check(&w);
+    assert_eq!(code, Some(1), "{err}");
+    let want =
+        format!("apps/web.yaml:{second}: pm2[0].env is written twice (first at line {first})");
+    assert!(err.contains(&want), "{err}");
+    let c = w.commit("web v2, env twice");
+    commit_refused(&w, &c, &[&format!("apps/web.yaml:{second}:"), "pm2[0].env"]);
+
+    // A stable_for longer than the timeout, with the same text in a comment
+    // above it: the line is the key's.
+    w.manifest("web", "v2", &url, &sha, "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = format!(
+        "# stable_for: 1s is what we had\n{}",
+        text.replace("stable_for: 1s", "stable_for: 1m")
+    );
+    std::fs::write(&path, &text).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.trim() == "stable_for: 1m")
+        .unwrap()
+        + 1;
+    let (code, err) = check(&w);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("apps/web.yaml:{line}: health.stable_for")),
+        "{err}"
+    );
+    let c = w.commit("web v2, stable_for too long");
+    commit_refused(
+        &w,
+        &c,
+        &[&format!("apps/web.yaml:{line}:"), "health.stable_for"],
+    );
+}
