@@ -298,7 +298,8 @@ fn short(c: &Option<String>) -> String {
 
 fn reload(path: &Path, old: &HostConfig) -> Result<HostConfig, String> {
     let new = HostConfig::load(path).map_err(|e| e.to_string())?;
-    new.preflight().map_err(|e| e.to_string())?;
+    new.preflight(crate::config::Preflight::Pass)
+        .map_err(|e| e.to_string())?;
     if new.state_dir != old.state_dir {
         return Err("state_dir cannot change while hoist runs; restart it".into());
     }

@@ -3,7 +3,9 @@
 //! 3 another hoist holds the lock.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hoist::config::{DiskTree, HostConfig, Inventories, ReleaseName, read_commit_config};
+use hoist::config::{
+    DiskTree, HostConfig, Inventories, Preflight, ReleaseName, read_commit_config,
+};
 use hoist::daemon::{self, Request};
 use hoist::engine::Engine;
 use hoist::lock::{LockError, StateLock};
@@ -166,10 +168,14 @@ fn load_config(path: &Path) -> Result<HostConfig, Failure> {
 
 /// The host config for a command that acts on this server: loaded, and
 /// what it names checked on this machine (`HostConfig::preflight`).
-fn load_runnable(path: &Path) -> Result<HostConfig, Failure> {
+fn load_runnable(path: &Path, scope: Preflight) -> Result<HostConfig, Failure> {
     let cfg = load_config(path)?;
-    cfg.preflight().map_err(|e| fail(2, e.to_string()))?;
+    preflight(&cfg, scope)?;
     Ok(cfg)
+}
+
+fn preflight(cfg: &HostConfig, scope: Preflight) -> Result<(), Failure> {
+    cfg.preflight(scope).map_err(|e| fail(2, e.to_string()))
 }
 
 /// The host config for a command that reads `state_dir`: a folder that is
@@ -204,7 +210,7 @@ fn engine(cfg: HostConfig) -> Result<Engine, Failure> {
 async fn dispatch(cli: Cli) -> Res {
     match cli.command {
         Command::Run => {
-            let cfg = load_runnable(&cli.config)?;
+            let cfg = load_runnable(&cli.config, Preflight::Pass)?;
             let _lock = lock(&cfg)?;
             daemon::run(cli.config.clone(), cfg)
                 .await
@@ -212,7 +218,7 @@ async fn dispatch(cli: Cli) -> Res {
             Ok(0)
         }
         Command::Once => {
-            let cfg = load_runnable(&cli.config)?;
+            let cfg = load_runnable(&cli.config, Preflight::Pass)?;
             let _lock = lock(&cfg)?;
             let mut e = engine(cfg)?;
             e.recover().await.map_err(|e| fail(1, e.to_string()))?;
@@ -291,7 +297,13 @@ async fn dispatch(cli: Cli) -> Res {
 async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
     match StateLock::acquire(&cfg.state_dir) {
         Ok(_lock) => {
-            cfg.preflight().map_err(|e| fail(2, e.to_string()))?;
+            // A retry applies the commit again (a pass); a rollback only
+            // moves between releases on disk.
+            let scope = match req {
+                Request::Retry { .. } => Preflight::Pass,
+                _ => Preflight::Local,
+            };
+            preflight(&cfg, scope)?;
             let mut e = engine(cfg)?;
             e.recover().await.map_err(|e| fail(1, e.to_string()))?;
             let r = match req {
@@ -345,7 +357,7 @@ async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
 }
 
 async fn cmd_plan(config: &Path, json: bool) -> Res {
-    let cfg = load_runnable(config)?;
+    let cfg = load_runnable(config, Preflight::Local)?;
     let mut e = engine(cfg)?;
     let tip = e.poll().await.map_err(|e| fail(1, e.to_string()))?;
     let signed = e

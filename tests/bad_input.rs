@@ -87,8 +87,8 @@ fn commit_refused(w: &World, c: &str, names: &[&str]) {
     still_live(w);
 }
 
-/// Host configs that cannot work: `hoist once` and `hoist plan` refuse
-/// each with exit 2, naming the key (and the file and line where the
+/// Host configs that cannot work: `hoist once` (and `hoist plan`, but for
+/// credential files) refuse each with exit 2, naming the key (and the file and line where the
 /// parser knows it), and deploy, remove or create nothing.
 #[test]
 fn host_config_mistakes_exit_2_naming_the_key_and_leave_the_app_serving() {
@@ -188,7 +188,15 @@ fn host_config_mistakes_exit_2_naming_the_key_and_leave_the_app_serving() {
     for (what, text, names) in cases {
         std::fs::write(w.config_path(), &text).unwrap();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        for cmd in ["once", "plan"] {
+        // `plan` is run from an operator's shell, which may not see the
+        // service's credential files: it does not check them up front.
+        let credential = what.contains("token_file");
+        let cmds: &[&str] = if credential {
+            &["once"]
+        } else {
+            &["once", "plan"]
+        };
+        for cmd in cmds {
             let err = refused(&w, &[cmd], 2, &names);
             assert!(!err.contains("unsupported URL protocol"), "{what}: {err}");
         }
@@ -561,4 +569,23 @@ fn a_manifest_key_written_twice_or_a_bad_value_is_reported_at_its_own_line() {
         &c,
         &[&format!("apps/web.yaml:{line}:"), "health.stable_for"],
     );
+}
+
+/// Under the systemd unit the secret files are credentials only the service
+/// sees: the start-up check of `*_file` keys must not stop an operator's
+/// emergency rollback, which needs none of them.
+#[test]
+fn an_emergency_rollback_needs_none_of_the_credential_files() {
+    let mut w = live();
+    let (url, sha) = w.make_release("v2", true, &[]);
+    w.manifest("web", "v2", &url, &sha, "");
+    w.commit("web v2");
+    w.once(0);
+    assert_eq!(w.app_says().as_deref(), Some("v2"));
+    w.extra_config = "webhook_secret_file: /run/credentials/hoist.service/webhook-secret\n".into();
+    w.write_config();
+    refused(&w, &["once"], 2, &["webhook_secret_file"]);
+    let (code, out, err) = run(&w, &["rollback", "web"]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    assert_eq!(w.app_says().as_deref(), Some("v1"));
 }

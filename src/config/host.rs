@@ -125,6 +125,19 @@ fn default_max_entries() -> u64 {
     200_000
 }
 
+/// What `HostConfig::preflight` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preflight {
+    /// For a pass (`run`, `once`, a local `retry`, a reload): everything,
+    /// the credential files included.
+    Pass,
+    /// For `plan` and a local `rollback`, run from an operator's shell: the
+    /// credential files are left out, since the service may get them as
+    /// systemd credentials that a shell cannot see, and a rollback needs
+    /// none of them.
+    Local,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderName {
@@ -459,15 +472,14 @@ impl HostConfig {
     }
 
     /// Checks what the config names on this machine, for the commands that
-    /// act on it (`run`, `once`, `plan`, `retry`, `rollback`, a reload): a
-    /// config that cannot work is said at start, naming its key, not at the
-    /// first deploy. Paths are checked, nothing is created and no secret is
-    /// read: `root` and `state_dir` must exist or have a parent that does
-    /// (a mistyped path is not created), `pm2.command` must be an
-    /// executable, every file a `*_file` key names must be a readable file
-    /// (`identity_file` aside: `hoist keygen` writes it), and a local
-    /// `repo.url` must exist.
-    pub fn preflight(&self) -> Result<(), ConfigError> {
+    /// act on it: a config that cannot work is said at start, naming its
+    /// key, not at the first deploy. Paths are checked, nothing is created
+    /// and no secret is read: `root` and `state_dir` must exist or have a
+    /// parent that does (a mistyped path is not created), `pm2.command` must
+    /// be an executable, a local `repo.url` must exist, and with
+    /// [`Preflight::Pass`] every file a `*_file` key names must be a
+    /// readable file (`identity_file` aside: `hoist keygen` writes it).
+    pub fn preflight(&self, scope: Preflight) -> Result<(), ConfigError> {
         let text = std::fs::read_to_string(&self.source_path).unwrap_or_default();
         let err =
             |key: &str, msg: String| ConfigError::at(&self.source_path, &text, &key_path(key), msg);
@@ -497,6 +509,20 @@ impl HostConfig {
                 "pm2.command",
                 format!("pm2.command {:?} {why}", self.pm2.command),
             ));
+        }
+        if let Some(path) = crate::source::local_repo_path(&self.repo.url)
+            && !path.exists()
+        {
+            return Err(err(
+                "repo.url",
+                format!(
+                    "repo.url {} does not exist; a local config repository must be a path to a git repository",
+                    path.display()
+                ),
+            ));
+        }
+        if scope == Preflight::Local {
+            return Ok(());
         }
         let forge = matches!(
             self.status.provider,
@@ -541,17 +567,6 @@ impl HostConfig {
                     ));
                 }
             }
-        }
-        if let Some(path) = crate::source::local_repo_path(&self.repo.url)
-            && !path.exists()
-        {
-            return Err(err(
-                "repo.url",
-                format!(
-                    "repo.url {} does not exist; a local config repository must be a path to a git repository",
-                    path.display()
-                ),
-            ));
         }
         Ok(())
     }
