@@ -557,11 +557,14 @@ fn cmd_history(config: &Path, app: Option<&str>, json: bool) -> Res {
 
 fn cmd_check(config: &Path, dir: Option<PathBuf>) -> Res {
     let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-    // The manifest folder comes from the host config when one is readable,
-    // else the default `apps`.
-    let apps_path = HostConfig::load(config)
-        .map(|c| c.apps_path().to_string())
-        .unwrap_or_else(|_| "apps".to_string());
+    // The manifest folder comes from the host config when there is one (a
+    // server), else the default `apps` (CI). A config that is there but
+    // does not load is said, not replaced by the default.
+    let apps_path = match HostConfig::load(config) {
+        Ok(c) => c.apps_path().to_string(),
+        Err(e) if config.exists() => return Err(fail(2, e.to_string())),
+        Err(_) => "apps".to_string(),
+    };
     if !dir.is_dir() {
         return Err(fail(2, format!("{} is not a folder", dir.display())));
     }

@@ -589,3 +589,22 @@ fn an_emergency_rollback_needs_none_of_the_credential_files() {
     assert_eq!(code, Some(0), "{out} {err}");
     assert_eq!(w.app_says().as_deref(), Some("v1"));
 }
+
+/// `hoist check` takes the manifest folder from the host config; one that
+/// is there but does not load used to be replaced by the default silently.
+#[test]
+fn check_says_when_its_host_config_does_not_load() {
+    let w = World::new();
+    let good = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(
+        w.config_path(),
+        good.replace("  branch: main\n", "  branch: main\n  pth: deploy\n"),
+    )
+    .unwrap();
+    let (code, err) = check(&w);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("hoist.yaml:") && err.contains("pth"), "{err}");
+    std::fs::write(w.config_path(), &good).unwrap();
+    let (code, err) = check(&w);
+    assert_eq!(code, Some(0), "{err}");
+}
