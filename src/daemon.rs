@@ -8,7 +8,7 @@
 //! daemon through a Unix socket in `state_dir`, because the daemon holds the
 //! state lock and is the only process allowed to act.
 
-use crate::config::HostConfig;
+use crate::config::{HostConfig, ReleaseName};
 use crate::engine::Engine;
 use crate::http::{Health, HttpState};
 use crate::metrics::Metrics;
@@ -29,8 +29,14 @@ use tracing::{error, info, warn};
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Request {
     Trigger,
-    Retry { app: String },
-    Rollback { app: String, to: Option<String> },
+    Retry {
+        app: String,
+    },
+    /// `to` is checked when the request is read: it names a directory.
+    Rollback {
+        app: String,
+        to: Option<ReleaseName>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,9 +104,9 @@ async fn serve_control(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
                         })
                     }
                 }
-                Err(_) => Reply {
+                Err(e) => Reply {
                     ok: false,
-                    message: "unknown request".into(),
+                    message: format!("invalid request: {e}"),
                 },
             };
             let mut out = serde_json::to_vec(&reply).unwrap_or_default();
@@ -223,6 +229,7 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
     info!(host = %engine.host(), branch = %cfg.repo.branch, repo = %engine.source().shown_url(), "hoist is running");
 
     let mut cfg = cfg;
+    let mut pace = crate::pace::TriggerPace::new(trigger.clone(), stop.clone());
     loop {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -256,7 +263,7 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(wait_until) => break,
-                _ = trigger.notified() => break,
+                _ = pace.next() => break,
                 _ = tokio::time::sleep(Duration::from_secs(10)) => {
                     beat();
                     continue;
@@ -300,6 +307,8 @@ fn short(c: &Option<String>) -> String {
 
 fn reload(path: &Path, old: &HostConfig) -> Result<HostConfig, String> {
     let new = HostConfig::load(path).map_err(|e| e.to_string())?;
+    new.preflight(crate::config::Preflight::Pass)
+        .map_err(|e| e.to_string())?;
     if new.state_dir != old.state_dir {
         return Err("state_dir cannot change while hoist runs; restart it".into());
     }

@@ -5,9 +5,9 @@
 //! and pokes the daemon through a [`Notify`], but decides nothing about
 //! deploys. A verified webhook only asks for a poll *now*; what is deployed
 //! is still whatever the branch says when the poll runs, so a replayed or
-//! reordered hook can never deploy anything by itself. Bursts coalesce for
-//! free: `Notify` stores at most one permit, so ten pushes in a second wake
-//! the loop once.
+//! reordered hook can never deploy anything by itself. Bursts coalesce:
+//! `Notify` stores at most one permit, and the daemon lets the pokes
+//! through `pace::TriggerPace`, at most one poll a second.
 //!
 //! Webhooks are accepted only when signed with `webhook_secret_file`'s
 //! secret, however the forge signs: GitHub `X-Hub-Signature-256`, Gitea

@@ -13,6 +13,7 @@ pub mod http;
 pub mod lock;
 pub mod logging;
 pub mod metrics;
+pub mod pace;
 pub mod plan;
 pub mod pm2;
 pub mod producer;

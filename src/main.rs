@@ -3,7 +3,9 @@
 //! 3 another hoist holds the lock.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hoist::config::{HostConfig, load_manifests_from_dir};
+use hoist::config::{
+    DiskTree, HostConfig, Inventories, Preflight, ReleaseName, read_commit_config,
+};
 use hoist::daemon::{self, Request};
 use hoist::engine::Engine;
 use hoist::lock::{LockError, StateLock};
@@ -206,8 +208,46 @@ fn init_logging(format: LogFormat, default_info: bool) {
     hoist::logging::init(format, if default_info { "info" } else { "warn" });
 }
 
+/// A release name given on the command line: it names a directory (and,
+/// for `publish`, a file), so it is checked before anything is touched.
+fn release_arg(flag: &str, value: Option<String>) -> Result<Option<ReleaseName>, Failure> {
+    value
+        .map(|v| ReleaseName::new(&v).map_err(|m| fail(2, format!("{flag}: {m}"))))
+        .transpose()
+}
+
 fn load_config(path: &Path) -> Result<HostConfig, Failure> {
     HostConfig::load(path).map_err(|e| fail(2, e.to_string()))
+}
+
+/// The host config for a command that acts on this server: loaded, and
+/// what it names checked on this machine (`HostConfig::preflight`).
+fn load_runnable(path: &Path, scope: Preflight) -> Result<HostConfig, Failure> {
+    let cfg = load_config(path)?;
+    preflight(&cfg, scope)?;
+    Ok(cfg)
+}
+
+fn preflight(cfg: &HostConfig, scope: Preflight) -> Result<(), Failure> {
+    cfg.preflight(scope).map_err(|e| fail(2, e.to_string()))
+}
+
+/// The host config for a command that reads `state_dir`: a folder that is
+/// not there is a mistyped path or another server's config, not a server
+/// with nothing deployed.
+fn load_with_state(path: &Path) -> Result<HostConfig, Failure> {
+    let cfg = load_config(path)?;
+    if !cfg.state_dir.is_dir() {
+        return Err(fail(
+            2,
+            format!(
+                "state_dir {} (in {}) does not exist: hoist has never run with this config; is it the one the server uses?",
+                cfg.state_dir.display(),
+                path.display()
+            ),
+        ));
+    }
+    Ok(cfg)
 }
 
 fn lock(cfg: &HostConfig) -> Result<StateLock, Failure> {
@@ -226,7 +266,7 @@ async fn engine(cfg: &HostConfig) -> Result<Engine, Failure> {
 async fn dispatch(cli: Cli) -> Res {
     match cli.command {
         Command::Run => {
-            let cfg = load_config(&cli.config)?;
+            let cfg = load_runnable(&cli.config, Preflight::Pass)?;
             let _lock = lock(&cfg)?;
             daemon::run(cli.config.clone(), cfg)
                 .await
@@ -234,7 +274,7 @@ async fn dispatch(cli: Cli) -> Res {
             Ok(0)
         }
         Command::Once => {
-            let cfg = load_config(&cli.config)?;
+            let cfg = load_runnable(&cli.config, Preflight::Pass)?;
             let _lock = lock(&cfg)?;
             let e = engine(&cfg).await?;
             e.recover().await.map_err(|e| fail(1, e.to_string()))?;
@@ -256,6 +296,7 @@ async fn dispatch(cli: Cli) -> Res {
         Command::History { app, json } => cmd_history(&cli.config, app.as_deref(), json),
         Command::Check { dir } => cmd_check(&cli.config, dir),
         Command::Rollback { app, to } => {
+            let to = release_arg("--to", to)?;
             let cfg = load_config(&cli.config)?;
             local_or_daemon(cfg, Request::Rollback { app, to }).await
         }
@@ -293,6 +334,7 @@ async fn dispatch(cli: Cli) -> Res {
             manifest,
             release,
         } => {
+            release_arg("--release", release.clone())?;
             hoist::producer::publish::publish(
                 &cli.config,
                 &dir,
@@ -387,6 +429,13 @@ fn cmd_secrets(config: &Path, command: SecretsCommand) -> Res {
 async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
     match StateLock::acquire(&cfg.state_dir) {
         Ok(_lock) => {
+            // A retry applies the commit again (a pass); a rollback only
+            // moves between releases on disk.
+            let scope = match req {
+                Request::Retry { .. } => Preflight::Pass,
+                _ => Preflight::Local,
+            };
+            preflight(&cfg, scope)?;
             let e = engine(&cfg).await?;
             e.recover().await.map_err(|e| fail(1, e.to_string()))?;
             let r = match req {
@@ -440,7 +489,7 @@ async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
 }
 
 async fn cmd_plan(config: &Path, json: bool) -> Res {
-    let cfg = load_config(config)?;
+    let cfg = load_runnable(config, Preflight::Local)?;
     let e = engine(&cfg).await?;
     let tip = e.poll().await.map_err(|e| fail(1, e.to_string()))?;
     let signed = e
@@ -519,7 +568,7 @@ fn action_name(d: &hoist::plan::Decision) -> &'static str {
 }
 
 fn cmd_status(config: &Path, json: bool) -> Res {
-    let cfg = load_config(config)?;
+    let cfg = load_with_state(config)?;
     let state = hoist::state::State::load(&cfg.state_dir).map_err(|e| fail(1, e.to_string()))?;
     if json {
         let apps: serde_json::Map<String, serde_json::Value> = state
@@ -601,8 +650,24 @@ fn cmd_status(config: &Path, json: bool) -> Res {
 }
 
 fn cmd_history(config: &Path, app: Option<&str>, json: bool) -> Res {
-    let cfg = load_config(config)?;
+    let cfg = load_with_state(config)?;
     let events = hoist::state::read_history(&cfg.state_dir).map_err(|e| fail(1, e.to_string()))?;
+    if let Some(app) = app
+        && !events.iter().any(|e| e.app.as_deref() == Some(app))
+    {
+        let mut known: Vec<&str> = events.iter().filter_map(|e| e.app.as_deref()).collect();
+        known.sort_unstable();
+        known.dedup();
+        let known = if known.is_empty() {
+            "none yet".to_string()
+        } else {
+            known.join(", ")
+        };
+        return Err(fail(
+            2,
+            format!("no app {app:?} in the history of this server (apps with history: {known})"),
+        ));
+    }
     let events: Vec<_> = events
         .into_iter()
         .filter(|e| app.is_none() || e.app.as_deref() == app)
@@ -641,26 +706,28 @@ fn cmd_history(config: &Path, app: Option<&str>, json: bool) -> Res {
 
 fn cmd_check(config: &Path, dir: Option<PathBuf>) -> Res {
     let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-    // The manifest folder comes from the host config when one is readable,
-    // else the default `apps`.
-    let apps_path = HostConfig::load(config)
-        .map(|c| c.apps_path().to_string())
-        .unwrap_or_else(|_| "apps".to_string());
-    let folder = dir.join(&apps_path);
-    if !folder.is_dir() {
-        return Err(fail(
-            1,
-            format!("{} has no manifest folder {apps_path}/", dir.display()),
-        ));
+    // The manifest folder comes from the host config when there is one (a
+    // server), else the default `apps` (CI). A config that is there but
+    // does not load is said, not replaced by the default.
+    let apps_path = match HostConfig::load(config) {
+        Ok(c) => c.apps_path().to_string(),
+        Err(e) if config.exists() => return Err(fail(2, e.to_string())),
+        Err(_) => "apps".to_string(),
+    };
+    if !dir.is_dir() {
+        return Err(fail(2, format!("{} is not a folder", dir.display())));
     }
-    match load_manifests_from_dir(&folder, Path::new(&apps_path)) {
-        Ok(apps) if !check_sealed_secrets(&dir, &apps_path, &apps) => Ok(1),
-        Ok(apps) => {
+    // The same rules as a server reading a commit, and every inventory.
+    let tree = DiskTree::new(&dir);
+    match read_commit_config(&tree, &apps_path, Inventories::All) {
+        Ok(c) if !check_sealed_secrets(&dir, &apps_path, &c.apps) => Ok(1),
+        Ok(c) => {
             println!(
                 "{} valid: {} app(s): {}",
                 dir.display(),
-                apps.len(),
-                apps.keys()
+                c.apps.len(),
+                c.apps
+                    .keys()
                     .map(|a| a.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")

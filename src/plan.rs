@@ -390,7 +390,38 @@ pub fn summarize(outcomes: &[(String, Outcome)]) -> (StatusState, String) {
     if outcomes.is_empty() {
         desc = "no apps for this server".into();
     }
-    (state, crate::report::truncate_description(&desc))
+    (
+        state,
+        crate::report::truncate_description(&shorten_digests(&desc)),
+    )
+}
+
+/// Shortens every sha256 (or other hex digest of 40 digits or more) to its
+/// first 12 digits and `…`: a status has 140 characters, and cutting one
+/// there mid-hash made it look like the whole value.
+fn shorten_digests(text: &str) -> String {
+    const KEEP: usize = 12;
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 40 {
+            out.push_str(&run[..KEEP]);
+            out.push('…');
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 #[cfg(test)]
@@ -830,6 +861,31 @@ mod tests {
         let (s, d) = summarize(&[]);
         assert_eq!(s, StatusState::Success);
         assert!(!d.is_empty());
+    }
+
+    #[test]
+    fn a_checksum_mismatch_fits_a_status_without_a_cut_hash() {
+        let error = crate::artifact::ArtifactError::ChecksumMismatch {
+            url: "s3://acme-releases/web/releases/2026/11/web-2026.11.27-3.tar.zst".into(),
+            expected: A.into(),
+            actual: B.into(),
+        }
+        .to_string();
+        let (s, d) = summarize(&[("web".into(), Outcome::Errored { error })]);
+        assert_eq!(s, StatusState::Error);
+        assert!(d.chars().count() <= 140, "{d}");
+        assert!(d.starts_with("web: checksum mismatch"), "{d}");
+        assert!(d.contains(&format!("{}…", &B[..12])), "{d}");
+        assert!(d.contains(&format!("{}…", &A[..12])), "{d}");
+        // Every hex run left is either short or one of the marked prefixes.
+        for run in d.split(|c: char| !c.is_ascii_hexdigit()) {
+            assert!(run.len() <= 12, "a cut hash {run:?} in {d}");
+        }
+        // Digests only: release names and ports stay as they are.
+        assert_eq!(
+            shorten_digests("web 2026.11.27 on :3000"),
+            "web 2026.11.27 on :3000"
+        );
     }
 
     #[test]

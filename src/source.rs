@@ -8,7 +8,10 @@
 //! Manifests are read straight from the commit's tree: no work tree exists,
 //! so nothing on disk can drift from what the commit says.
 
-use crate::config::{AppName, AppSet, ConfigError, HostConfig, parse_manifest, validate_app_set};
+use crate::config::{
+    CommitConfig, ConfigError, Entry, EntryKind, HostConfig, Inventories, RepoTree,
+    read_commit_config,
+};
 use git2::{Cred, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -27,8 +30,17 @@ pub enum SourceError {
     NoBranch { url: String, branch: String },
     #[error("the local mirror {path} is unusable: {message}")]
     Mirror { path: PathBuf, message: String },
-    #[error("cannot read {file}: {message}")]
-    Secret { file: PathBuf, message: String },
+    #[error("cannot read {key} {file}: {message}")]
+    Secret {
+        /// The host config key naming the file.
+        key: &'static str,
+        file: PathBuf,
+        message: String,
+    },
+    #[error(
+        "repo.url {path} does not exist; a local config repository must be a path to a git repository"
+    )]
+    NoLocalRepo { path: String },
     #[error("commit {commit} is not in the local mirror: {message}")]
     Commit { commit: String, message: String },
 }
@@ -67,6 +79,8 @@ pub struct Source {
     url: String,
     branch: String,
     apps_path: String,
+    /// Names the inventory read with the manifests (`fleet/<environment>.yaml`).
+    environment: String,
     token_file: Option<PathBuf>,
     ssh_key_file: Option<PathBuf>,
     known_hosts_file: Option<PathBuf>,
@@ -128,6 +142,7 @@ impl Source {
             url: cfg.repo.url.clone(),
             branch: cfg.repo.branch.clone(),
             apps_path: cfg.apps_path().to_string(),
+            environment: cfg.environment_name(),
             token_file: cfg.repo.token_file.clone(),
             ssh_key_file: cfg.repo.ssh_key_file.clone(),
             known_hosts_file: cfg.repo.known_hosts_file.clone(),
@@ -172,6 +187,7 @@ impl Source {
             Some(p) => std::fs::read_to_string(p)
                 .map(|s| Some(s.trim().to_string()))
                 .map_err(|e| SourceError::Secret {
+                    key: "repo.token_file",
                     file: p.clone(),
                     message: e.to_string(),
                 }),
@@ -221,6 +237,7 @@ impl Source {
             && let Err(e) = std::fs::File::open(k)
         {
             return Err(SourceError::Secret {
+                key: "repo.ssh_key_file",
                 file: k.clone(),
                 message: e.to_string(),
             });
@@ -328,6 +345,7 @@ impl Source {
     /// Where the branch points on the remote, without fetching: one
     /// ls-remote style round trip.
     pub fn remote_tip(&self) -> Result<String, SourceError> {
+        self.check_local_repo()?;
         let repo = self.open_mirror()?;
         let refusal = Refusal::default();
         let mut remote = repo
@@ -349,6 +367,17 @@ impl Source {
             })
     }
 
+    /// A local repository (a path or a file:// URL) that is not there:
+    /// libgit2 would call it an "unsupported URL protocol".
+    fn check_local_repo(&self) -> Result<(), SourceError> {
+        match local_repo_path(&self.url) {
+            Some(p) if !p.exists() => Err(SourceError::NoLocalRepo {
+                path: p.display().to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the mirror already has this commit.
     pub fn has_commit(&self, commit: &str) -> bool {
         let Ok(repo) = self.open_mirror() else {
@@ -364,6 +393,7 @@ impl Source {
     /// `refs/remotes/origin/<branch>`, which libgit2 offers the server as
     /// "have", so only commits the mirror lacks are transferred.
     pub fn fetch(&self) -> Result<(), SourceError> {
+        self.check_local_repo()?;
         let repo = self.open_mirror()?;
         let refusal = Refusal::default();
         let mut remote = repo
@@ -393,9 +423,14 @@ impl Source {
         Ok(tip)
     }
 
-    /// The manifests in the commit's manifest folder. Any invalid manifest
-    /// makes the whole commit invalid (SPEC §2: applied whole or not at all).
-    pub fn manifests_at(&self, commit: &str) -> Result<Result<AppSet, InvalidCommit>, SourceError> {
+    /// The configuration of a commit: its manifests and the inventory of
+    /// this server's environment. Anything invalid, a missing manifest
+    /// folder included, makes the whole commit invalid (SPEC §2: applied
+    /// whole or not at all).
+    pub fn manifests_at(
+        &self,
+        commit: &str,
+    ) -> Result<Result<CommitConfig, InvalidCommit>, SourceError> {
         let repo = self.open_mirror()?;
         let cerr = |m: String| SourceError::Commit {
             commit: commit.to_string(),
@@ -405,83 +440,10 @@ impl Source {
         let c = repo
             .find_commit(oid)
             .map_err(|e| cerr(e.message().into()))?;
-        let tree = c.tree().map_err(|e| cerr(e.message().into()))?;
-        let folder = if self.apps_path == "." {
-            tree
-        } else {
-            match tree.get_path(Path::new(&self.apps_path)) {
-                Ok(entry) => match entry.to_object(&repo).ok().and_then(|o| o.into_tree().ok()) {
-                    Some(t) => t,
-                    None => {
-                        return Ok(Err(InvalidCommit {
-                            errors: vec![ConfigError::new(
-                                &self.apps_path,
-                                None,
-                                "is not a folder of manifests",
-                            )],
-                        }));
-                    }
-                },
-                // No manifest folder: no apps.
-                Err(_) => return Ok(Ok(AppSet::new())),
-            }
-        };
-        let mut apps = AppSet::new();
-        let mut errors = Vec::new();
-        let base = PathBuf::from(if self.apps_path == "." {
-            ""
-        } else {
-            &self.apps_path
-        });
-        for entry in folder.iter() {
-            let Ok(name) = entry.name() else { continue };
-            if entry.kind() != Some(git2::ObjectType::Blob) {
-                continue;
-            }
-            let shown = base.join(name);
-            if name.ends_with(".yml") {
-                errors.push(ConfigError::new(
-                    &shown,
-                    None,
-                    "manifests must end in .yaml (this file would be ignored)",
-                ));
-                continue;
-            }
-            if !name.ends_with(".yaml") {
-                continue;
-            }
-            let blob = match repo.find_blob(entry.id()) {
-                Ok(b) => b,
-                Err(e) => {
-                    errors.push(ConfigError::new(&shown, None, e.message().to_string()));
-                    continue;
-                }
-            };
-            let text = match std::str::from_utf8(blob.content()) {
-                Ok(t) => t,
-                Err(_) => {
-                    errors.push(ConfigError::new(&shown, None, "is not UTF-8 text"));
-                    continue;
-                }
-            };
-            match parse_manifest(&shown, text) {
-                Ok((app, m)) => {
-                    apps.insert(app, m);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        if errors.is_empty() {
-            let file_of = |a: &AppName| base.join(format!("{a}.yaml"));
-            if let Err(e) = validate_app_set(&apps, &file_of) {
-                errors.push(e);
-            }
-        }
-        if errors.is_empty() {
-            Ok(Ok(apps))
-        } else {
-            Ok(Err(InvalidCommit { errors }))
-        }
+        let root = c.tree().map_err(|e| cerr(e.message().into()))?;
+        let tree = GitTree { repo: &repo, root };
+        let read = read_commit_config(&tree, &self.apps_path, Inventories::Of(&self.environment));
+        Ok(read.map_err(|errors| InvalidCommit { errors }))
     }
 
     /// The commit's signature and the bytes it signs (the commit object
@@ -508,8 +470,65 @@ impl Source {
     }
 }
 
+/// One commit's tree, as the config layer reads it (`RepoTree`): entries
+/// are classified by their git file mode, so a symlink is never read as a
+/// manifest (its blob holds the link's target).
+struct GitTree<'r> {
+    repo: &'r Repository,
+    root: git2::Tree<'r>,
+}
+
+impl GitTree<'_> {
+    fn object(&self, path: &str) -> Result<git2::Object<'_>, String> {
+        if path.is_empty() {
+            return Ok(self.root.as_object().clone());
+        }
+        self.root
+            .get_path(Path::new(path))
+            .and_then(|e| e.to_object(self.repo))
+            .map_err(|e| e.message().to_string())
+    }
+}
+
+impl RepoTree for GitTree<'_> {
+    fn list(&self, folder: &str) -> Result<Vec<Entry>, String> {
+        let obj = self.object(folder)?;
+        let tree = obj.as_tree().ok_or_else(|| "is not a folder".to_string())?;
+        Ok(tree
+            .iter()
+            .map(|e| Entry {
+                name: String::from_utf8_lossy(e.name_bytes()).into_owned(),
+                kind: match e.filemode() {
+                    0o040000 => EntryKind::Folder,
+                    0o120000 => EntryKind::Symlink,
+                    0o100644 | 0o100755 | 0o100664 => EntryKind::File,
+                    _ => EntryKind::Other,
+                },
+            })
+            .collect())
+    }
+
+    fn read(&self, file: &str) -> Result<Vec<u8>, String> {
+        let obj = self.object(file)?;
+        let blob = obj.as_blob().ok_or_else(|| "is not a file".to_string())?;
+        Ok(blob.content().to_vec())
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The path of a local repository URL: an absolute path (a relative one is
+/// resolved against the host config's folder when it loads) or `file://`.
+pub fn local_repo_path(url: &str) -> Option<PathBuf> {
+    if url.starts_with('/') {
+        return Some(PathBuf::from(url));
+    }
+    if url.starts_with("file://") {
+        return reqwest::Url::parse(url).ok()?.to_file_path().ok();
+    }
+    None
 }
 
 /// The host of an http(s) URL, lowercased; None for other URLs.
@@ -543,10 +562,11 @@ fn trust_ca_file(ca_file: Option<&Path>) -> Result<(), SourceError> {
     static LOADED: Mutex<Vec<(PathBuf, Vec<u8>)>> = Mutex::new(Vec::new());
     let Some(path) = ca_file else { return Ok(()) };
     let bad = |message: String| SourceError::Secret {
+        key: "ca_file",
         file: path.to_path_buf(),
         message,
     };
-    let pem = std::fs::read(path).map_err(|e| bad(format!("the ca_file cannot be read ({e})")))?;
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let mut loaded = lock(&LOADED);
     if loaded.iter().any(|(p, c)| p == path && *c == pem) {
         return Ok(());
@@ -555,8 +575,12 @@ fn trust_ca_file(ca_file: Option<&Path>) -> Result<(), SourceError> {
     // operations in flight. The LOADED lock serialises these calls, and
     // hoist runs one git operation at a time (the engine awaits each poll),
     // so no TLS connection is being set up while the store changes.
-    unsafe { git2::opts::set_ssl_cert_file(path) }
-        .map_err(|e| bad(format!("the ca_file cannot be used ({})", e.message())))?;
+    unsafe { git2::opts::set_ssl_cert_file(path) }.map_err(|e| {
+        bad(format!(
+            "it is not a usable certificate file ({})",
+            e.message()
+        ))
+    })?;
     loaded.push((path.to_path_buf(), pem));
     Ok(())
 }
@@ -632,16 +656,16 @@ mod tests {
         let (_d, src, work) = setup();
         let c1 = commit_manifest(&work, "web.yaml", &manifest("v1"));
         assert_eq!(src.poll().unwrap(), c1);
-        let apps = src.manifests_at(&c1).unwrap().unwrap();
+        let apps = src.manifests_at(&c1).unwrap().unwrap().apps;
         assert_eq!(apps.len(), 1);
         let c2 = commit_manifest(&work, "web.yaml", &manifest("v2"));
         assert_eq!(src.remote_tip().unwrap(), c2);
         assert!(!src.has_commit(&c2), "ls-remote must not fetch");
         assert_eq!(src.poll().unwrap(), c2);
-        let apps = src.manifests_at(&c2).unwrap().unwrap();
+        let apps = src.manifests_at(&c2).unwrap().unwrap().apps;
         assert_eq!(apps.values().next().unwrap().release.as_str(), "v2");
         // The older commit is still readable (reverts need it).
-        let old = src.manifests_at(&c1).unwrap().unwrap();
+        let old = src.manifests_at(&c1).unwrap().unwrap().apps;
         assert_eq!(old.values().next().unwrap().release.as_str(), "v1");
         assert_eq!(src.summary(&c2).as_deref(), Some("change"));
     }
@@ -661,7 +685,7 @@ mod tests {
         std::fs::remove_dir_all(&src.mirror).unwrap();
         assert!(!src.has_commit(&c1));
         assert_eq!(src.poll().unwrap(), c2);
-        let apps = src.manifests_at(&c2).unwrap().unwrap();
+        let apps = src.manifests_at(&c2).unwrap().unwrap().apps;
         assert_eq!(apps.values().next().unwrap().release.as_str(), "v2");
     }
 
@@ -685,6 +709,11 @@ mod tests {
         gone.url = "/nonexistent/config.git".into();
         let e = gone.poll().unwrap_err();
         assert!(e.to_string().contains("/nonexistent/config.git"), "{e}");
+        assert!(e.to_string().contains("repo.url"), "{e}");
+        assert!(!e.to_string().contains("unsupported URL protocol"), "{e}");
+        gone.url = "file:///nonexistent/config.git".into();
+        let e = gone.poll().unwrap_err();
+        assert!(matches!(e, SourceError::NoLocalRepo { .. }), "{e}");
     }
 }
 

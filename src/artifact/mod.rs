@@ -77,7 +77,11 @@ pub enum ArtifactError {
     },
 
     /// The downloaded bytes are not the ones the manifest names.
-    #[error("the artifact at {url} has sha256 {actual}, but the manifest expects {expected}")]
+    // What differs first and the URL last: a status description cut at
+    // 140 characters keeps the part that matters.
+    #[error(
+        "checksum mismatch: the artifact's sha256 is {actual}, the manifest expects {expected} ({url})"
+    )]
     ChecksumMismatch {
         url: String,
         expected: String,
@@ -190,7 +194,7 @@ mod tests {
         assert!(!mismatch.is_transient());
         assert_eq!(
             mismatch.to_string(),
-            "the artifact at https://example.com/a.tar.zst has sha256 b, but the manifest expects a"
+            "checksum mismatch: the artifact's sha256 is b, the manifest expects a (https://example.com/a.tar.zst)"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! The host config (`/etc/hoist/hoist.yaml`, SPEC §1): one file per server,
 //! written by its operator. Secrets are never in it, only paths to them.
 
-use super::{ByteSize, ConfigError, Dur, line_of};
+use super::{ByteSize, ConfigError, Dur, key_path};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -125,6 +125,19 @@ fn default_max_entries() -> u64 {
     200_000
 }
 
+/// What `HostConfig::preflight` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preflight {
+    /// For a pass (`run`, `once`, a local `retry`, a reload): everything,
+    /// the credential files included.
+    Pass,
+    /// For `plan` and a local `rollback`, run from an operator's shell: the
+    /// credential files are left out, since the service may get them as
+    /// systemd credentials that a shell cannot see, and a rollback needs
+    /// none of them.
+    Local,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderName {
@@ -234,8 +247,7 @@ impl HostConfig {
     /// Parses host config text; `path` is used for messages and to resolve
     /// relative paths (against the config file's directory).
     pub fn parse(path: &Path, text: &str) -> Result<HostConfig, ConfigError> {
-        let mut cfg: HostConfig =
-            serde_norway::from_str(text).map_err(|e| ConfigError::from_yaml_in(path, &e, text))?;
+        let mut cfg: HostConfig = super::parse_yaml(path, text)?;
         cfg.source_path = path.to_path_buf();
         let base = path
             .parent()
@@ -247,6 +259,12 @@ impl HostConfig {
             base
         };
         cfg.resolve_paths(&base);
+        // The default jitter (3s) never exceeds a shorter poll_interval;
+        // a jitter the user wrote does, and validate says so.
+        let jitter_written = super::locate::line_of(text, &key_path("repo.jitter")).is_some();
+        if !jitter_written {
+            cfg.repo.jitter = cfg.repo.jitter.min(cfg.repo.poll_interval);
+        }
         cfg.validate(path, text)?;
         Ok(cfg)
     }
@@ -288,10 +306,7 @@ impl HostConfig {
     }
 
     fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
-        let err = |key: &str, msg: String| {
-            let needle = key.rsplit('.').next().unwrap_or(key);
-            ConfigError::new(path, line_of(text, &format!("{needle}:")), msg)
-        };
+        let err = |key: &str, msg: String| ConfigError::at(path, text, &key_path(key), msg);
         if let Some(h) = &self.host
             && h.trim().is_empty()
         {
@@ -354,29 +369,44 @@ impl HostConfig {
                 "repo.path must stay inside the repository".into(),
             ));
         }
+        if self.repo.poll_interval.0.is_zero() {
+            return Err(err(
+                "repo.poll_interval",
+                "repo.poll_interval must be more than 0s".into(),
+            ));
+        }
+        if self.repo.jitter > self.repo.poll_interval {
+            return Err(err(
+                "repo.jitter",
+                format!(
+                    "repo.jitter ({}) is longer than repo.poll_interval ({}); the jitter spreads the polls within one interval, so make it at most as long",
+                    self.repo.jitter, self.repo.poll_interval
+                ),
+            ));
+        }
         if let Some(s3) = &self.storage.s3
             && let Some(ep) = &s3.endpoint
         {
             check_http_url(ep, "storage.s3.endpoint", self.allow_http)
-                .map_err(|m| err("endpoint", m))?;
+                .map_err(|m| err("storage.s3.endpoint", m))?;
         }
         if self.limits.max_entries == 0 {
             return Err(err(
-                "max_entries",
+                "limits.max_entries",
                 "limits.max_entries must be at least 1".into(),
             ));
         }
         if self.limits.max_unpacked_size.0 == 0 {
             return Err(err(
-                "max_unpacked_size",
+                "limits.max_unpacked_size",
                 "limits.max_unpacked_size must be more than 0".into(),
             ));
         }
-        for key in &self.storage.trusted_keys {
+        for (i, key) in self.storage.trusted_keys.iter().enumerate() {
             if key.trim().is_empty() {
                 return Err(err(
-                    "trusted_keys",
-                    "storage.trusted_keys has an empty key".into(),
+                    &format!("storage.trusted_keys[{i}]"),
+                    format!("storage.trusted_keys[{i}] is empty"),
                 ));
             }
         }
@@ -384,16 +414,16 @@ impl HostConfig {
             ProviderName::Github | ProviderName::Gitea | ProviderName::Gitlab => {
                 if let Some(api) = &self.status.api_url {
                     check_http_url(api, "status.api_url", self.allow_http)
-                        .map_err(|m| err("api_url", m))?;
+                        .map_err(|m| err("status.api_url", m))?;
                 } else if self.status.provider != ProviderName::Github {
                     return Err(err(
-                        "provider",
+                        "status.provider",
                         "status.api_url is required for providers gitea and gitlab".into(),
                     ));
                 }
                 if self.status.repository.as_deref().unwrap_or("").is_empty() {
                     return Err(err(
-                        "provider",
+                        "status.provider",
                         "status.repository is required for forge status providers".into(),
                     ));
                 }
@@ -407,7 +437,7 @@ impl HostConfig {
             .replace("{app}", "");
         if stripped.contains('{') || stripped.contains('}') {
             return Err(err(
-                "context",
+                "status.context",
                 format!(
                     "status.context {ctx:?} has an unknown placeholder; use {{environment}}, {{host}} and {{app}}"
                 ),
@@ -423,17 +453,120 @@ impl HostConfig {
             ));
         }
         if self.pm2.command.trim().is_empty() {
-            return Err(err("command", "pm2.command must not be empty".into()));
+            return Err(err("pm2.command", "pm2.command must not be empty".into()));
         }
         if let Some(u) = &self.pm2.user
             && (u.trim().is_empty() || u.contains(char::is_whitespace))
         {
-            return Err(err("user", format!("pm2.user {u:?} is not a user name")));
+            return Err(err(
+                "pm2.user",
+                format!("pm2.user {u:?} is not a user name"),
+            ));
         }
         if let Some(env) = &self.environment
             && let Err(m) = super::EnvName::new(env)
         {
             return Err(err("environment", m));
+        }
+        Ok(())
+    }
+
+    /// Checks what the config names on this machine, for the commands that
+    /// act on it: a config that cannot work is said at start, naming its
+    /// key, not at the first deploy. Paths are checked, nothing is created
+    /// and no secret is read: `root` and `state_dir` must exist or have a
+    /// parent that does (a mistyped path is not created), `pm2.command` must
+    /// be an executable, a local `repo.url` must exist, and with
+    /// [`Preflight::Pass`] every file a `*_file` key names must be a
+    /// readable file (`identity_file` aside: `hoist keygen` writes it).
+    pub fn preflight(&self, scope: Preflight) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(&self.source_path).unwrap_or_default();
+        let err =
+            |key: &str, msg: String| ConfigError::at(&self.source_path, &text, &key_path(key), msg);
+        for (key, dir) in [("root", &self.root), ("state_dir", &self.state_dir)] {
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(err(key, format!("{key} {} is not a folder", dir.display()))),
+                Err(_) => {
+                    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+                    if let Some(parent) = parent
+                        && !parent.is_dir()
+                    {
+                        return Err(err(
+                            key,
+                            format!(
+                                "{key} {} cannot be created: its parent {} does not exist (a typo?)",
+                                dir.display(),
+                                parent.display()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Err(why) = find_executable(&self.pm2.command) {
+            return Err(err(
+                "pm2.command",
+                format!("pm2.command {:?} {why}", self.pm2.command),
+            ));
+        }
+        if let Some(path) = crate::source::local_repo_path(&self.repo.url)
+            && !path.exists()
+        {
+            return Err(err(
+                "repo.url",
+                format!(
+                    "repo.url {} does not exist; a local config repository must be a path to a git repository",
+                    path.display()
+                ),
+            ));
+        }
+        if scope == Preflight::Local {
+            return Ok(());
+        }
+        let forge = matches!(
+            self.status.provider,
+            ProviderName::Github | ProviderName::Gitea | ProviderName::Gitlab
+        );
+        let s3 = self.storage.s3.as_ref();
+        let files = [
+            ("repo.token_file", self.repo.token_file.as_ref()),
+            ("repo.ssh_key_file", self.repo.ssh_key_file.as_ref()),
+            ("repo.known_hosts_file", self.repo.known_hosts_file.as_ref()),
+            (
+                "repo.allowed_signers_file",
+                self.repo.allowed_signers_file.as_ref(),
+            ),
+            (
+                "storage.s3.access_key_id_file",
+                s3.and_then(|s| s.access_key_id_file.as_ref()),
+            ),
+            (
+                "storage.s3.secret_access_key_file",
+                s3.and_then(|s| s.secret_access_key_file.as_ref()),
+            ),
+            (
+                "status.token_file",
+                self.status.token_file.as_ref().filter(|_| forge),
+            ),
+            ("ca_file", self.ca_file.as_ref()),
+            ("webhook_secret_file", self.webhook_secret_file.as_ref()),
+        ];
+        for (key, file) in files {
+            let Some(file) = file else { continue };
+            let readable = std::fs::File::open(file).and_then(|f| f.metadata());
+            match readable {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => {
+                    return Err(err(key, format!("{key} {} is not a file", file.display())));
+                }
+                Err(e) => {
+                    return Err(err(
+                        key,
+                        format!("{key} {} cannot be read: {e}", file.display()),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -468,6 +601,32 @@ impl HostConfig {
             .path
             .clone()
             .unwrap_or_else(|| self.state_dir.join("statuses.jsonl"))
+    }
+}
+
+/// Whether `command` runs: a path to an executable file, or a name found
+/// in one of `PATH`'s folders. The error completes "pm2.command \"x\" ...".
+fn find_executable(command: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if command.contains('/') {
+        let p = Path::new(command);
+        if !p.exists() {
+            return Err("does not exist".into());
+        }
+        return if executable(p) {
+            Ok(())
+        } else {
+            Err("is not an executable file".into())
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| executable(&d.join(command))) {
+        Ok(())
+    } else {
+        Err("is not found on PATH; install pm2 (npm install -g pm2) or give its full path".into())
     }
 }
 
@@ -667,6 +826,26 @@ identity_file: /etc/hoist/identity
         );
         assert!(parse("keep_releases: 0\nrepo:\n  url: https://x/y.git\n").is_err());
         assert!(parse("keep_releases: -1\nrepo:\n  url: https://x/y.git\n").is_err());
+    }
+
+    #[test]
+    fn jitter_longer_than_the_poll_interval_is_refused_at_its_line() {
+        let e = parse("repo:\n  url: https://x/y.git\n  poll_interval: 10s\n  jitter: 1m\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("repo.jitter (1m)"), "{e}");
+        assert!(e.message.contains("repo.poll_interval (10s)"), "{e}");
+        // Equal is fine; the default jitter (3s) shrinks to a shorter interval.
+        parse("repo:\n  url: https://x/y.git\n  poll_interval: 10s\n  jitter: 10s\n").unwrap();
+        let c = parse("repo:\n  url: https://x/y.git\n  poll_interval: 1s\n").unwrap();
+        assert_eq!(c.repo.jitter.0, Duration::from_secs(1));
+        assert_eq!(
+            parse(MINIMAL).unwrap().repo.jitter.0,
+            Duration::from_secs(3)
+        );
+        let e = parse("repo:\n  url: https://x/y.git\n  poll_interval: 0s\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("repo.poll_interval"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! not when a secret is sealed, so a typo in a key is caught by `hoist check`
 //! and by the server before anything is deployed.
 
-use super::{ConfigError, EnvName, glob_match};
+use super::{ConfigError, EnvName, Seg, glob_match};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -103,39 +103,44 @@ pub fn parse_inventory(file: &Path, text: &str) -> Result<(EnvName, Inventory), 
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     let env = EnvName::new(stem).map_err(|m| ConfigError::new(file, None, m))?;
-    let inv: Inventory =
-        serde_norway::from_str(text).map_err(|e| ConfigError::from_yaml_in(file, &e, text))?;
-    let err = |needle: &str, msg: String| ConfigError::new(file, super::line_of(text, needle), msg);
+    let inv: Inventory = super::parse_yaml(file, text)?;
+    let at = |segs: &[Seg], msg: String| ConfigError::at(file, text, segs, msg);
     for (name, h) in &inv.hosts {
+        let host = [Seg::Key("hosts"), Seg::Key(name)];
         if name.trim().is_empty() || name.chars().any(|c| c.is_whitespace() || c == '/') {
-            return Err(err(
-                name,
+            return Err(at(
+                &host,
                 format!("host name {name:?} must not be empty or contain spaces or '/'"),
             ));
         }
-        for l in &h.labels {
+        for (i, l) in h.labels.iter().enumerate() {
             if l.trim().is_empty() {
-                return Err(err(name, format!("hosts.{name}.labels has an empty label")));
+                let segs = [host[0], host[1], Seg::Key("labels"), Seg::Index(i)];
+                return Err(at(&segs, format!("hosts.{name}.labels[{i}] is empty")));
             }
         }
         if let Some(key) = &h.key {
+            let segs = [host[0], host[1], Seg::Key("key")];
             match recipient_kind(key) {
                 Ok(KeyKind::Age) | Ok(KeyKind::SshEd25519) => {}
                 Ok(KeyKind::SshRsa) => {
-                    return Err(err(
-                        name,
+                    return Err(at(
+                        &segs,
                         format!(
                             "hosts.{name}.key is an ssh-rsa key; a server's key must be age (age1...) or ssh-ed25519 (hoist keygen writes one)"
                         ),
                     ));
                 }
-                Err(why) => return Err(err(name, format!("hosts.{name}.key {why}"))),
+                Err(why) => return Err(at(&segs, format!("hosts.{name}.key {why}"))),
             }
         }
     }
     for (i, a) in inv.admins.iter().enumerate() {
         if let Err(why) = recipient_kind(a) {
-            return Err(err("admins", format!("admins[{i}] {why}")));
+            return Err(at(
+                &[Seg::Key("admins"), Seg::Index(i)],
+                format!("admins[{i}] {why}"),
+            ));
         }
     }
     Ok((env, inv))

@@ -2,10 +2,14 @@
 //!
 //! A manifest says which release an app runs on the servers it targets and
 //! how to run it. Manifests are read from a git tree (the daemon) or from a
-//! checkout on disk (`hoist check`); both go through `parse_manifest` and
-//! `validate_app_set`, so CI and servers agree on what is valid.
+//! checkout on disk (`hoist check`); both go through `commit.rs`, then
+//! `parse_manifest` and `validate_app_set`, so CI and servers agree on what
+//! is valid.
 
-use super::{AppName, ConfigError, Dur, ReleaseName, Sha256, SharedPath, glob_match, line_of};
+use super::{
+    AppName, ConfigError, Dur, ReleaseName, Sha256, SharedPath, check_host_glob, glob_match,
+    key_path,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -181,59 +185,63 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<(AppName, Manifest), Co
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     let app = AppName::new(stem).map_err(|m| ConfigError::new(file, None, m))?;
-    let m: Manifest =
-        serde_norway::from_str(text).map_err(|e| ConfigError::from_yaml_in(file, &e, text))?;
-    let err = |needle: &str, msg: String| ConfigError::new(file, line_of(text, needle), msg);
+    let m: Manifest = super::parse_yaml(file, text)?;
+    let err = |key: &str, msg: String| ConfigError::at(file, text, &key_path(key), msg);
 
-    check_artifact_url(&m.artifact.url, "artifact.url").map_err(|e| err("url:", e))?;
+    check_artifact_url(&m.artifact.url, "artifact.url").map_err(|e| err("artifact.url", e))?;
     if let Some(sig) = &m.artifact.signature_url {
-        check_artifact_url(sig, "artifact.signature_url").map_err(|e| err("signature_url:", e))?;
+        check_artifact_url(sig, "artifact.signature_url")
+            .map_err(|e| err("artifact.signature_url", e))?;
     }
     if m.pm2.is_empty() {
-        return Err(err("pm2:", "pm2 must list at least one process".into()));
+        return Err(err("pm2", "pm2 must list at least one process".into()));
     }
+    let mut seen = std::collections::HashMap::new();
     for (i, p) in m.pm2.iter().enumerate() {
+        let at = |key: &str| format!("pm2[{i}]{key}");
         let obj = p.as_object().ok_or_else(|| {
             err(
-                "pm2:",
+                &at(""),
                 format!("pm2[{i}] must be a mapping like an ecosystem file's apps entry"),
             )
         })?;
         let name = match obj.get("name") {
             Some(serde_json::Value::String(s)) => s.as_str(),
-            _ => {
-                return Err(err(
-                    "pm2:",
-                    format!("pm2[{i}].name is required and must be a string"),
-                ));
+            Some(_) => {
+                return Err(err(&at(".name"), format!("pm2[{i}].name must be a string")));
+            }
+            None => {
+                return Err(err(&at(""), format!("pm2[{i}].name is required")));
             }
         };
-        check_process_name(name)
-            .map_err(|m| err(&format!("name: {name}"), format!("pm2[{i}].name: {m}")))?;
+        check_process_name(name).map_err(|m| err(&at(".name"), format!("pm2[{i}].name: {m}")))?;
+        if let Some(first) = seen.insert(name.to_string(), i) {
+            return Err(err(
+                &at(".name"),
+                format!("pm2 process name {name:?} appears twice (pm2[{first}] and pm2[{i}])"),
+            ));
+        }
         match obj.get("script") {
             Some(serde_json::Value::String(s)) if !s.is_empty() => {}
-            _ => {
+            Some(_) => {
                 return Err(err(
-                    "pm2:",
+                    &at(".script"),
+                    format!("pm2[{i}].script ({name}) must be a file name, like script: server.js"),
+                ));
+            }
+            None => {
+                return Err(err(
+                    &at(""),
                     format!("pm2[{i}] ({name}) needs a script, like script: server.js"),
                 ));
             }
         }
         if obj.contains_key("cwd") {
             return Err(err(
-                "cwd:",
+                &at(".cwd"),
                 format!(
                     "pm2[{i}].cwd is set by hoist (the app's current release); remove it and use paths relative to the release"
                 ),
-            ));
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    for name in m.process_names() {
-        if !seen.insert(name.clone()) {
-            return Err(err(
-                &format!("name: {name}"),
-                format!("pm2 process name {name:?} appears twice"),
             ));
         }
     }
@@ -241,19 +249,19 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<(AppName, Manifest), Co
         && !(url.starts_with("http://") || url.starts_with("https://"))
     {
         return Err(err(
-            "http:",
+            "health.http",
             format!("health.http {url:?} must be an http:// or https:// URL"),
         ));
     }
     if m.health.timeout.0.is_zero() {
         return Err(err(
-            "timeout:",
+            "health.timeout",
             "health.timeout must be more than 0s".into(),
         ));
     }
     if m.health.stable_for.0 >= m.health.timeout.0 {
         return Err(err(
-            "stable_for:",
+            "health.stable_for",
             format!(
                 "health.stable_for ({}) must be shorter than health.timeout ({})",
                 m.health.stable_for, m.health.timeout
@@ -267,7 +275,7 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<(AppName, Manifest), Co
         for (i, argv) in hooks.iter().enumerate() {
             if argv.is_empty() || argv[0].is_empty() {
                 return Err(err(
-                    &format!("{kind}:"),
+                    &format!("hooks.{kind}[{i}]"),
                     format!(
                         "hooks.{kind}[{i}] must be a non-empty argv list like [npm, run, migrate]"
                     ),
@@ -277,23 +285,34 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<(AppName, Manifest), Co
     }
     if m.keep_releases == Some(0) {
         return Err(err(
-            "keep_releases:",
+            "keep_releases",
             "keep_releases must be at least 1".into(),
         ));
     }
     let mut shared_seen = std::collections::HashSet::new();
-    for s in &m.shared {
+    for (i, s) in m.shared.iter().enumerate() {
         if !shared_seen.insert(s.rel().to_string()) {
             return Err(err(
-                "shared:",
+                &format!("shared[{i}]"),
                 format!("shared path {:?} appears twice", s.rel()),
             ));
         }
     }
     if let Some(t) = &m.targets {
-        for h in &t.hosts {
-            if h.is_empty() {
-                return Err(err("hosts:", "targets.hosts has an empty pattern".into()));
+        for (i, h) in t.hosts.iter().enumerate() {
+            check_host_glob(h).map_err(|m| {
+                err(
+                    &format!("targets.hosts[{i}]"),
+                    format!("targets.hosts[{i}] {m}"),
+                )
+            })?;
+        }
+        for (i, l) in t.labels.iter().enumerate() {
+            if l.trim().is_empty() {
+                return Err(err(
+                    &format!("targets.labels[{i}]"),
+                    format!("targets.labels[{i}] is empty"),
+                ));
             }
         }
     }
@@ -308,10 +327,12 @@ fn check_secrets(
 ) -> Result<(), ConfigError> {
     let mut seen = std::collections::HashSet::new();
     for (i, s) in m.secrets.iter().enumerate() {
+        let from_key = format!("secrets[{i}].from");
+        let to_key = format!("secrets[{i}].to");
         let stripped = s.from.replace("{environment}", "");
         if stripped.contains('{') || stripped.contains('}') {
             return Err(err(
-                &s.from,
+                &from_key,
                 format!(
                     "secrets[{i}].from {:?} has an unknown placeholder; only {{environment}} is replaced",
                     s.from
@@ -327,7 +348,7 @@ fn check_secrets(
                 .any(|p| p.is_empty() || p == "." || p == "..")
         {
             return Err(err(
-                &s.from,
+                &from_key,
                 format!(
                     "secrets[{i}].from {:?} must be a relative path to a file in the config repo, without '..'",
                     s.from
@@ -336,7 +357,7 @@ fn check_secrets(
         }
         if s.to.is_dir() {
             return Err(err(
-                &format!("to: {}", s.to.as_str()),
+                &to_key,
                 format!(
                     "secrets[{i}].to {:?} must name a file, not a directory",
                     s.to.as_str()
@@ -346,7 +367,7 @@ fn check_secrets(
         let to = s.to.rel();
         if !seen.insert(to.to_string()) {
             return Err(err(
-                &format!("to: {to}"),
+                &to_key,
                 format!("secrets[{i}].to {to:?} appears twice"),
             ));
         }
@@ -357,7 +378,7 @@ fn check_secrets(
                 || shared.starts_with(&format!("{to}/"));
             if overlaps {
                 return Err(err(
-                    &format!("to: {to}"),
+                    &to_key,
                     format!(
                         "secrets[{i}].to {to:?} is also under shared ({shared:?}); a path is either shared or a secret"
                     ),
@@ -377,49 +398,39 @@ fn check_rollout(
     };
     if r.waves.is_empty() {
         return Err(err(
-            "waves:",
+            "rollout.waves",
             "rollout.waves must list at least one wave".into(),
         ));
     }
     for (i, w) in r.waves.iter().enumerate() {
+        let wave = format!("rollout.waves[{i}]");
         let selects = !w.labels.is_empty() || !w.hosts.is_empty();
         match (w.percent, selects) {
             (Some(_), true) => {
                 return Err(err(
-                    "percent:",
-                    format!(
-                        "rollout.waves[{i}] has both percent and labels/hosts; a wave takes hosts one way"
-                    ),
+                    &format!("{wave}.percent"),
+                    format!("{wave} has both percent and labels/hosts; a wave takes hosts one way"),
                 ));
             }
             (None, false) => {
-                return Err(err(
-                    "waves:",
-                    format!("rollout.waves[{i}] needs labels, hosts or percent"),
-                ));
+                return Err(err(&wave, format!("{wave} needs labels, hosts or percent")));
             }
             (Some(p), false) if p == 0 || p > 100 => {
                 return Err(err(
-                    "percent:",
-                    format!("rollout.waves[{i}].percent must be from 1 to 100, not {p}"),
+                    &format!("{wave}.percent"),
+                    format!("{wave}.percent must be from 1 to 100, not {p}"),
                 ));
             }
             _ => {}
         }
-        for h in &w.hosts {
-            if h.trim().is_empty() {
-                return Err(err(
-                    "hosts:",
-                    format!("rollout.waves[{i}].hosts has an empty pattern"),
-                ));
-            }
+        for (j, h) in w.hosts.iter().enumerate() {
+            let key = format!("{wave}.hosts[{j}]");
+            check_host_glob(h).map_err(|m| err(&key, format!("{key} {m}")))?;
         }
-        for l in &w.labels {
+        for (j, l) in w.labels.iter().enumerate() {
             if l.trim().is_empty() {
-                return Err(err(
-                    "labels:",
-                    format!("rollout.waves[{i}].labels has an empty label"),
-                ));
+                let key = format!("{wave}.labels[{j}]");
+                return Err(err(&key, format!("{key} is empty")));
             }
         }
     }
@@ -427,7 +438,7 @@ fn check_rollout(
         && d.0.is_zero()
     {
         return Err(err(
-            "deadline:",
+            "rollout.deadline",
             "rollout.deadline must be more than 0s (leave it out for no deadline)".into(),
         ));
     }
@@ -490,64 +501,10 @@ pub fn validate_app_set(
     Ok(())
 }
 
-/// Loads every manifest in a checkout's manifest folder, collecting all
-/// errors (for `hoist check`, which should show them all at once).
-pub fn load_manifests_from_dir(dir: &Path, shown_as: &Path) -> Result<AppSet, Vec<ConfigError>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            return Err(vec![ConfigError::new(
-                shown_as,
-                None,
-                format!("cannot read the manifest folder: {e}"),
-            )]);
-        }
-    };
-    let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    names.sort();
-    let mut apps = AppSet::new();
-    let mut errors = Vec::new();
-    for path in names {
-        let Some(fname) = path.file_name().and_then(|f| f.to_str()) else {
-            continue;
-        };
-        let shown = shown_as.join(fname);
-        if fname.ends_with(".yml") {
-            errors.push(ConfigError::new(
-                &shown,
-                None,
-                "manifests must end in .yaml (this file would be ignored)",
-            ));
-            continue;
-        }
-        if !fname.ends_with(".yaml") || !path.is_file() {
-            continue;
-        }
-        match std::fs::read_to_string(&path) {
-            Ok(text) => match parse_manifest(&shown, &text) {
-                Ok((app, m)) => {
-                    apps.insert(app, m);
-                }
-                Err(e) => errors.push(e),
-            },
-            Err(e) => errors.push(ConfigError::new(&shown, None, format!("cannot read: {e}"))),
-        }
-    }
-    if errors.is_empty()
-        && let Err(e) = validate_app_set(&apps, &|a| shown_as.join(format!("{a}.yaml")))
-    {
-        errors.push(e);
-    }
-    if errors.is_empty() {
-        Ok(apps)
-    } else {
-        Err(errors)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::load_manifests_from_dir;
 
     const SHA: &str = "3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b";
 
@@ -720,9 +677,10 @@ paused: false
         std::fs::write(dir.path().join("typo.yml"), good()).unwrap();
         std::fs::write(dir.path().join("README.md"), "hi").unwrap();
         let errs = load_manifests_from_dir(dir.path(), Path::new("apps")).unwrap_err();
-        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs.len(), 3, "{errs:?}");
         std::fs::remove_file(dir.path().join("bad.yaml")).unwrap();
         std::fs::remove_file(dir.path().join("typo.yml")).unwrap();
+        std::fs::remove_file(dir.path().join("README.md")).unwrap();
         let apps = load_manifests_from_dir(dir.path(), Path::new("apps")).unwrap();
         assert_eq!(apps.len(), 1);
     }

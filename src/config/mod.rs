@@ -5,25 +5,36 @@
 //! typos must be caught: unknown keys are rejected by serde, and values are
 //! checked by small newtypes (`Dur`, `AppName`, `ReleaseName`, `Sha256`, ...)
 //! during deserialization, so that serde reports the line of the bad value.
+//! Checks made after parsing, and keys written twice, are located by
+//! `locate`, which asks the YAML parser rather than searching the text.
 
+mod commit;
 mod host;
 mod inventory;
+mod locate;
 mod manifest;
 mod types;
 
+pub use commit::{
+    CommitConfig, DiskTree, Entry, EntryKind, Inventories, RepoTree, load_manifests_from_dir,
+    read_commit_config,
+};
 pub use host::{
-    DEFAULT_CONFIG_PATH, HostConfig, LimitsConfig, Pm2Config, ProviderName, RepoConfig, S3Config,
-    StatusConfig, StorageConfig,
+    DEFAULT_CONFIG_PATH, HostConfig, LimitsConfig, Pm2Config, Preflight, ProviderName, RepoConfig,
+    S3Config, StatusConfig, StorageConfig,
 };
 pub use inventory::{
     FLEET_DIR, Inventory, InventoryHost, KeyKind, inventory_path, parse_inventory, recipient_kind,
 };
 pub use manifest::{
-    AppSet, Artifact, Health, Hooks, Manifest, Rollout, SecretFile, Targets, Wave,
-    load_manifests_from_dir, parse_manifest, validate_app_set,
+    AppSet, Artifact, Health, Hooks, Manifest, Rollout, SecretFile, Targets, Wave, parse_manifest,
+    validate_app_set,
 };
-pub use types::{AppName, ByteSize, Dur, EnvName, ReleaseName, Sha256, SharedPath, glob_match};
+pub use types::{
+    AppName, ByteSize, Dur, EnvName, ReleaseName, Sha256, SharedPath, check_host_glob, glob_match,
+};
 
+pub(crate) use locate::{Seg, line_of as line_of_key, path as key_path};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -59,23 +70,31 @@ impl ConfigError {
         }
     }
 
-    /// Like `from_yaml`, but for errors raised by our own value checks,
-    /// which serde locates at the enclosing mapping: the quoted value in the
-    /// message is looked for from that line on, to point at the value itself.
-    pub fn from_yaml_in(file: &Path, err: &serde_norway::Error, text: &str) -> Self {
-        let mut e = ConfigError::from_yaml(file, err);
-        if let (Some(line), Some(value)) = (e.line, quoted_value(&e.message))
-            && let Some(i) = text
-                .lines()
-                .enumerate()
-                .skip(line.saturating_sub(1))
-                .find(|(_, l)| l.contains(value.as_str()))
-                .map(|(i, _)| i)
-        {
-            e.line = Some(i + 1);
-        }
-        e
+    /// An error found after parsing, located at the key `path` names.
+    pub(crate) fn at(file: &Path, text: &str, path: &[Seg], message: impl Into<String>) -> Self {
+        ConfigError::new(file, locate::line_of(text, path), message)
     }
+}
+
+/// Parses one YAML file into `T`: a key written twice is refused first (at
+/// its second line), then serde reports unknown keys, wrong types and bad
+/// values at their own line.
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
+    if let Some(d) = locate::find_duplicate(text) {
+        let first = d
+            .first_line
+            .map(|l| format!(" (first at line {l})"))
+            .unwrap_or_default();
+        return Err(ConfigError::new(
+            file,
+            Some(d.line),
+            format!("{} is written twice{first}", d.key),
+        ));
+    }
+    serde_norway::from_str(text).map_err(|e| ConfigError::from_yaml(file, &e))
 }
 
 impl fmt::Display for ConfigError {
@@ -88,17 +107,3 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-/// The first `"..."` in a message, unescaped only for plain values.
-fn quoted_value(message: &str) -> Option<String> {
-    let start = message.find('"')? + 1;
-    let len = message[start..].find('"')?;
-    let v = &message[start..start + len];
-    (!v.is_empty() && !v.contains('\\')).then(|| v.to_string())
-}
-
-/// The 1-based line of the first line in `text` that contains `needle`, for
-/// errors found after parsing (cross-field checks) where serde has no location.
-pub(crate) fn line_of(text: &str, needle: &str) -> Option<usize> {
-    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
-}

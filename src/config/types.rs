@@ -1,7 +1,7 @@
 //! Small validated value types shared by the host config and the manifests.
 //!
-//! Each validates while it is deserialized, so a bad value is reported by
-//! serde together with its line.
+//! Each validates inside its serde visitor, while the parser still holds
+//! the value's position, so a bad value is reported at its own line.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 use std::fmt;
@@ -34,8 +34,30 @@ impl fmt::Display for Dur {
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Dur::parse(&s).map_err(de::Error::custom)
+        d.deserialize_str(ParseStr {
+            parse: Dur::parse,
+            expecting: "a duration like 15s",
+        })
+    }
+}
+
+/// A visitor that parses a string with `parse`. Refusing the value inside
+/// the visitor (rather than after `String::deserialize`) is what lets
+/// serde_norway attach the value's own line to the error.
+struct ParseStr<T> {
+    parse: fn(&str) -> Result<T, String>,
+    expecting: &'static str,
+}
+
+impl<'de, T> de::Visitor<'de> for ParseStr<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v).map_err(E::custom)
     }
 }
 
@@ -76,16 +98,23 @@ impl ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
+        struct SizeVisitor;
+        impl de::Visitor<'_> for SizeVisitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size like 4GiB or a number of bytes")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(n))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                ByteSize::parse(&n.to_string()).map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(s).map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => ByteSize::parse(&s).map_err(de::Error::custom),
-        }
+        d.deserialize_any(SizeVisitor)
     }
 }
 
@@ -114,8 +143,10 @@ macro_rules! checked_string {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                $name::new(&s).map_err(de::Error::custom)
+                d.deserialize_str(ParseStr {
+                    parse: $name::new,
+                    expecting: "a string",
+                })
             }
         }
 
@@ -251,6 +282,26 @@ impl SharedPath {
     }
 }
 
+/// Checks a glob on host names: the characters of a host name (letters,
+/// digits, `.`, `-`, `_`) and the wildcards `*` and `?`. Anything else
+/// (`[12]`, `{a,b}`, a space) is refused rather than silently matching no
+/// server, since `glob_match` knows only `*` and `?`. The message follows
+/// the key that holds the pattern.
+pub fn check_host_glob(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("is an empty pattern".into());
+    }
+    match pattern
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*' | '?')))
+    {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "{pattern:?} is not a host glob ({c:?} is neither part of a host name nor a wildcard); use letters, digits, '.', '-', '_' and the wildcards * and ?"
+        )),
+    }
+}
+
 /// Shell-style glob match supporting `*` (any run, possibly empty) and `?`
 /// (one character). Host names are short, so the simple backtracking is fine.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
@@ -347,6 +398,16 @@ mod tests {
         assert!(!f.is_dir());
         for bad in ["/etc/passwd", "../x", "a/../b", "", "/", "a//b", "./a"] {
             assert!(SharedPath::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_globs_are_checked() {
+        for ok in ["web-*", "*", "w?b-1.eu_2", "WEB-1"] {
+            assert!(check_host_glob(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "web-[12]", "{a,b}", "web 1", "web/1", "!web"] {
+            assert!(check_host_glob(bad).is_err(), "{bad}");
         }
     }
 

@@ -29,7 +29,7 @@ mod tests;
 pub use fault::{Faults, Step};
 
 use crate::artifact::{Cache, FetchSettings, UnpackLimits};
-use crate::config::AppSet;
+use crate::config::{AppSet, CommitConfig};
 use crate::metrics::Metrics;
 use crate::plan::{self, Actual, AppPlan, Decision, Desired, Outcome};
 use crate::pm2::{ProcessManager, ProcessWatch};
@@ -124,9 +124,9 @@ pub struct Engine {
     pub stop: Arc<AtomicBool>,
     /// The commit `pending` was last posted for.
     pending_posted: std::sync::Mutex<Option<String>>,
-    /// The manifests of the last commit read: a commit's tree never changes,
+    /// The config of the last commit read: a commit's tree never changes,
     /// so an unchanged branch is not read and parsed again at every poll.
-    manifests: std::sync::Mutex<Option<(String, Result<AppSet, InvalidCommit>)>>,
+    manifests: std::sync::Mutex<Option<(String, Result<CommitConfig, InvalidCommit>)>>,
 }
 
 impl Engine {
@@ -214,12 +214,12 @@ impl Engine {
         blocking(move || src.poll()).await
     }
 
-    /// The manifests in `commit` (or why the commit is invalid), read from
-    /// the mirror once per commit.
+    /// The manifests and inventory in `commit` (or why the commit is
+    /// invalid), read from the mirror once per commit.
     pub async fn manifests_at(
         &self,
         commit: &str,
-    ) -> Result<Result<AppSet, InvalidCommit>, SourceError> {
+    ) -> Result<Result<CommitConfig, InvalidCommit>, SourceError> {
         if let Some((c, read)) = &*lock(&self.manifests)
             && c == commit
         {
@@ -233,7 +233,8 @@ impl Engine {
     }
 
     /// What the next pass would do, without doing it.
-    pub async fn plan_for(&self, commit: &str, apps: &AppSet) -> Vec<AppPlan> {
+    pub async fn plan_for(&self, commit: &str, config: &CommitConfig) -> Vec<AppPlan> {
+        let apps = &config.apps;
         let state = self.state().await;
         let mut names: BTreeSet<String> = apps.keys().map(|a| a.to_string()).collect();
         names.extend(state.apps.keys().cloned());
@@ -290,8 +291,8 @@ impl Engine {
                 .refuse_commit(tip, new_commit, "is refused", msg, report)
                 .await;
         }
-        let apps = match self.manifests_at(tip).await? {
-            Ok(apps) => apps,
+        let config = match self.manifests_at(tip).await? {
+            Ok(config) => config,
             Err(invalid) => {
                 let msg = invalid.to_string();
                 return self
@@ -299,7 +300,8 @@ impl Engine {
                     .await;
             }
         };
-        let plans = self.plan_for(tip, &apps).await;
+        let plans = self.plan_for(tip, &config).await;
+        let apps = config.apps;
         let acting = plans.iter().any(AppPlan::acts);
         if !acting && !new_commit {
             report.converged = plans.iter().all(|p| {

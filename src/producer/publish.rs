@@ -78,6 +78,9 @@ pub async fn run(
     if manifest.is_some() && release.is_none() {
         return Err("--manifest needs --release: the release name to write into it".into());
     }
+    if let Some(r) = release {
+        crate::config::ReleaseName::new(r).map_err(|m| format!("--release: {m}"))?;
+    }
     let meta = std::fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     if !meta.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
@@ -161,7 +164,39 @@ pub fn destination(to: &str, dir_name: &str, release: Option<&str>) -> Result<St
             "--to {to} ends with '/', so the file name is <dir>-<release>.tar.zst and --release is needed"
         ));
     };
-    Ok(format!("{to}{dir_name}-{release}.tar.zst"))
+    let name = format!("{dir_name}-{release}.tar.zst");
+    let url = format!("{to}{name}");
+    // The name must add one plain file under the prefix: a DIR whose name
+    // holds '/', '%' (percent-decoded into a '/') or URL syntax would
+    // otherwise move it elsewhere.
+    let plain = !name.starts_with('.')
+        && !name
+            .chars()
+            .any(|c| matches!(c, '/' | '\\' | '%' | '?' | '#') || c.is_control());
+    let inside = plain
+        && match (Target::parse(to), Target::parse(&url)) {
+            (Ok(Target::File(dir)), Ok(Target::File(file))) => {
+                file.parent() == Some(dir.as_path())
+                    && file.file_name() == Some(std::ffi::OsStr::new(&name))
+            }
+            (
+                Ok(Target::S3 {
+                    bucket: b1,
+                    key: prefix,
+                }),
+                Ok(Target::S3 { bucket: b2, key }),
+            ) => b1 == b2 && key.as_ref() == format!("{}/{name}", prefix.as_ref()),
+            // A bucket's top: s3://bucket/ has no key to be under.
+            (Err(_), Ok(Target::S3 { key, .. })) => key.as_ref() == name,
+            _ => false,
+        };
+    if !inside {
+        return Err(format!(
+            "{name:?} is not a plain file name under --to {}; name DIR differently or give --to the artifact's full URL",
+            artifact::redact(to)
+        ));
+    }
+    Ok(url)
 }
 
 fn dir_name(dir: &Path) -> Result<String, String> {
@@ -401,6 +436,33 @@ mod tests {
         );
         let err = destination("s3://b/web/", "web", None).unwrap_err();
         assert!(err.contains("--release is needed"), "{err}");
+    }
+
+    #[test]
+    fn nothing_lands_outside_the_prefix() {
+        assert_eq!(
+            destination("file:///srv/pub/", "web", Some("1.0")).unwrap(),
+            "file:///srv/pub/web-1.0.tar.zst"
+        );
+        assert_eq!(
+            destination("s3://b/", "web", Some("1.0")).unwrap(),
+            "s3://b/web-1.0.tar.zst"
+        );
+        for (dir, release) in [
+            ("web", "../../../escaped"),
+            ("web", "../x"),
+            ("a%2F..%2F..%2Fb", "1"),
+            ("web", "1?x=1"),
+            ("web", "1#frag"),
+        ] {
+            for to in ["file:///srv/pub/", "s3://b/pub/"] {
+                let e = destination(to, dir, Some(release)).unwrap_err();
+                assert!(
+                    e.contains("not a plain file name"),
+                    "{to} {dir} {release}: {e}"
+                );
+            }
+        }
     }
 
     #[test]

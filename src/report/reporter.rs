@@ -410,7 +410,8 @@ impl Posted {
             }
         };
         let target = path.clone();
-        let written = tokio::task::spawn_blocking(move || crate::fsutil::write_atomic(&target, &bytes)).await;
+        let written =
+            tokio::task::spawn_blocking(move || crate::fsutil::write_atomic(&target, &bytes)).await;
         let err = match written {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),

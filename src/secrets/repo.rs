@@ -486,7 +486,8 @@ pub fn check(repo: &ConfigRepo, apps: &AppSet) -> CheckReport {
         let manifest = Path::new(repo.apps_path()).join(format!("{app}.yaml"));
         let text = std::fs::read_to_string(repo.root().join(&manifest)).unwrap_or_default();
         for (i, s) in m.secrets.iter().enumerate() {
-            let at = match crate::config::line_of(&text, &s.from) {
+            let key = format!("secrets[{i}].from");
+            let at = match crate::config::line_of_key(&text, &crate::config::key_path(&key)) {
                 Some(line) => format!("{}:{line}", manifest.display()),
                 None => manifest.display().to_string(),
             };

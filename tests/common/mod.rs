@@ -175,7 +175,10 @@ impl World {
                 w.path("work").to_str().unwrap(),
             ],
         );
+        // As a user's repository would, the manifest folder is in every
+        // commit, apps or none (a commit without it is refused).
         std::fs::create_dir_all(w.path("work/apps")).unwrap();
+        std::fs::write(w.path("work/apps/.keep"), "").unwrap();
         w.write_config();
         w
     }
