@@ -20,6 +20,7 @@ pub mod progress;
 pub mod redact;
 pub mod release;
 pub mod report;
+pub mod rollout;
 pub mod signature;
 pub mod source;
 pub mod state;
