@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod engine;
+pub mod fleet;
 pub mod fsutil;
 pub mod http;
 pub mod lock;

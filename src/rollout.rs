@@ -50,6 +50,16 @@ pub struct Ask {
     pub sha256: String,
 }
 
+impl Ask {
+    /// What a manifest asks (the sha256 folded to lower case).
+    pub fn of(m: &crate::config::Manifest) -> Ask {
+        Ask {
+            release: m.release.to_string(),
+            sha256: m.artifact.sha256.lower(),
+        }
+    }
+}
+
 /// One commit of the branch (first parents, newest first) and what it asks
 /// of the app (`None`: the app is not in that commit, or its manifests are
 /// invalid there).
@@ -57,6 +67,25 @@ pub struct Ask {
 pub struct CommitAsk {
     pub commit: String,
     pub ask: Option<Ask>,
+}
+
+/// How many commits of the branch a run looks back at most, here and in
+/// every caller, so all of them see the same run. A release unchanged for
+/// longer is live on its hosts, which post `success` on every commit; its
+/// older successes only make a bake look shorter, never longer.
+pub const RUN_DEPTH: usize = 50;
+
+/// The rollout of an app without one: every host at once, no halt, no
+/// deadline. `hoist fleet` shows such apps with the same machinery.
+pub fn all_at_once() -> Rollout {
+    Rollout {
+        waves: vec![Wave {
+            percent: Some(100),
+            ..Wave::default()
+        }],
+        max_failures: u32::MAX,
+        deadline: None,
+    }
 }
 
 /// The leading commits of `history` (newest first) that ask `asked`: the
@@ -146,6 +175,19 @@ impl Waves {
         Waves::new(app, rollout, &hosts)
     }
 
+    /// The same waves with `hosts` added to the last, as servers outside
+    /// the inventory place themselves: for `hoist fleet` to show an
+    /// environment without an inventory, from the servers that posted.
+    pub fn with_outsiders(mut self, hosts: impl IntoIterator<Item = String>) -> Waves {
+        let last = self.waves.len() - 1;
+        for h in hosts {
+            if !self.contains(&h) {
+                self.waves[last].push(h);
+            }
+        }
+        self
+    }
+
     /// How many waves the manifest lists.
     pub fn len(&self) -> usize {
         self.waves.len()
@@ -232,7 +274,7 @@ pub struct Input<'a> {
 }
 
 /// A host's state for the release, as `hoist fleet` names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HostState {
     /// Reports success for the release.
@@ -640,6 +682,52 @@ pub fn progress(input: &Input) -> Progress {
         halted,
         run: run.iter().map(|c| c.commit.clone()).collect(),
         now: input.now,
+    }
+}
+
+/// How a host outside the inventory stands, for display: it places itself
+/// in the last wave, and nobody else counts it.
+pub fn outside_host(input: &Input, p: &Progress, host: &str) -> HostProgress {
+    let run = run(input.history, input.asked);
+    let s = seen(input, run, host);
+    let last = p.waves.last().map(|w| &w.opening);
+    let opening = last.cloned().unwrap_or(Opening::Open { at: None });
+    let r = resolve(&s, &opening, input.rollout.deadline.map(|d| d.0), input.now);
+    let state = match r {
+        Resolution::Live(_) => HostState::Live,
+        Resolution::Failed { .. } => HostState::Failed,
+        Resolution::Open if s.attempt.as_ref().is_some_and(|a| a.state == State::Error) => {
+            HostState::Error
+        }
+        Resolution::Open if p.halted => HostState::Halted,
+        Resolution::Open if s.latest.is_none() => HostState::Missing,
+        Resolution::Open
+            if opening.is_open()
+                && s.attempt
+                    .as_ref()
+                    .is_some_and(|a| a.state == State::Pending) =>
+        {
+            HostState::Deploying
+        }
+        Resolution::Open => HostState::Waiting,
+    };
+    HostProgress {
+        host: host.to_string(),
+        state,
+        since: match r {
+            Resolution::Live(t) => Some(t),
+            Resolution::Failed { at, .. } => Some(at),
+            Resolution::Open => s.latest.as_ref().map(|l| l.0.at),
+        },
+        description: s.latest.as_ref().map(|l| l.0.description.clone()),
+        commit: s.latest.as_ref().map(|l| l.1.clone()),
+        missed_deadline: matches!(
+            r,
+            Resolution::Failed {
+                missed_deadline: true,
+                ..
+            }
+        ),
     }
 }
 
