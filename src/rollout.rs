@@ -807,7 +807,15 @@ pub fn gate(p: &Progress, waves: &Waves, host: &str, running: Option<&Ask>) -> G
         };
     }
     let release = &p.asked.release;
-    match &p.waves[w].opening {
+    let Some(wave) = p.waves.get(w) else {
+        // Waves computed for another rollout than the progress: be safe.
+        return Gate::Wait {
+            wave: w,
+            not_before: None,
+            description: waiting_description(&p.app, release, w, &[], None),
+        };
+    };
+    match &wave.opening {
         Opening::Open { .. } => Gate::Go,
         Opening::Baking { until, after } => Gate::Wait {
             wave: *after,
