@@ -65,8 +65,15 @@ type Envelope = (Request, oneshot::Sender<Reply>);
 
 async fn serve_control(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors (EMFILE) or memory: retrying at once
+                // would spin a core; the connection waits in the backlog.
+                warn!("the control socket cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
         };
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -134,7 +141,9 @@ fn next_delay(cfg: &HostConfig) -> Duration {
 /// Runs the daemon until SIGTERM or SIGINT. The caller holds the state lock.
 pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
-    let mut engine = Engine::new(cfg.clone(), metrics.clone()).map_err(|e| e.to_string())?;
+    let mut engine = crate::setup::engine(&cfg, metrics.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     engine.recover().await.map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
     engine.stop = stop.clone();
@@ -211,7 +220,7 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("started"),
     ]);
-    info!(host = %engine.host, branch = %cfg.repo.branch, repo = %engine.source.shown_url(), "hoist is running");
+    info!(host = %engine.host(), branch = %cfg.repo.branch, repo = %engine.source().shown_url(), "hoist is running");
 
     let mut cfg = cfg;
     loop {
@@ -268,7 +277,7 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
                     }
                 }
                 Some((req, reply)) = ctl_rx.recv() => {
-                    let r = handle(&mut engine, req).await;
+                    let r = handle(&engine, req).await;
                     let _ = reply.send(r);
                     break;
                 }
@@ -276,7 +285,7 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
         }
     }
     sd_notify(&[sd_notify::NotifyState::Stopping]);
-    engine.reporter.flush(Duration::from_secs(5)).await;
+    engine.reporter().flush(Duration::from_secs(5)).await;
     shutdown.notify_waiters();
     let _ = std::fs::remove_file(&sock);
     info!("stopped");
@@ -385,8 +394,8 @@ impl Live<'_> {
             sd_notify(&[sd_notify::NotifyState::Reloading, t]);
         }
         // Statuses queued by the old engine are posted before it goes.
-        self.engine.reporter.flush(Duration::from_secs(5)).await;
-        match Engine::new(new_cfg.clone(), self.metrics.clone()) {
+        self.engine.reporter().flush(Duration::from_secs(5)).await;
+        match crate::setup::engine(&new_cfg, self.metrics.clone()).await {
             Ok(mut e) => {
                 e.stop = self.stop.clone();
                 *self.engine = e;
@@ -411,10 +420,10 @@ fn same_config(a: &HostConfig, b: &HostConfig) -> bool {
     format!("{a:?}") == format!("{b:?}")
 }
 
-async fn handle(engine: &mut Engine, req: Request) -> Reply {
+async fn handle(engine: &Engine, req: Request) -> Reply {
     let r = match req {
         Request::Trigger => Ok("polling now".to_string()),
-        Request::Retry { app } => engine.retry(&app),
+        Request::Retry { app } => engine.retry(&app).await,
         Request::Rollback { app, to } => engine.rollback(&app, to.as_deref()).await,
     };
     match r {

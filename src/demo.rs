@@ -8,7 +8,6 @@
 //! end, so the user's pm2 is never touched.
 
 use crate::config::HostConfig;
-use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::plan::summarize;
 use git2::{Repository, Signature};
@@ -251,7 +250,9 @@ async fn demo(root: &Path, pm2: PathBuf) -> Result<(), String> {
     let cfg_path = w.path("hoist.yaml");
     std::fs::write(&cfg_path, &cfg_text).map_err(|e| e.to_string())?;
     let cfg = HostConfig::load(&cfg_path).map_err(|e| e.to_string())?;
-    let mut engine = Engine::new(cfg, Arc::new(Metrics::new())).map_err(|e| e.to_string())?;
+    let engine = crate::setup::engine(&cfg, Arc::new(Metrics::new()))
+        .await
+        .map_err(|e| e.to_string())?;
 
     println!("· packing the sample app as releases 1.0.0 and 2.0.0 into a file:// store");
     let (url1, sha1) = w.pack("1.0.0")?;
@@ -286,7 +287,7 @@ async fn demo(root: &Path, pm2: PathBuf) -> Result<(), String> {
         };
         println!("· commit {} on main", &commit[..12]);
         let report = engine.pass().await.map_err(|e| e.to_string())?;
-        engine.reporter.flush(Duration::from_secs(10)).await;
+        engine.reporter().flush(Duration::from_secs(10)).await;
         for (app, o) in &report.outcomes {
             println!("  {}", summarize(&[(app.clone(), o.clone())]).1);
         }

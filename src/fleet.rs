@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::{
     AppSet, ConfigError, HostConfig, Inventory, Rollout, inventory_path, parse_inventory,
 };
-use crate::report::{self, Provider, ProviderSettings, Read, StatusRead};
+use crate::report::{self, Provider, Read, StatusRead};
 use crate::rollout::{
     self, Ask, CommitAsk, Contexts, HostProgress, HostState, Opening, Overall, Progress, Waves,
 };
@@ -231,8 +231,7 @@ impl Fleet {
                 cfg.source_path.display()
             )));
         }
-        let settings = ProviderSettings::from_config(cfg).map_err(FleetError::Config)?;
-        let provider = report::build_provider(&settings)
+        let provider = crate::setup::build_provider(cfg)
             .map_err(|e| FleetError::Config(format!("{}: {e}", cfg.source_path.display())))?;
         let mirror = tempfile::Builder::new()
             .prefix("hoist-fleet-")

@@ -90,6 +90,36 @@ pub fn sync_tree(root: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Exchanges two directory entries atomically (`renameat2` with
+/// `RENAME_EXCHANGE`), then fsyncs both parents: a reader of either name
+/// sees the old or the new entry, never neither. Used to replace a release
+/// directory that `current` points at by a re-linked copy, without a
+/// moment where the release is missing.
+pub fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let ca = CString::new(a.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let cb = CString::new(b.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: both pointers are valid NUL-terminated strings for the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    sync_dir(parent_of(a))?;
+    if parent_of(a) != parent_of(b) {
+        sync_dir(parent_of(b))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +173,20 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let reads = reader.join().expect("the reader never failed");
         assert!(reads > 0);
+    }
+
+    #[test]
+    fn exchange_swaps_two_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("sub/b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(a.join("f"), "A").unwrap();
+        std::fs::write(b.join("f"), "B").unwrap();
+        exchange(&a, &b).unwrap();
+        assert_eq!(std::fs::read_to_string(a.join("f")).unwrap(), "B");
+        assert_eq!(std::fs::read_to_string(b.join("f")).unwrap(), "A");
+        assert!(exchange(&a, &dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub mod redact;
 pub mod release;
 pub mod report;
 pub mod rollout;
+pub mod secrets;
+pub mod setup;
 pub mod signature;
 pub mod source;
 pub mod state;

@@ -104,6 +104,60 @@ enum Command {
         #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
         timeout: Option<std::time::Duration>,
     },
+    /// Write a new server identity (mode 0600) and print its public key.
+    Keygen {
+        /// Where to write it (default: the host config's identity_file).
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+    /// Sealed app secrets in the config repo (SPEC §7).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+/// The config repo checkout is `--repo` (default: the current directory);
+/// its manifest folder is `repo.path` of the host config when one loads,
+/// else `apps`, as for `hoist check`.
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Seal IN (`-`: stdin) to the hosts of fleet/ENV.yaml (those APP targets, or all) plus admins.
+    Seal {
+        #[arg(long = "env")]
+        env: String,
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        input: PathBuf,
+        output: PathBuf,
+    },
+    /// Print the plaintext of a sealed file.
+    Open {
+        file: PathBuf,
+        #[arg(long)]
+        identity: PathBuf,
+    },
+    /// Open in $EDITOR, then re-seal to the same recipients.
+    Edit {
+        file: PathBuf,
+        #[arg(long)]
+        identity: PathBuf,
+        #[arg(long = "env")]
+        env: Option<String>,
+        #[arg(long, requires = "env")]
+        app: Option<String>,
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
+    /// Re-seal every sealed file the manifests name to the current inventories.
+    Rekey {
+        #[arg(long)]
+        identity: PathBuf,
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
 }
 
 struct Failure {
@@ -176,8 +230,10 @@ fn lock(cfg: &HostConfig) -> Result<StateLock, Failure> {
     })
 }
 
-fn engine(cfg: HostConfig) -> Result<Engine, Failure> {
-    Engine::new(cfg, Arc::new(Metrics::new())).map_err(|e| fail(2, e.to_string()))
+async fn engine(cfg: &HostConfig) -> Result<Engine, Failure> {
+    hoist::setup::engine(cfg, Arc::new(Metrics::new()))
+        .await
+        .map_err(|e| fail(2, e.to_string()))
 }
 
 async fn dispatch(cli: Cli) -> Res {
@@ -193,10 +249,10 @@ async fn dispatch(cli: Cli) -> Res {
         Command::Once => {
             let cfg = load_config(&cli.config)?;
             let _lock = lock(&cfg)?;
-            let mut e = engine(cfg)?;
+            let e = engine(&cfg).await?;
             e.recover().await.map_err(|e| fail(1, e.to_string()))?;
             let r = e.pass().await;
-            e.reporter.flush(std::time::Duration::from_secs(30)).await;
+            e.reporter().flush(std::time::Duration::from_secs(30)).await;
             let r = r.map_err(|e| fail(1, e.to_string()))?;
             if let Some(inv) = &r.invalid {
                 eprintln!("hoist: the commit cannot be applied: {inv}");
@@ -278,21 +334,97 @@ async fn dispatch(cli: Cli) -> Res {
                 .await
                 .map_err(|e| fail(e.exit_code(), e.to_string()))
         }
+        Command::Keygen { output } => cmd_keygen(&cli.config, output),
+        Command::Secrets { command } => cmd_secrets(&cli.config, command),
     }
+}
+
+fn secrets_failure(e: hoist::secrets::SecretsError) -> Failure {
+    use hoist::secrets::SecretsError::{Config, Usage};
+    let code = if matches!(e, Usage(_) | Config(_)) {
+        2
+    } else {
+        1
+    };
+    fail(code, e.to_string())
+}
+
+fn cmd_keygen(config: &Path, output: Option<PathBuf>) -> Res {
+    let path = match output {
+        Some(p) => p,
+        None => load_config(config)?.identity_file.ok_or_else(|| {
+            fail(
+                2,
+                format!(
+                    "{} sets no identity_file; give the file with -o FILE",
+                    config.display()
+                ),
+            )
+        })?,
+    };
+    hoist::secrets::commands::keygen_cmd(&path).map_err(secrets_failure)?;
+    Ok(0)
+}
+
+fn config_repo(config: &Path, repo: Option<PathBuf>) -> hoist::secrets::repo::ConfigRepo {
+    let apps_path = HostConfig::load(config)
+        .map(|c| c.apps_path().to_string())
+        .unwrap_or_else(|_| "apps".to_string());
+    hoist::secrets::repo::ConfigRepo::new(&repo.unwrap_or_else(|| PathBuf::from(".")), &apps_path)
+}
+
+fn cmd_secrets(config: &Path, command: SecretsCommand) -> Res {
+    use hoist::secrets::commands as c;
+    let ok = match command {
+        SecretsCommand::Seal {
+            env,
+            app,
+            repo,
+            input,
+            output,
+        } => c::seal_cmd(
+            &config_repo(config, repo),
+            &env,
+            app.as_deref(),
+            &input,
+            &output,
+        )
+        .map(|()| true),
+        SecretsCommand::Open { file, identity } => c::open_cmd(&file, &identity).map(|()| true),
+        SecretsCommand::Edit {
+            file,
+            identity,
+            env,
+            app,
+            repo,
+        } => c::edit_cmd(
+            &config_repo(config, repo),
+            &file,
+            &identity,
+            env.as_deref(),
+            app.as_deref(),
+        )
+        .map(|()| true),
+        SecretsCommand::Rekey { identity, repo } => {
+            c::rekey_cmd(&config_repo(config, repo), &identity)
+        }
+    }
+    .map_err(secrets_failure)?;
+    Ok(if ok { 0 } else { 1 })
 }
 
 async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
     match StateLock::acquire(&cfg.state_dir) {
         Ok(_lock) => {
-            let mut e = engine(cfg)?;
+            let e = engine(&cfg).await?;
             e.recover().await.map_err(|e| fail(1, e.to_string()))?;
             let r = match req {
                 Request::Retry { app } => {
-                    let r = e.retry(&app);
+                    let r = e.retry(&app).await;
                     if r.is_ok() {
                         // Nobody else will act on it: apply now.
                         let pass = e.pass().await;
-                        e.reporter.flush(std::time::Duration::from_secs(30)).await;
+                        e.reporter().flush(std::time::Duration::from_secs(30)).await;
                         match pass {
                             Ok(p) if p.converged => r,
                             Ok(p) => Err(p
@@ -338,7 +470,7 @@ async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
 
 async fn cmd_plan(config: &Path, json: bool) -> Res {
     let cfg = load_config(config)?;
-    let mut e = engine(cfg)?;
+    let e = engine(&cfg).await?;
     let tip = e.poll().await.map_err(|e| fail(1, e.to_string()))?;
     let signed = e
         .check_commit_signature(&tip)
@@ -366,7 +498,7 @@ async fn cmd_plan(config: &Path, json: bool) -> Res {
             return Ok(0);
         }
     };
-    let plans = e.plan_for(&tip, &apps);
+    let plans = e.plan_for(&tip, &apps).await;
     if json {
         let items: Vec<_> = plans
             .iter()
@@ -382,12 +514,16 @@ async fn cmd_plan(config: &Path, json: bool) -> Res {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"commit": tip, "host": e.host, "apps": items})
+                &serde_json::json!({"commit": tip, "host": e.host(), "apps": items})
             )
             .unwrap_or_default()
         );
     } else {
-        println!("commit {tip} on {} for host {}", e.cfg.repo.branch, e.host);
+        println!(
+            "commit {tip} on {} for host {}",
+            e.settings.branch,
+            e.host()
+        );
         if plans.is_empty() {
             println!("no apps target this server");
         }
@@ -422,16 +558,23 @@ fn cmd_status(config: &Path, json: bool) -> Res {
                 (
                     name.clone(),
                     serde_json::json!({
-                        "release": s.release,
-                        "sha256": s.sha256,
-                        "commit": s.commit,
-                        "since": s.since,
-                        "previous": s.previous,
-                        "health": s.health,
+                        "release": s.release(),
+                        "sha256": s.sha256(),
+                        "secrets": s.live().and_then(|l| l.secrets.as_deref()),
+                        "commit": s.commit(),
+                        "since": s.since(),
+                        "previous": s.previous.as_ref().map(|p| &p.release),
+                        "health": s.health(),
                         "last_error": s.last_error,
                         "failed": s.failed,
-                        "pinned": s.pinned,
-                        "removed": s.removed,
+                        "pinned": s.pin(),
+                        "removed": s.is_removed(),
+                        "switching": s.switch.as_ref().map(|w| serde_json::json!({
+                            "kind": w.why.name(),
+                            "from": w.from.as_ref().map(|l| &l.release),
+                            "to": w.to.as_ref().map(|l| &l.release),
+                            "started": w.started,
+                        })),
                         "releases": s.releases.keys().collect::<Vec<_>>(),
                     }),
                 )
@@ -456,19 +599,25 @@ fn cmd_status(config: &Path, json: bool) -> Res {
     for (name, s) in &state.apps {
         let mut line = format!(
             "{name}: {} (commit {}, since {}), health {}",
-            s.release.as_deref().unwrap_or("-"),
-            s.commit
-                .as_deref()
-                .map(|c| &c[..c.len().min(12)])
-                .unwrap_or("-"),
-            s.since.as_deref().unwrap_or("-"),
-            s.health.as_deref().unwrap_or("unknown"),
+            s.release().unwrap_or("-"),
+            s.commit().map(|c| &c[..c.len().min(12)]).unwrap_or("-"),
+            s.since().unwrap_or("-"),
+            s.health(),
         );
-        if s.removed {
+        if s.is_removed() {
             line.push_str(", removed from this server");
         }
-        if let Some(p) = &s.pinned {
-            line.push_str(&format!(", held at {} by a local rollback", p.release));
+        if s.pin().is_some() {
+            line.push_str(", held by a local rollback");
+        }
+        if let Some(w) = &s.switch {
+            line.push_str(&format!(
+                ", an interrupted {} to {} is finished at the next start",
+                w.why.name(),
+                w.to.as_ref()
+                    .map(|l| l.release.as_str())
+                    .unwrap_or("nothing")
+            ));
         }
         if let Some(f) = &s.failed {
             line.push_str(&format!(", {} failed: {}", f.release, f.error));
@@ -534,6 +683,7 @@ fn cmd_check(config: &Path, dir: Option<PathBuf>) -> Res {
         ));
     }
     match load_manifests_from_dir(&folder, Path::new(&apps_path)) {
+        Ok(apps) if !check_sealed_secrets(&dir, &apps_path, &apps) => Ok(1),
         Ok(apps) => {
             println!(
                 "{} valid: {} app(s): {}",
@@ -554,4 +704,14 @@ fn cmd_check(config: &Path, dir: Option<PathBuf>) -> Res {
             Ok(1)
         }
     }
+}
+
+/// The sealed-secret rules of SPEC §7, on top of the manifests' own.
+fn check_sealed_secrets(dir: &Path, apps_path: &str, apps: &hoist::config::AppSet) -> bool {
+    let repo = hoist::secrets::repo::ConfigRepo::new(dir, apps_path);
+    let ok = hoist::secrets::commands::check_cmd(&repo, apps);
+    if !ok {
+        eprintln!("{} invalid: sealed secrets", dir.display());
+    }
+    ok
 }

@@ -101,7 +101,7 @@ pub fn plan(desired: &Desired<'_>, actual: &Actual<'_>) -> Vec<AppPlan> {
         let on_disk = actual.on_disk.get(app.as_str()).unwrap_or(&no_releases);
         let release = m.release.as_str().to_string();
         let sha = m.artifact.sha256.lower();
-        let running = st.and_then(|s| s.release.clone());
+        let running = st.and_then(|s| s.release().map(String::from));
         let mut unpin = false;
 
         if m.paused {
@@ -113,14 +113,14 @@ pub fn plan(desired: &Desired<'_>, actual: &Actual<'_>) -> Vec<AppPlan> {
             continue;
         }
 
-        if let Some(pin) = st.and_then(|s| s.pinned.as_ref()) {
+        if let Some(pin) = st.and_then(|s| s.pin()) {
             let same_wish = pin.desired_release.as_deref() == Some(release.as_str())
                 && pin.desired_sha256.as_deref() == Some(sha.as_str());
             if same_wish {
                 out.push(AppPlan {
                     app: app.to_string(),
                     decision: Decision::Pinned {
-                        release: pin.release.clone(),
+                        release: running.clone().unwrap_or_default(),
                         wanted: release,
                     },
                     unpin: false,
@@ -131,12 +131,10 @@ pub fn plan(desired: &Desired<'_>, actual: &Actual<'_>) -> Vec<AppPlan> {
         }
 
         let is_current = st.is_some_and(|s| {
-            !s.removed
-                && s.release.as_deref() == Some(release.as_str())
-                && s.sha256.as_deref() == Some(sha.as_str())
+            s.release() == Some(release.as_str()) && s.sha256() == Some(sha.as_str())
         });
         let same_config = st
-            .and_then(|s| s.manifest.as_ref())
+            .and_then(|s| s.manifest())
             .is_some_and(|applied| !runs_differently(applied, m));
         if is_current && same_config {
             out.push(AppPlan {
@@ -184,7 +182,7 @@ pub fn plan(desired: &Desired<'_>, actual: &Actual<'_>) -> Vec<AppPlan> {
         let reuse = present && known.is_some_and(|k| k.sha256 == sha);
         let why = if unpin {
             Why::PinEnded
-        } else if running.is_none() || st.is_some_and(|s| s.removed) {
+        } else if running.is_none() {
             Why::FirstDeploy
         } else if is_current {
             Why::ManifestChanged
@@ -198,7 +196,7 @@ pub fn plan(desired: &Desired<'_>, actual: &Actual<'_>) -> Vec<AppPlan> {
             decision: Decision::Deploy {
                 release,
                 sha256: sha,
-                from: running.filter(|_| !st.is_some_and(|s| s.removed)),
+                from: running,
                 reuse,
                 why,
             },
@@ -207,18 +205,16 @@ pub fn plan(desired: &Desired<'_>, actual: &Actual<'_>) -> Vec<AppPlan> {
     }
 
     for (app, st) in &actual.state.apps {
-        if wanted_here.contains(app.as_str()) || st.removed {
-            continue;
-        }
-        if st.release.is_none() && st.processes.is_empty() {
+        // Only a running app has processes to delete.
+        if wanted_here.contains(app.as_str()) || st.live().is_none() {
             continue;
         }
         out.push(AppPlan {
             app: app.clone(),
             decision: Decision::Remove {
-                processes: st.processes.clone(),
+                processes: st.processes(),
             },
-            unpin: st.pinned.is_some(),
+            unpin: st.pin().is_some(),
         });
     }
     out
@@ -401,7 +397,7 @@ pub fn summarize(outcomes: &[(String, Outcome)]) -> (StatusState, String) {
 mod tests {
     use super::*;
     use crate::config::{AppName, parse_manifest};
-    use crate::state::{AppState, Failed, KnownRelease, Pinned};
+    use crate::state::{AppState, Failed, Health, KnownRelease, Life, Live, Pin};
     use std::path::Path;
 
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -422,11 +418,18 @@ mod tests {
 
     fn running(release: &str, sha: &str, m: &Manifest) -> AppState {
         let mut s = AppState {
-            release: Some(release.into()),
-            sha256: Some(sha.into()),
-            commit: Some("c0".into()),
-            manifest: Some(m.clone()),
-            processes: vec!["web".into()],
+            life: Life::Running {
+                live: Live {
+                    release: release.into(),
+                    sha256: sha.into(),
+                    secrets: None,
+                    manifest: m.clone(),
+                },
+                commit: Some("c0".into()),
+                since: "t".into(),
+                health: Health::Healthy,
+                pin: None,
+            },
             ..AppState::default()
         };
         s.releases.insert(
@@ -648,12 +651,13 @@ mod tests {
         let m1 = manifest("v1", A, "");
         let m2 = manifest("v2", B, "");
         let mut st = running("v1", A, &m1);
-        st.pinned = Some(Pinned {
-            release: "v1".into(),
-            desired_release: Some("v2".into()),
-            desired_sha256: Some(B.into()),
-            at: "t".into(),
-        });
+        if let Life::Running { pin, .. } = &mut st.life {
+            *pin = Some(Pin {
+                desired_release: Some("v2".into()),
+                desired_sha256: Some(B.into()),
+                at: "t".into(),
+            });
+        }
         st.releases.insert(
             "v2".into(),
             KnownRelease {
@@ -703,7 +707,10 @@ mod tests {
         assert!(matches!(w.one("c2").decision, Decision::Remove { .. }));
         // Already removed: nothing more to do.
         let mut st = running("v1", A, &m1);
-        st.removed = true;
+        st.life = Life::Removed {
+            since: "t".into(),
+            last: st.live().cloned(),
+        };
         let w = World::new(AppSet::new()).with("web", st);
         assert!(w.plan("c3").is_empty());
     }
@@ -712,7 +719,10 @@ mod tests {
     fn an_app_coming_back_is_a_first_deploy_even_with_the_same_release() {
         let m1 = manifest("v1", A, "");
         let mut st = running("v1", A, &m1);
-        st.removed = true;
+        st.life = Life::Removed {
+            since: "t".into(),
+            last: st.live().cloned(),
+        };
         let w = World::new(apps(&[("web", m1)])).with("web", st);
         match w.one("c4").decision {
             Decision::Deploy {
@@ -741,10 +751,8 @@ mod tests {
 
     #[test]
     fn uppercase_sha_in_manifest_matches_state() {
-        let m1 = manifest("v1", A, "");
         let upper = manifest("v1", &A.to_uppercase(), "");
-        let mut st = running("v1", A, &m1);
-        st.manifest = Some(upper.clone());
+        let st = running("v1", A, &upper);
         let w = World::new(apps(&[("web", upper)])).with("web", st);
         assert!(matches!(w.one("c2").decision, Decision::Unchanged { .. }));
     }

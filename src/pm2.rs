@@ -1,17 +1,20 @@
 //! The process manager seam: pm2, driven through its CLI, and the health
 //! gate that decides whether a release may stay live.
 //!
-//! hoist writes one ecosystem file per app (`<state_dir>/pm2/<app>.json`)
+//! hoist writes one ecosystem file per app (`<root>/.ecosystems/<app>.json`)
 //! whose every process has `cwd` set to `<root>/<app>/current` — the symlink,
 //! never the resolved release — so pm2 always starts what `current` points at,
 //! and a reload after a swap picks up the new release. `startOrReload
 //! --update-env` then gives cluster-mode apps pm2's zero-downtime reload.
 
 use crate::config::{Health, Manifest};
+use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::process::Command;
+use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Pm2Error {
@@ -44,32 +47,237 @@ pub struct Proc {
     pub hoist_app: Option<String>,
 }
 
+/// The process-manager seam: what the engine asks of pm2. The real one
+/// drives the pm2 CLI ([`Pm2`]); the engine's unit tests use an in-memory
+/// one, so the step machine can be tested without node.
+pub trait ProcessManager: Send + Sync + std::fmt::Debug {
+    /// Starts or reloads the app's processes so they run `release` from the
+    /// `current` link, as `manifest` defines them.
+    fn start_or_reload<'a>(
+        &'a self,
+        app: &'a str,
+        current: &'a Path,
+        release: &'a str,
+        manifest: &'a Manifest,
+    ) -> BoxFuture<'a, Result<(), Pm2Error>>;
+
+    /// Deletes processes by name; names it does not know are not an error.
+    fn delete<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Result<(), Pm2Error>>;
+
+    /// Every process it runs.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Proc>, Pm2Error>>;
+}
+
+/// The environment variables of hoist's own that pm2, the apps and the
+/// hooks may see. Everything else hoist was started with (`AWS_*`,
+/// `CREDENTIALS_DIRECTORY`, `HOIST_*`, `NOTIFY_SOCKET`, ...) stays with
+/// hoist: an internet-facing app must never hold the deployer's keys.
+pub const ENV_ALLOWLIST: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+];
+
+/// Whether a variable of hoist's environment may be passed on to the apps.
+pub fn env_allowed(name: &str) -> bool {
+    ENV_ALLOWLIST.contains(&name) || name.starts_with("LC_")
+}
+
+/// What every child hoist starts for an app (pm2, hooks) gets: an
+/// environment cleared down to [`ENV_ALLOWLIST`] (plus the `LC_*` locale
+/// variables; callers add what the child needs on top), and none of
+/// hoist's capabilities. The shipped unit gives hoist CAP_SETUID,
+/// CAP_SETGID, CAP_CHOWN and CAP_KILL as ambient capabilities, which a
+/// child would otherwise inherit, even after switching to another user.
+pub fn isolate(cmd: &mut Command) {
+    cmd.env_clear();
+    for (k, v) in std::env::vars_os() {
+        if k.to_str().is_some_and(env_allowed) {
+            cmd.env(k, v);
+        }
+    }
+    // SAFETY: prctl is a plain system call, safe between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let rc = libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            );
+            // EINVAL: a kernel without ambient capabilities has none to clear.
+            if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                return Err(std::io::Error::last_os_error());
+            }
+            clear_inheritable()
+        });
+    }
+}
+
+/// Empties the inheritable capability set (lowering it needs no privilege),
+/// so no program with inheritable file capabilities can pick hoist's up.
+fn clear_inheritable() -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset with a version 3 header read and write exactly
+    // two Data structs, which `data` holds.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if data.iter().all(|d| d.inheritable == 0) {
+            return Ok(());
+        }
+        for d in &mut data {
+            d.inheritable = 0;
+        }
+        if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `pm2.user`: the user pm2, the apps and the hooks run as, resolved at
+/// start (SPEC §1). hoist needs CAP_SETUID and CAP_SETGID to start them as
+/// that user, and CAP_CHOWN to hand it the files it owns (secrets, shared
+/// directories, its pm2 home).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Its supplementary groups: hoist's own (root's) are dropped.
+    pub groups: Vec<u32>,
+    pub home: PathBuf,
+}
+
+impl RunAs {
+    /// Looks `name` up in the user database.
+    pub fn lookup(name: &str) -> Result<RunAs, String> {
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|e| format!("cannot look up pm2.user {name}: {e}"))?
+            .ok_or_else(|| format!("pm2.user {name} does not exist on this server"))?;
+        let cname = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+        let groups = nix::unistd::getgrouplist(&cname, user.gid)
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_else(|_| vec![user.gid.as_raw()]);
+        Ok(RunAs {
+            name: name.to_string(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            groups,
+            home: user.dir,
+        })
+    }
+
+    /// Makes `cmd` start as this user, with its home and groups.
+    pub fn apply(&self, cmd: &mut Command) {
+        cmd.env("HOME", &self.home)
+            .env("USER", &self.name)
+            .env("LOGNAME", &self.name);
+        let groups: Vec<nix::unistd::Gid> = self
+            .groups
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
+        let gid = nix::unistd::Gid::from_raw(self.gid);
+        let uid = nix::unistd::Uid::from_raw(self.uid);
+        // Groups first, then the group, then the user: once the user is
+        // changed, nothing else may be. (std's own uid()/gid() would drop
+        // every supplementary group, the user's own too.)
+        // SAFETY: setgroups, setgid and setuid are plain system calls, safe
+        // between fork and exec; everything they use was built before.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setgroups(&groups)?;
+                nix::unistd::setgid(gid)?;
+                nix::unistd::setuid(uid)?;
+                Ok(())
+            });
+        }
+    }
+
+    pub fn ids(&self) -> (u32, u32) {
+        (self.uid, self.gid)
+    }
+
+    /// Hands `path` to this user.
+    pub fn chown(&self, path: &Path) -> std::io::Result<()> {
+        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Pm2 {
     command: String,
     home: Option<PathBuf>,
     ecosystem_dir: PathBuf,
+    run_as: Option<Arc<RunAs>>,
 }
 
 const PM2_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Pm2 {
-    pub fn new(command: &str, home: Option<PathBuf>, state_dir: &Path) -> Pm2 {
+    /// `ecosystem_dir`: where the generated ecosystem files go
+    /// (`<root>/.ecosystems`: pm2 reads them as pm2.user, which may read
+    /// the apps' tree but not hoist's state).
+    pub fn new(command: &str, home: Option<PathBuf>, ecosystem_dir: &Path) -> Pm2 {
         Pm2 {
             command: command.to_string(),
             home,
-            ecosystem_dir: state_dir.join("pm2"),
+            ecosystem_dir: ecosystem_dir.to_path_buf(),
+            run_as: None,
         }
+    }
+
+    /// pm2 (and so the apps) run as `user`; its pm2 home is created for it
+    /// when missing, and the ecosystem files are made readable to it.
+    pub fn run_as(mut self, user: Arc<RunAs>) -> Result<Pm2, String> {
+        if let Some(h) = &self.home
+            && !h.exists()
+        {
+            std::fs::create_dir_all(h)
+                .and_then(|()| user.chown(h))
+                .map_err(|e| {
+                    format!(
+                        "cannot make pm2.home {} for pm2.user {}: {e}",
+                        h.display(),
+                        user.name
+                    )
+                })?;
+        }
+        self.run_as = Some(user);
+        Ok(self)
     }
 
     async fn run(&self, args: &[&str]) -> Result<String, Pm2Error> {
         let mut cmd = Command::new(&self.command);
+        isolate(&mut cmd);
         cmd.args(args)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .env("PM2_DISCRETE_MODE", "true");
         if let Some(h) = &self.home {
             cmd.env("PM2_HOME", h);
+        }
+        if let Some(u) = &self.run_as {
+            u.apply(&mut cmd);
         }
         let shown = args.join(" ");
         let out = tokio::time::timeout(PM2_TIMEOUT, cmd.output())
@@ -120,25 +328,39 @@ impl Pm2 {
         json!({ "apps": apps })
     }
 
-    /// Starts or reloads the app's processes from a freshly written ecosystem.
-    pub async fn start_or_reload(
+    async fn start_or_reload_now(
         &self,
         app: &str,
         current: &Path,
         release: &str,
         manifest: &Manifest,
     ) -> Result<(), Pm2Error> {
-        std::fs::create_dir_all(&self.ecosystem_dir).map_err(|source| Pm2Error::Ecosystem {
-            path: self.ecosystem_dir.clone(),
-            source,
-        })?;
         let path = self.ecosystem_dir.join(format!("{app}.json"));
         let eco = Pm2::ecosystem(app, current, release, manifest);
         let bytes = serde_json::to_vec_pretty(&eco).unwrap_or_default();
-        crate::fsutil::write_atomic(&path, &bytes).map_err(|source| Pm2Error::Ecosystem {
+        let (dir, file) = (self.ecosystem_dir.clone(), path.clone());
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(&dir)
+                // pm2 reads it as pm2.user: no secrets are in it (those are
+                // files under <root>/<app>/secrets/).
+                .and_then(|()| {
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                })
+                .map_err(|source| Pm2Error::Ecosystem {
+                    path: dir.clone(),
+                    source,
+                })?;
+            crate::fsutil::write_atomic(&file, &bytes).map_err(|source| Pm2Error::Ecosystem {
+                path: file.clone(),
+                source,
+            })
+        })
+        .await
+        .map_err(|e| Pm2Error::Ecosystem {
             path: path.clone(),
-            source,
-        })?;
+            source: std::io::Error::other(e),
+        })??;
         // A process pm2 stopped or gave up on (`errored`) has nothing left
         // to keep serving through a graceful reload, and reloading it can
         // leave it stopped: start it afresh instead.
@@ -161,8 +383,7 @@ impl Pm2 {
         Ok(())
     }
 
-    /// Deletes processes by name; names pm2 does not know are not an error.
-    pub async fn delete(&self, names: &[String]) -> Result<(), Pm2Error> {
+    async fn delete_now(&self, names: &[String]) -> Result<(), Pm2Error> {
         let running = self.jlist().await?;
         for n in names {
             if running.iter().any(|p| &p.name == n) {
@@ -175,6 +396,76 @@ impl Pm2 {
     pub async fn jlist(&self) -> Result<Vec<Proc>, Pm2Error> {
         let out = self.run(&["jlist"]).await?;
         parse_jlist(&out)
+    }
+}
+
+impl ProcessManager for Pm2 {
+    fn start_or_reload<'a>(
+        &'a self,
+        app: &'a str,
+        current: &'a Path,
+        release: &'a str,
+        manifest: &'a Manifest,
+    ) -> BoxFuture<'a, Result<(), Pm2Error>> {
+        Box::pin(self.start_or_reload_now(app, current, release, manifest))
+    }
+
+    fn delete<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Result<(), Pm2Error>> {
+        Box::pin(self.delete_now(names))
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Proc>, Pm2Error>> {
+        Box::pin(self.jlist())
+    }
+}
+
+/// One `list` of the processes at a time, shared by every health gate
+/// waiting at once: on two cores, eight gates each running `pm2 jlist`
+/// every 250 ms would starve the apps they wait for. A gate asks for a
+/// snapshot taken after a given moment; whoever asks first runs the list,
+/// and the others waiting meanwhile get that same answer.
+#[derive(Debug)]
+pub struct ProcessWatch {
+    pm: Arc<dyn ProcessManager>,
+    last: tokio::sync::Mutex<Option<Snapshot>>,
+}
+
+/// The processes as listed at `at` (or why listing failed).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub at: Instant,
+    pub procs: Arc<Result<Vec<Proc>, String>>,
+}
+
+impl ProcessWatch {
+    pub fn new(pm: Arc<dyn ProcessManager>) -> ProcessWatch {
+        ProcessWatch {
+            pm,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn manager(&self) -> &Arc<dyn ProcessManager> {
+        &self.pm
+    }
+
+    /// A list of the processes taken after `after`.
+    pub async fn snapshot_after(&self, after: Instant) -> Snapshot {
+        // Held while listing: the gates that ask meanwhile wait for this
+        // answer instead of starting lists of their own.
+        let mut last = self.last.lock().await;
+        if let Some(s) = &*last
+            && s.at > after
+        {
+            return s.clone();
+        }
+        let procs = self.pm.list().await.map_err(|e| e.to_string());
+        let s = Snapshot {
+            at: Instant::now(),
+            procs: Arc::new(procs),
+        };
+        *last = Some(s.clone());
+        s
     }
 }
 
@@ -252,7 +543,11 @@ pub enum HealthError {
 /// Waits until every process of the app is `online` and has not restarted
 /// for `stable_for`, and `health.http` answers 2xx, all within `timeout`.
 /// A process pm2 gave up on (`errored`) fails at once.
-pub async fn health_gate(pm2: &Pm2, names: &[String], health: &Health) -> Result<(), HealthError> {
+pub async fn health_gate(
+    watch: &ProcessWatch,
+    names: &[String],
+    health: &Health,
+) -> Result<(), HealthError> {
     let start = Instant::now();
     let deadline = start + health.timeout.0;
     let client = reqwest::Client::builder()
@@ -264,11 +559,16 @@ pub async fn health_gate(pm2: &Pm2, names: &[String], health: &Health) -> Result
     let mut window_start = Instant::now();
     let mut last_problem: HealthError = HealthError::Missing(names.join(", "));
     let mut total_restarts = 0i64;
+    // Only lists taken after the gate started count: an older one may show
+    // the processes from before the reload.
+    let mut seen = start;
     loop {
-        let procs = pm2
-            .jlist()
-            .await
-            .map_err(|e| HealthError::Pm2(e.to_string()))?;
+        let snapshot = watch.snapshot_after(seen).await;
+        seen = snapshot.at;
+        let procs = match snapshot.procs.as_ref() {
+            Ok(p) => p,
+            Err(e) => return Err(HealthError::Pm2(e.clone())),
+        };
         let mine: Vec<&Proc> = procs.iter().filter(|p| names.contains(&p.name)).collect();
         let mut problem: Option<HealthError> = None;
         for n in names {

@@ -66,10 +66,14 @@ impl AppDir {
         self.dir.join("shared")
     }
 
-    /// Creates `releases/` and `shared/` if missing.
-    pub fn ensure_layout(&self) -> Result<(), ReleaseError> {
-        for d in [self.releases(), self.shared()] {
-            std::fs::create_dir_all(&d).map_err(io("cannot create", &d))?;
+    /// Creates `releases/` and `shared/` if missing; `shared/` belongs to
+    /// `owner` (pm2.user, as uid/gid) when given: the apps write there.
+    pub fn ensure_layout(&self, owner: Option<(u32, u32)>) -> Result<(), ReleaseError> {
+        std::fs::create_dir_all(self.releases()).map_err(io("cannot create", &self.releases()))?;
+        let shared = self.shared();
+        if !shared.is_dir() {
+            std::fs::create_dir_all(&shared).map_err(io("cannot create", &shared))?;
+            chown(&shared, owner)?;
         }
         Ok(())
     }
@@ -163,55 +167,76 @@ impl AppDir {
         Ok(())
     }
 
-    /// Replaces each shared path inside the release with a relative symlink
-    /// into `shared/`. Directories (`uploads/`) are created in `shared/` when
-    /// missing; a missing shared file is left for the operator to provide
-    /// (the link dangles until then) and reported back.
-    pub fn link_shared(
+    /// Replaces each shared path inside `dir` (a staging directory, or a
+    /// release not running) with a relative symlink into `shared/`, and
+    /// each secret's `to` with one into `secrets/live/`. The links are
+    /// computed for the directory's place under `releases/`. Directories
+    /// (`uploads/`) are created in `shared/` when missing; a missing shared
+    /// file is left for the operator to provide (the link dangles until
+    /// then) and reported back.
+    pub fn link_into(
         &self,
-        release: &str,
+        dir: &Path,
         shared: &[SharedPath],
+        secrets: &[SharedPath],
+        owner: Option<(u32, u32)>,
     ) -> Result<Vec<String>, ReleaseError> {
         let mut missing = Vec::new();
-        let rel_dir = self.release(release);
         for s in shared {
             let rel = s.rel();
             let target_abs = self.shared().join(rel);
             if s.is_dir() {
-                std::fs::create_dir_all(&target_abs).map_err(io("cannot create", &target_abs))?;
+                self.make_shared_dirs(&target_abs, owner)?;
             } else {
                 if let Some(parent) = target_abs.parent() {
-                    std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
+                    self.make_shared_dirs(parent, owner)?;
                 }
                 if std::fs::symlink_metadata(&target_abs).is_err() {
                     missing.push(rel.to_string());
                 }
             }
-            let link = rel_dir.join(rel);
-            if let Some(parent) = link.parent() {
-                std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
-            }
-            match std::fs::symlink_metadata(&link) {
-                Ok(m) if m.is_dir() => {
-                    std::fs::remove_dir_all(&link).map_err(io("cannot replace", &link))?
-                }
-                Ok(_) => std::fs::remove_file(&link).map_err(io("cannot replace", &link))?,
-                Err(_) => {}
-            }
-            // From releases/<release>/<rel> up to <app>/, then into shared/.
-            let depth = 2 + rel.split('/').count() - 1;
-            let mut target = PathBuf::new();
-            for _ in 0..depth {
-                target.push("..");
-            }
-            target.push("shared");
-            target.push(rel);
-            std::os::unix::fs::symlink(&target, &link).map_err(io("cannot link", &link))?;
-            if let Some(parent) = link.parent() {
-                fsutil::sync_dir(parent).map_err(io("cannot sync", parent))?;
-            }
+            link_up(dir, rel, "shared")?;
+        }
+        for s in secrets {
+            link_up(dir, s.rel(), "secrets/live")?;
         }
         Ok(missing)
+    }
+
+    /// Creates `dir` (inside `shared/`) and any missing parent below
+    /// `shared/`, each handed to `owner`.
+    fn make_shared_dirs(&self, dir: &Path, owner: Option<(u32, u32)>) -> Result<(), ReleaseError> {
+        let shared = self.shared();
+        let mut missing = Vec::new();
+        let mut d = dir;
+        while d != shared && !d.is_dir() {
+            missing.push(d.to_path_buf());
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
+        }
+        for m in missing.iter().rev() {
+            std::fs::create_dir_all(m).map_err(io("cannot create", m))?;
+            chown(m, owner)?;
+        }
+        Ok(())
+    }
+
+    /// The inode of `releases/<release>`: which of two directories of one
+    /// name is there (see `exchange`).
+    pub fn release_ino(&self, release: &str) -> Result<u64, ReleaseError> {
+        use std::os::unix::fs::MetadataExt;
+        let p = self.release(release);
+        std::fs::symlink_metadata(&p)
+            .map(|m| m.ino())
+            .map_err(io("cannot read", &p))
+    }
+
+    /// Exchanges `releases/<release>` with `other` atomically.
+    pub fn exchange(&self, other: &Path, release: &str) -> Result<(), ReleaseError> {
+        let p = self.release(release);
+        fsutil::exchange(other, &p).map_err(io("cannot exchange", &p))
     }
 
     /// Points `current` at `releases/<release>` atomically.
@@ -228,6 +253,45 @@ impl AppDir {
             Err(e) => Err(io("cannot remove", &self.current())(e)),
         }
     }
+}
+
+fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<(), ReleaseError> {
+    match owner {
+        Some((uid, gid)) => {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("cannot chown", path))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Makes `<dir>/<rel>` a relative symlink to `<app>/<under>/<rel>`, for a
+/// `dir` that is (or will be renamed to) `<app>/releases/<release>`:
+/// whatever the build put at that path is replaced.
+fn link_up(dir: &Path, rel: &str, under: &str) -> Result<(), ReleaseError> {
+    let link = dir.join(rel);
+    if let Some(parent) = link.parent() {
+        std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
+    }
+    match std::fs::symlink_metadata(&link) {
+        Ok(m) if m.is_dir() => {
+            std::fs::remove_dir_all(&link).map_err(io("cannot replace", &link))?
+        }
+        Ok(_) => std::fs::remove_file(&link).map_err(io("cannot replace", &link))?,
+        Err(_) => {}
+    }
+    // From releases/<release>/<rel> up to <app>/, then down.
+    let depth = 2 + rel.split('/').count() - 1;
+    let mut target = PathBuf::new();
+    for _ in 0..depth {
+        target.push("..");
+    }
+    target.push(under);
+    target.push(rel);
+    std::os::unix::fs::symlink(&target, &link).map_err(io("cannot link", &link))?;
+    if let Some(parent) = link.parent() {
+        fsutil::sync_dir(parent).map_err(io("cannot sync", parent))?;
+    }
+    Ok(())
 }
 
 /// Which releases to delete: all but the `keep` most recent, never one in
@@ -313,7 +377,7 @@ mod tests {
     fn shared_links_are_relative_and_replace_release_content() {
         let root = tempfile::tempdir().unwrap();
         let app = AppDir::new(root.path(), "web");
-        app.ensure_layout().unwrap();
+        app.ensure_layout(None).unwrap();
         let rel = app.release("v1");
         std::fs::create_dir_all(rel.join("uploads")).unwrap();
         std::fs::write(rel.join("uploads/x"), "from the build").unwrap();
@@ -324,7 +388,7 @@ mod tests {
             SharedPath::new("uploads/").unwrap(),
             SharedPath::new("config/local.json").unwrap(),
         ];
-        let missing = app.link_shared("v1", &shared).unwrap();
+        let missing = app.link_into(&rel, &shared, &[], None).unwrap();
         assert_eq!(missing, vec!["config/local.json"]);
         assert_eq!(
             std::fs::read_link(rel.join(".env")).unwrap(),
@@ -338,15 +402,22 @@ mod tests {
         assert!(app.shared().join("uploads").is_dir());
         assert!(!rel.join("uploads/x").exists());
         // Idempotent on a re-deploy of the same release.
-        app.link_shared("v1", &shared).unwrap();
+        app.link_into(&rel, &shared, &[], None).unwrap();
         assert_eq!(std::fs::read_to_string(rel.join(".env")).unwrap(), "A=1");
+        // Secrets link into secrets/live, at any depth.
+        let secrets = [SharedPath::new("config/key.pem").unwrap()];
+        app.link_into(&rel, &[], &secrets, None).unwrap();
+        assert_eq!(
+            std::fs::read_link(rel.join("config/key.pem")).unwrap(),
+            Path::new("../../../secrets/live/config/key.pem")
+        );
     }
 
     #[test]
     fn activate_install_remove_and_leftovers() {
         let root = tempfile::tempdir().unwrap();
         let app = AppDir::new(root.path(), "web");
-        app.ensure_layout().unwrap();
+        app.ensure_layout(None).unwrap();
         for r in ["v1", "v2"] {
             let st = app.new_staging(r);
             std::fs::create_dir(&st).unwrap();

@@ -39,12 +39,13 @@ fn assert_old_or_new(w: &World, step: &str) -> String {
     );
     // state.json is whole (it parses) and coherent with the disk: it names
     // what `current` points at, or records the deploy in flight to it.
-    let st = w.state_json();
+    let _ = w.state_json();
+    let st = w.status_json();
     let recorded = st["apps"]["web"]["release"].as_str().unwrap_or("");
     assert!(recorded == "v1" || recorded == "v2", "{step}: {st}");
     if recorded != release {
         assert_eq!(
-            st["apps"]["web"]["pending"]["release"],
+            st["apps"]["web"]["switching"]["to"],
             release.as_str(),
             "{step}: {st}"
         );
@@ -64,10 +65,10 @@ fn assert_converged_on_v2(w: &World, step: &str, c2: &str) {
         Some("releases/v2"),
         "{step}"
     );
-    let st = w.state_json();
+    let st = w.status_json();
     assert_eq!(st["apps"]["web"]["release"], "v2", "{step}: {st}");
     assert_eq!(st["apps"]["web"]["previous"], "v1", "{step}: {st}");
-    assert!(st["apps"]["web"]["pending"].is_null(), "{step}: {st}");
+    assert!(st["apps"]["web"]["switching"].is_null(), "{step}: {st}");
     assert_eq!(st["apps"]["web"]["commit"], c2, "{step}: {st}");
     assert!(
         w.leftovers("web").is_empty(),
@@ -182,6 +183,104 @@ fn crash_after_state_write_keeps_the_new_release() {
     assert_eq!(events(&h, "recover"), 0, "{h:?}");
 }
 
+/// Runs `hoist <args>` with `HOIST_FAULT_AT=<point>` and checks it aborted there.
+fn abort_at(w: &World, args: &[&str], point: &str) {
+    let out = w.hoist_env(args, &[("HOIST_FAULT_AT", point)]);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "{point}: hoist did not abort: {text}"
+    );
+    assert!(
+        text.contains(&format!("aborting after step {point}")),
+        "{text}"
+    );
+}
+
+/// web on v1, then v2 live: what a local rollback starts from.
+fn v1_then_v2(w: &World) -> String {
+    let (url1, sha1) = w.make_release("v1", false, &[]);
+    w.manifest("web", "v1", &url1, &sha1, "");
+    w.commit("web v1");
+    w.once(0);
+    let (url2, sha2) = w.make_release("v2", false, &[]);
+    w.manifest("web", "v2", &url2, &sha2, "");
+    let c2 = w.commit("web v2");
+    w.once(0);
+    assert_eq!(w.app_says().as_deref(), Some("v2"));
+    c2
+}
+
+#[test]
+fn a_local_rollback_killed_after_its_swap_is_finished_at_the_next_start() {
+    let w = World::new();
+    v1_then_v2(&w);
+    for point in ["local-rollback-swap", "local-rollback-reload"] {
+        // From v2, `hoist rollback web` is killed after its swap: `current`
+        // already names v1, state.json still says v2 with the change journalled.
+        abort_at(&w, &["rollback", "web"], point);
+        assert_eq!(w.current_target("web").as_deref(), Some("releases/v1"));
+        let st = w.status_json();
+        assert_eq!(st["apps"]["web"]["release"], "v2", "{point}: {st}");
+        assert_eq!(st["apps"]["web"]["switching"]["to"], "v1", "{point}: {st}");
+
+        // The next start finishes it: link, state, pm2 and the pin agree.
+        w.once(0);
+        let st = w.status_json();
+        assert_eq!(st["apps"]["web"]["release"], "v1", "{point}: {st}");
+        assert!(st["apps"]["web"]["switching"].is_null(), "{point}: {st}");
+        assert!(!st["apps"]["web"]["pinned"].is_null(), "{point}: {st}");
+        assert_eq!(w.current_target("web").as_deref(), Some("releases/v1"));
+        assert_eq!(w.app_says().as_deref(), Some("v1"), "{point}");
+        let procs = w.pm2_list();
+        assert_eq!(procs.len(), 1, "{point}: {procs:?}");
+
+        // Back to v2 for the next point, by a local rollback that finishes.
+        let out = w.hoist(&["rollback", "web", "--to", "v2"]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(w.app_says().as_deref(), Some("v2"));
+    }
+}
+
+#[test]
+fn an_automatic_rollback_killed_midway_is_finished_and_the_release_held() {
+    for point in [
+        "auto-rollback-swap",
+        "auto-rollback-reload",
+        "auto-rollback-state-write",
+    ] {
+        let w = World::new();
+        v1_then_v2(&w);
+        let (url3, sha3) = w.make_release("v3", false, &["CRASH"]);
+        w.manifest("web", "v3", &url3, &sha3, "");
+        let c3 = w.commit("web v3 crashes");
+        abort_at(&w, &["once"], point);
+        let _ = w.state_json();
+
+        // Restarted: back on v2, v3 recorded as failed and not tried again.
+        w.once(1);
+        let st = w.status_json();
+        assert_eq!(st["apps"]["web"]["release"], "v2", "{point}: {st}");
+        assert_eq!(
+            st["apps"]["web"]["failed"]["release"], "v3",
+            "{point}: {st}"
+        );
+        assert!(st["apps"]["web"]["switching"].is_null(), "{point}: {st}");
+        assert_eq!(w.current_target("web").as_deref(), Some("releases/v2"));
+        assert_eq!(w.app_says().as_deref(), Some("v2"), "{point}");
+        assert_eq!(w.final_status(&c3).unwrap().0, "failure", "{point}");
+        let downloads = std::fs::read_dir(w.path("state/cache")).unwrap().count();
+        w.once(1);
+        assert_eq!(w.app_says().as_deref(), Some("v2"), "{point}");
+        assert_eq!(
+            std::fs::read_dir(w.path("state/cache")).unwrap().count(),
+            downloads,
+            "{point}"
+        );
+    }
+}
+
 /// Waits until `pred`, polling; panics with the daemon's log on timeout.
 fn wait(w: &World, what: &str, secs: u64, pred: impl FnMut() -> bool) {
     assert!(
@@ -245,7 +344,7 @@ fn sigkill_of_the_daemon_mid_deploy_then_restart_converges() {
         w.current_target("web").as_deref() == Some("releases/v3")
     });
     sigkill_daemon(&mut w);
-    let st = w.state_json();
+    let st = w.status_json();
     let target = w.current_target("web").unwrap();
     assert!(
         target == "releases/v3" || target == "releases/v1",
@@ -260,14 +359,14 @@ fn sigkill_of_the_daemon_mid_deploy_then_restart_converges() {
     w.start_daemon();
     wait(&w, "v3 recorded", 60, || {
         w.app_says().as_deref() == Some("v3")
-            && w.state_json()["apps"]["web"]["release"] == "v3"
+            && w.status_json()["apps"]["web"]["release"] == "v3"
             && w.final_status(&c3).is_some_and(|s| s.0 == "success")
     });
     assert_eq!(w.stop_daemon(), Some(0));
     assert_eq!(w.current_target("web").as_deref(), Some("releases/v3"));
     assert!(w.leftovers("web").is_empty(), "{:?}", w.leftovers("web"));
-    let st = w.state_json();
-    assert!(st["apps"]["web"]["pending"].is_null(), "{st}");
+    let st = w.status_json();
+    assert!(st["apps"]["web"]["switching"].is_null(), "{st}");
     let procs = w.pm2_list();
     assert_eq!(procs.len(), 1, "{procs:?}");
 }

@@ -54,7 +54,7 @@ fn deploy_update_and_revert_without_downloading_again() {
     assert_eq!(w.statuses().len(), before);
     assert_eq!(w.history().len(), deploys_before);
 
-    let st = w.state_json();
+    let st = w.status_json();
     assert_eq!(st["apps"]["web"]["release"], "v1");
     assert_eq!(st["apps"]["web"]["previous"], "v2");
     assert_eq!(st["apps"]["web"]["commit"], c3.as_str());
@@ -123,7 +123,7 @@ fn a_crash_looping_release_is_rolled_back() {
         procs.iter().all(|p| p["pm2_env"]["status"] == "online"),
         "{procs:?}"
     );
-    let st = w.state_json();
+    let st = w.status_json();
     assert_eq!(st["apps"]["web"]["release"], "v1");
     assert_eq!(st["apps"]["web"]["failed"]["release"], "v2-crash");
 }
@@ -384,4 +384,105 @@ fn one_status_per_app_when_the_context_names_the_app() {
         "{mine:?}"
     );
     assert_eq!(finals.len(), 2, "{mine:?}");
+}
+
+/// A manifest for `app` on its own port, with a short health gate.
+fn manifest_on(w: &World, app: &str, port: u16, release: &str, (url, sha): &(String, String)) {
+    let text = format!(
+        "release: \"{release}\"\nartifact:\n  url: {url}\n  sha256: {sha}\npm2:\n  - name: {app}\n    script: server.js\n    env: {{ PORT: \"{port}\" }}\nhealth:\n  http: http://127.0.0.1:{port}/healthz\n  timeout: 6s\n  stable_for: 1s\n"
+    );
+    std::fs::write(w.path(&format!("work/apps/{app}.yaml")), text).unwrap();
+}
+
+#[test]
+fn one_app_failing_its_gate_rolls_back_alone() {
+    let w = World::new();
+    let apps = ["api", "jobs", "web"];
+    let ports: Vec<u16> = apps.iter().map(|_| common::free_port()).collect();
+    let v1 = w.make_release("v1", true, &[]);
+    for (app, port) in apps.iter().zip(&ports) {
+        manifest_on(&w, app, *port, "v1", &v1);
+    }
+    w.commit("three apps on v1");
+    w.once(0);
+
+    let v2 = w.make_release("v2", true, &[]);
+    let sick = w.make_release("v2-sick", true, &["UNHEALTHY"]);
+    manifest_on(&w, "api", ports[0], "v2", &v2);
+    manifest_on(&w, "jobs", ports[1], "v2", &v2);
+    manifest_on(&w, "web", ports[2], "v2-sick", &sick);
+    let c2 = w.commit("v2, web unhealthy");
+    w.once(1);
+
+    let says = |port: u16| common::http_get(port, "/").map(|(_, b)| b);
+    assert_eq!(says(ports[0]).as_deref(), Some("v2"));
+    assert_eq!(says(ports[1]).as_deref(), Some("v2"));
+    assert_eq!(says(ports[2]).as_deref(), Some("v1"));
+    assert_eq!(w.current_target("web").as_deref(), Some("releases/v1"));
+    let st = w.status_json();
+    assert_eq!(st["apps"]["api"]["release"], "v2");
+    assert_eq!(st["apps"]["web"]["release"], "v1");
+    assert_eq!(st["apps"]["web"]["failed"]["release"], "v2-sick");
+    let (state, desc) = w.final_status(&c2).unwrap();
+    assert_eq!(state, "failure");
+    assert!(desc.contains("web v2-sick failed"), "{desc}");
+    assert!(desc.contains("rolled back to v1"), "{desc}");
+    assert!(desc.contains("api v2 live"), "{desc}");
+    assert!(desc.contains("jobs v2"), "{desc}");
+}
+
+#[test]
+fn a_running_release_with_new_shared_paths_is_not_touched_before_the_swap() {
+    let w = World::new();
+    let v1 = w.make_release("v1", true, &[]);
+    w.manifest("web", "v1", &v1.0, &v1.1, "");
+    w.commit("web v1");
+    w.once(0);
+    let live = w.path("srv/web/releases/v1");
+    let listing = |p: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(&live);
+
+    // Same release, one more shared path. The hook runs just before the
+    // swap and records what the running directory looks like then.
+    let seen = w.path("seen-by-hook");
+    w.manifest(
+        "web",
+        "v1",
+        &v1.0,
+        &v1.1,
+        &format!(
+            "hooks:\n  before_activate: [[sh, -c, \"ls -A {} > {}\"]]\n",
+            w.path("srv/web/current").display(),
+            seen.display()
+        ),
+    );
+    let text = std::fs::read_to_string(w.path("work/apps/web.yaml"))
+        .unwrap()
+        .replace("shared: [.env]", "shared: [.env, uploads/]");
+    std::fs::write(w.path("work/apps/web.yaml"), text).unwrap();
+    let c2 = w.commit("web v1 with uploads/");
+    w.once(0);
+
+    let mut at_hook: Vec<String> = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    at_hook.sort();
+    assert_eq!(
+        at_hook, before,
+        "the running directory changed before the swap"
+    );
+    assert!(w.path("srv/web/current/uploads").is_symlink());
+    assert!(w.path("srv/web/shared/uploads").is_dir());
+    assert_eq!(w.app_says().as_deref(), Some("v1"));
+    assert_eq!(w.final_status(&c2).unwrap().0, "success");
+    assert!(w.leftovers("web").is_empty(), "{:?}", w.leftovers("web"));
 }

@@ -156,8 +156,8 @@ fn assert_still_v1(w: &World) {
     assert_eq!(w.current_target("web").as_deref(), Some("releases/v1"));
     assert_eq!(w.releases_on_disk("web"), vec!["v1"]);
     assert!(w.leftovers("web").is_empty(), "{:?}", w.leftovers("web"));
-    let st = w.state_json();
-    assert!(st["apps"]["web"]["pending"].is_null(), "{st}");
+    let st = w.status_json();
+    assert!(st["apps"]["web"]["switching"].is_null(), "{st}");
 }
 
 #[test]
@@ -187,7 +187,7 @@ fn object_store_faults_are_retried_with_backoff_and_nothing_is_half_activated() 
     assert_eq!(w.final_status(&c2).unwrap().0, "pending", "{out}");
     assert!(out.contains("will retry"), "{out}");
     assert_still_v1(&w);
-    assert!(w.state_json()["apps"]["web"]["failed"].is_null());
+    assert!(w.status_json()["apps"]["web"]["failed"].is_null());
     assert!(std::fs::read_dir(w.path("state/cache")).unwrap().all(|e| {
         let n = e.unwrap().file_name();
         n.to_string_lossy() != sha

@@ -281,3 +281,136 @@ fn only_artifacts_signed_by_a_trusted_key_are_unpacked() {
     assert_eq!(w.final_status(&c).unwrap().0, "success");
     assert_eq!(w.app_says().as_deref(), Some("v2"));
 }
+
+/// Commits and pushes, signed with `key`, with committer (and author) date
+/// `date` (git's `@<unix> +0000` form).
+fn commit_signed_at(w: &World, msg: &str, key: &Path, date: &str) -> String {
+    let work = w.path("work");
+    git(&work, &["add", "-A"]);
+    let signing = format!("user.signingkey={}", key.display());
+    run(Command::new("git")
+        .args(["-c", "gpg.format=ssh", "-c", &signing])
+        .args(["commit", "-q", "-S", "--allow-empty", "-m", msg])
+        .current_dir(&work)
+        .env("GIT_AUTHOR_NAME", "CI")
+        .env("GIT_AUTHOR_EMAIL", "ci@example.com")
+        .env("GIT_COMMITTER_NAME", "CI")
+        .env("GIT_COMMITTER_EMAIL", "ci@example.com")
+        .env("GIT_AUTHOR_DATE", date)
+        .env("GIT_COMMITTER_DATE", date));
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    git(&work, &["rev-parse", "HEAD"])
+}
+
+/// Whether `git verify-commit` (ssh-keygen underneath) accepts the commit
+/// with the same allowed_signers file: hoist must agree with it.
+fn git_accepts(w: &World, commit: &str) -> bool {
+    let file = format!(
+        "gpg.ssh.allowedSignersFile={}",
+        w.path("allowed_signers").display()
+    );
+    Command::new("git")
+        .args(["-c", &file, "verify-commit", commit])
+        .current_dir(w.path("work"))
+        .output()
+        .expect("git runs")
+        .status
+        .success()
+}
+
+#[test]
+fn signers_are_held_to_their_validity_period_and_namespaces() {
+    let w = World::new();
+    let deployer = ssh_key(&w, "deployer");
+    let successor = ssh_key(&w, "successor");
+    let filesigner = ssh_key(&w, "filesigner");
+    // deployer's key is retired at the start of 2026, successor's starts
+    // then; filesigner may sign files, not commits.
+    std::fs::write(
+        w.path("allowed_signers"),
+        format!(
+            "deployer@example.com namespaces=\"git\",valid-before=\"20260101Z\" {}\n\
+             successor@example.com valid-after=\"20260101000000Z\" {}\n\
+             files@example.com namespaces=\"file\" {}\n",
+            public(&deployer),
+            public(&successor),
+            public(&filesigner)
+        ),
+    )
+    .unwrap();
+    set_repo_key(
+        &w,
+        &format!(
+            "allowed_signers_file: {}",
+            w.path("allowed_signers").display()
+        ),
+    );
+
+    let (url1, sha1) = w.make_release("v1", false, &[]);
+    w.manifest("web", "v1", &url1, &sha1, "");
+    // 2025-06-01: within deployer's period.
+    let c1 = commit_signed_at(&w, "web v1", &deployer, "@1748736000 +0000");
+    assert!(git_accepts(&w, &c1));
+    w.once(0);
+    assert_eq!(w.final_status(&c1).unwrap().0, "success");
+    assert_eq!(w.app_says().as_deref(), Some("v1"));
+
+    let (url2, sha2) = w.make_release("v2", false, &[]);
+    w.manifest("web", "v2", &url2, &sha2, "");
+    // 2026-03-01: deployer's key expired two months before.
+    let c2 = commit_signed_at(
+        &w,
+        "web v2 by the retired key",
+        &deployer,
+        "@1772323200 +0000",
+    );
+    assert!(!git_accepts(&w, &c2));
+    assert_refused(&w, &c2, "expired at 2026-01-01T00:00:00Z", "v1", &["v1"]);
+    let (_, desc) = w.final_status(&c2).unwrap();
+    assert!(!desc.contains('\n'), "{desc:?}");
+    assert!(desc.contains("deployer@example.com"), "{desc:?}");
+    let plan = w.hoist(&["plan"]);
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.lines().count(), 1, "{plan}");
+    assert!(
+        plan.contains("cannot be applied") && plan.contains("expired"),
+        "{plan}"
+    );
+
+    // 2025-12-31T23:00Z: before successor's period starts.
+    w.manifest("web", "v2", &url2, &sha2, "hooks:\n  after_activate: []\n");
+    let c3 = commit_signed_at(&w, "web v2, too early", &successor, "@1767222000 +0000");
+    assert!(!git_accepts(&w, &c3));
+    assert_refused(
+        &w,
+        &c3,
+        "is valid only from 2026-01-01T00:00:00Z",
+        "v1",
+        &["v1"],
+    );
+
+    // A key allowed for another namespace only.
+    w.manifest("web", "v2", &url2, &sha2, "");
+    let c4 = commit_signed_at(
+        &w,
+        "web v2 by the file key",
+        &filesigner,
+        "@1772323200 +0000",
+    );
+    assert!(!git_accepts(&w, &c4));
+    assert_refused(
+        &w,
+        &c4,
+        "may sign only in namespaces \"file\"",
+        "v1",
+        &["v1"],
+    );
+
+    // The successor, within its period: applied.
+    w.manifest("web", "v2", &url2, &sha2, "hooks:\n  after_activate: []\n");
+    let c5 = commit_signed_at(&w, "web v2", &successor, "@1772323200 +0000");
+    assert!(git_accepts(&w, &c5));
+    w.once(0);
+    assert_eq!(w.final_status(&c5).unwrap().0, "success");
+    assert_eq!(w.app_says().as_deref(), Some("v2"));
+}

@@ -158,39 +158,6 @@ impl fmt::Debug for ProviderSettings {
     }
 }
 
-impl ProviderSettings {
-    /// The settings the host config's `status:` section asks for, with the
-    /// token read from `status.token_file`. Errors name the file.
-    pub fn from_config(cfg: &crate::config::HostConfig) -> Result<ProviderSettings, String> {
-        use crate::config::ProviderName;
-        let kind = match cfg.status.provider {
-            ProviderName::Github => ProviderKind::Github,
-            ProviderName::Gitea => ProviderKind::Gitea,
-            ProviderName::Gitlab => ProviderKind::Gitlab,
-            ProviderName::File => ProviderKind::File,
-            ProviderName::None => ProviderKind::None,
-        };
-        let token = match &cfg.status.token_file {
-            None => None,
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map(|t| t.trim().to_string())
-                    .map_err(|e| format!("cannot read status.token_file {}: {e}", p.display()))?,
-            ),
-        };
-        Ok(ProviderSettings {
-            kind,
-            api_url: cfg.status.api_url.clone(),
-            repository: cfg.status.repository.clone(),
-            token,
-            path: Some(cfg.status_file()),
-            allow_http: cfg.allow_http,
-            ca_file: cfg.ca_file.clone(),
-            target_url: None,
-        })
-    }
-}
-
 #[cfg(test)]
 impl ProviderSettings {
     /// What the forge tests start from: `kind` for `acme/deploy` with a

@@ -38,6 +38,18 @@ http.createServer((req, res) => {
   if (req.url === '/healthz') { res.writeHead(unhealthy ? 500 : 200); res.end(unhealthy ? 'sick' : 'ok'); return; }
   if (req.url === '/env') { let v = ''; try { v = fs.readFileSync(path.join(process.cwd(), '.env'), 'utf8'); } catch (e) {} res.end(v); return; }
   if (req.url === '/cwd') { res.end(process.cwd()); return; }
+  if (req.url === '/procenv') { res.end(JSON.stringify(process.env)); return; }
+  if (req.url === '/uid') { res.end(String(process.getuid())); return; }
+  if (req.url === '/caps') {
+    const st = fs.readFileSync('/proc/self/status', 'utf8');
+    res.end(st.split('\n').filter(l => l.startsWith('Cap')).join('\n'));
+    return;
+  }
+  if (req.url.startsWith('/read?p=')) {
+    try { res.end(fs.readFileSync(decodeURIComponent(req.url.slice(8)), 'utf8')); }
+    catch (e) { res.writeHead(403); res.end(e.code || 'error'); }
+    return;
+  }
   res.end(version);
 }).listen(Number(process.env.PORT), '127.0.0.1');
 "#;
@@ -372,6 +384,14 @@ impl World {
 
     pub fn state_json(&self) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(self.path("state/state.json")).unwrap()).unwrap()
+    }
+
+    /// `hoist status --json`: per app, what runs (release, previous,
+    /// commit, failed, and the change in flight as `switching`).
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.hoist(&["status", "--json"]);
+        assert!(out.status.success(), "hoist status: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("hoist status --json prints JSON")
     }
 
     pub fn history(&self) -> Vec<serde_json::Value> {

@@ -1,0 +1,136 @@
+//! The edge's wiring: turns a validated host config into the engine's
+//! [`Settings`] and [`Parts`] — reading credential files, building the
+//! status provider and the reporter, pm2 — so the engine itself never reads
+//! a config file or a secret, and its tests can build it from parts.
+//!
+//! Errors are one sentence naming the key or file at fault.
+
+use crate::artifact::{Cache, FetchSettings, S3Settings, UnpackLimits};
+use crate::config::{HostConfig, ProviderName};
+use crate::engine::{Engine, EngineError, Parts, Settings};
+use crate::metrics::Metrics;
+use crate::pm2::{Pm2, RunAs};
+use crate::report::{self, ProviderKind, ProviderSettings, Reporter};
+use crate::signature::TrustedKeys;
+use crate::source::Source;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Reads a credential file named by `key`, trimmed.
+pub fn read_secret(path: &Option<PathBuf>, key: &str) -> Result<Option<String>, String> {
+    match path {
+        None => Ok(None),
+        Some(p) => std::fs::read_to_string(p)
+            .map(|s| Some(s.trim().to_string()))
+            .map_err(|e| format!("cannot read {key} {}: {e}", p.display())),
+    }
+}
+
+/// `pm2.user`, looked up.
+pub fn pm2_user(cfg: &HostConfig) -> Result<Option<Arc<RunAs>>, String> {
+    cfg.pm2
+        .user
+        .as_deref()
+        .map(|u| RunAs::lookup(u).map(Arc::new))
+        .transpose()
+}
+
+/// The engine's view of this server.
+pub fn settings(cfg: &HostConfig) -> Result<Settings, String> {
+    Ok(Settings {
+        host: cfg.host_name(),
+        environment: cfg.environment_name(),
+        labels: cfg.labels.clone(),
+        root: cfg.root.clone(),
+        state_dir: cfg.state_dir.clone(),
+        branch: cfg.repo.branch.clone(),
+        keep_releases: cfg.keep_releases,
+        context: cfg.status.context.clone(),
+        allowed_signers_file: cfg.repo.allowed_signers_file.clone(),
+        pm2_user: pm2_user(cfg)?,
+        faults: crate::engine::Faults::from_env(),
+    })
+}
+
+/// Builds the engine's providers. Must run inside the tokio runtime (the
+/// reporter is a task).
+pub fn parts(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Parts, String> {
+    let trusted = TrustedKeys::parse(&cfg.storage.trusted_keys)?;
+    let s3 = match &cfg.storage.s3 {
+        Some(s) => Some(S3Settings {
+            endpoint: s.endpoint.clone(),
+            region: s.region.clone(),
+            access_key_id: read_secret(&s.access_key_id_file, "storage.s3.access_key_id_file")?,
+            secret_access_key: read_secret(
+                &s.secret_access_key_file,
+                "storage.s3.secret_access_key_file",
+            )?,
+        }),
+        None => None,
+    };
+    let fetch = FetchSettings {
+        allow_http: cfg.allow_http,
+        ca_file: cfg.ca_file.clone(),
+        s3,
+    };
+    let provider = build_provider(cfg)?;
+    let mut pm2 = Pm2::new(
+        &cfg.pm2.command,
+        cfg.pm2.home.clone(),
+        &cfg.root.join(".ecosystems"),
+    );
+    if let Some(u) = pm2_user(cfg)? {
+        pm2 = pm2.run_as(u)?;
+    }
+    let reporter = Reporter::spawn(provider, Some(cfg.state_dir.join("statuses-posted.json")));
+    Ok(Parts {
+        source: Source::new(cfg),
+        pm: Arc::new(pm2),
+        cache: Cache::new(cfg.state_dir.join("cache")),
+        fetch,
+        limits: UnpackLimits {
+            max_bytes: cfg.limits.max_unpacked_size.0,
+            max_entries: cfg.limits.max_entries,
+        },
+        trusted,
+        reporter,
+        metrics,
+    })
+}
+
+/// The status provider `status:` asks for.
+pub fn build_provider(cfg: &HostConfig) -> Result<Arc<dyn report::Provider>, String> {
+    let kind = match cfg.status.provider {
+        ProviderName::Github => ProviderKind::Github,
+        ProviderName::Gitea => ProviderKind::Gitea,
+        ProviderName::Gitlab => ProviderKind::Gitlab,
+        ProviderName::File => ProviderKind::File,
+        ProviderName::None => ProviderKind::None,
+    };
+    let token = read_secret(&cfg.status.token_file, "status.token_file")?;
+    report::build_provider(&ProviderSettings {
+        kind,
+        api_url: cfg.status.api_url.clone(),
+        repository: cfg.status.repository.clone(),
+        token,
+        path: Some(cfg.status_file()),
+        allow_http: cfg.allow_http,
+        ca_file: cfg.ca_file.clone(),
+        target_url: None,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// The engine for this host config: creates `state_dir` and `root` when
+/// missing, reads the credentials, loads state.json.
+pub async fn engine(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Engine, EngineError> {
+    for (key, dir) in [("state_dir", &cfg.state_dir), ("root", &cfg.root)] {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            EngineError::Other(format!("cannot create {key} {}: {e}", dir.display()))
+        })?;
+    }
+    crate::redact::warn_about_exposed_secrets(cfg);
+    let settings = settings(cfg).map_err(EngineError::Other)?;
+    let parts = parts(cfg, metrics).map_err(EngineError::Other)?;
+    Engine::new(settings, parts).await
+}

@@ -1,0 +1,181 @@
+//! hoist's own credentials never reach the apps (SPEC §1): pm2, the apps
+//! and the hooks run with an environment of their own, built from a short
+//! allowlist, whatever hoist itself was started with.
+
+mod common;
+
+use common::World;
+
+/// What hoist is started with under systemd and with S3 keys in its
+/// environment: none of it may reach an app or a hook.
+const HOIST_ONLY: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "AKIAHOISTONLY0000000"),
+    ("AWS_SECRET_ACCESS_KEY", "hoist-only-secret-access-key"),
+    ("AWS_SESSION_TOKEN", "hoist-only-session-token"),
+    ("CREDENTIALS_DIRECTORY", "/run/credentials/hoist.service"),
+    ("NOTIFY_SOCKET", "/run/systemd/notify-hoist-only"),
+    ("HOIST_LOG", "debug"),
+];
+
+#[test]
+fn apps_and_hooks_never_see_hoists_environment() {
+    let w = World::new();
+    let (url, sha) = w.make_release("v1", true, &[]);
+    let hook_env = w.path("hook-env");
+    w.manifest(
+        "web",
+        "v1",
+        &url,
+        &sha,
+        &format!(
+            "hooks:\n  before_activate: [[sh, -c, \"env > {}\"]]\n",
+            hook_env.display()
+        ),
+    );
+    w.commit("web v1");
+    let out = w.hoist_env(&["once"], HOIST_ONLY);
+    assert!(out.status.success(), "{out:?}");
+
+    let (_, body) = common::http_get(w.app_port, "/procenv").expect("the app answers");
+    let app_env: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let hook = std::fs::read_to_string(&hook_env).unwrap();
+    for (name, value) in HOIST_ONLY {
+        assert!(app_env.get(name).is_none(), "the app sees {name}");
+        assert!(!body.contains(value), "the app sees the value of {name}");
+        assert!(!hook.contains(name), "the hook sees {name}");
+        assert!(!hook.contains(value), "the hook sees the value of {name}");
+    }
+    // What the app is told about itself, and what it needs to run.
+    assert_eq!(app_env["HOIST_APP"], "web");
+    assert_eq!(app_env["HOIST_RELEASE"], "v1");
+    assert!(app_env.get("PATH").is_some());
+    assert!(hook.contains("HOIST_RELEASE=v1"), "{hook}");
+}
+
+/// Runs only as root (it needs to start the apps as another user), with
+/// the stock unprivileged user `nobody`, so the machine is left as it was.
+#[test]
+fn with_pm2_user_the_apps_cannot_read_hoists_credentials() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: pm2.user needs root to start the apps as another user");
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        eprintln!("skipped: no user nobody");
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let mut w = World::new();
+    // The world's folder is private to its creator; the apps must reach
+    // their own release, like /srv/hoist on a server.
+    std::fs::set_permissions(w.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_dir(w.path("pm2home")).unwrap();
+    // hoist's credentials, as the .deb's setup leaves them: hoist's alone.
+    std::fs::create_dir_all(w.path("etc")).unwrap();
+    let creds = ["git-token", "forge-token", "webhook-secret", "identity"];
+    for c in creds {
+        let p = w.path(&format!("etc/{c}"));
+        std::fs::write(&p, format!("{c}-of-hoist\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    w.extra_config = format!(
+        "webhook_secret_file: {}\n",
+        w.path("etc/webhook-secret").display()
+    );
+    w.write_config();
+    let cfg = std::fs::read_to_string(w.config_path())
+        .unwrap()
+        .replace("pm2:\n", "pm2:\n  user: nobody\n");
+    std::fs::write(w.config_path(), cfg).unwrap();
+
+    let (url, sha) = w.make_release("v1", true, &[]);
+    std::fs::create_dir_all(w.path("srv/web/shared")).unwrap();
+    std::fs::write(w.path("srv/web/shared/.env"), "MINE=1\n").unwrap();
+    w.manifest("web", "v1", &url, &sha, "shared: [.env, uploads/]\n");
+    let text = std::fs::read_to_string(w.path("work/apps/web.yaml"))
+        .unwrap()
+        .replace("shared: [.env]\n", "");
+    std::fs::write(w.path("work/apps/web.yaml"), text).unwrap();
+    w.commit("web v1");
+    w.once(0);
+
+    let get = |path: &str| common::http_get(w.app_port, path);
+    assert_eq!(
+        get("/uid").unwrap().1,
+        nobody.uid.as_raw().to_string(),
+        "the app runs as pm2.user"
+    );
+    for c in creds {
+        let p = w.path(&format!("etc/{c}"));
+        let (code, body) = get(&format!("/read?p={}", p.display())).unwrap();
+        assert_eq!((code, body.as_str()), (403, "EACCES"), "{c}");
+    }
+    // Its own files it reads, and it may write where it keeps its uploads.
+    assert_eq!(get("/env").unwrap().1.trim(), "MINE=1");
+    let uploads = std::fs::metadata(w.path("srv/web/shared/uploads")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(uploads.uid(), nobody.uid.as_raw());
+    w.stop_daemon();
+}
+
+/// hoist under the shipped unit holds CAP_SETUID, CAP_SETGID and CAP_CHOWN
+/// as ambient capabilities; the apps it starts must hold none. Runs hoist
+/// as `nobody` with those ambient capabilities (setpriv, as root).
+#[test]
+fn apps_inherit_none_of_hoists_capabilities() {
+    if !nix::unistd::Uid::effective().is_root() || which("setpriv").is_none() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        eprintln!("skipped: no user nobody");
+        return;
+    };
+    let w = World::new();
+    let (url, sha) = w.make_release("v1", true, &[]);
+    w.manifest("web", "v1", &url, &sha, "");
+    w.commit("web v1");
+    // The whole world belongs to nobody, as /srv/hoist and /var/lib/hoist
+    // belong to hoist's user on a server.
+    let status = std::process::Command::new("chown")
+        .args(["-R", &format!("{}", nobody.uid)])
+        .arg(w.path(""))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", nobody.uid),
+            &format!("--regid={}", nobody.gid),
+            "--clear-groups",
+            "--inh-caps=+setuid,+setgid,+chown",
+            "--ambient-caps=+setuid,+setgid,+chown",
+        ])
+        .arg(common::hoist_bin())
+        .args(["once", "--config"])
+        .arg(w.config_path())
+        .env("PM2_HOME", w.path("pm2home"))
+        .env("HOME", w.path(""))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (_, caps) = common::http_get(w.app_port, "/caps").expect("the app answers");
+    for line in caps.lines() {
+        let (name, value) = line.split_once(':').unwrap();
+        if ["CapInh", "CapPrm", "CapEff", "CapAmb"].contains(&name) {
+            assert_eq!(
+                u64::from_str_radix(value.trim(), 16).unwrap(),
+                0,
+                "the app holds capabilities: {caps}"
+            );
+        }
+    }
+}
+
+fn which(cmd: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(cmd))
+            .find(|f| f.is_file())
+    })
+}
