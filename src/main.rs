@@ -93,6 +93,19 @@ enum Command {
     Trigger,
     /// A self-contained demo on this machine.
     Demo,
+    /// Every server of the environment for one commit, by app and wave.
+    Fleet {
+        /// A commit id or the branch name (default: the branch tip).
+        reference: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Wait until rolled out (exit 0), halted, failed or timed out (1).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (e.g. 30m).
+        #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
     /// Write a new server identity (mode 0600) and print its public key.
     Keygen {
         /// Where to write it (default: the host config's identity_file).
@@ -347,6 +360,22 @@ async fn dispatch(cli: Cli) -> Res {
             Ok(0)
         }
         Command::Demo => hoist::demo::run().await.map(|()| 0).map_err(|m| fail(1, m)),
+        Command::Fleet {
+            reference,
+            json,
+            wait,
+            timeout,
+        } => {
+            let opts = hoist::fleet::Options {
+                reference,
+                json,
+                wait,
+                timeout,
+            };
+            hoist::fleet::command(&cli.config, &opts)
+                .await
+                .map_err(|e| fail(e.exit_code(), e.to_string()))
+        }
         Command::Keygen { output } => cmd_keygen(&cli.config, output),
         Command::Secrets { command } => cmd_secrets(&cli.config, command),
     }

@@ -462,6 +462,77 @@ impl Source {
         }
     }
 
+    /// Keeps the mirror at `path` instead of `<state_dir>/repo.git`: for
+    /// `hoist fleet` in CI, which has no state dir, and must not share a
+    /// running daemon's mirror.
+    pub fn with_mirror(mut self, path: PathBuf) -> Source {
+        self.mirror = path;
+        self.repo = Arc::default();
+        self
+    }
+
+    /// The full id of `rev`: a commit id (abbreviated or not) in the
+    /// mirror, or the name of a fetched branch.
+    pub fn resolve(&self, rev: &str) -> Result<String, SourceError> {
+        let repo = self.open_mirror()?;
+        let found = repo
+            .revparse_single(rev)
+            .or_else(|_| repo.revparse_single(&format!("refs/remotes/origin/{rev}")))
+            .and_then(|o| o.peel_to_commit());
+        found
+            .map(|c| c.id().to_string())
+            .map_err(|e| SourceError::Commit {
+                commit: rev.to_string(),
+                message: e.message().to_string(),
+            })
+    }
+
+    /// `commit` and its first parents, newest first, at most `limit`: the
+    /// branch's own history as merges to it made it.
+    pub fn first_parents(&self, commit: &str, limit: usize) -> Result<Vec<String>, SourceError> {
+        let repo = self.open_mirror()?;
+        let cerr = |e: git2::Error| SourceError::Commit {
+            commit: commit.to_string(),
+            message: e.message().to_string(),
+        };
+        let mut c = repo
+            .find_commit(Oid::from_str(commit).map_err(cerr)?)
+            .map_err(cerr)?;
+        let mut out = vec![c.id().to_string()];
+        while out.len() < limit {
+            match c.parent(0) {
+                Ok(p) => {
+                    out.push(p.id().to_string());
+                    c = p;
+                }
+                // The root, or a shallow end.
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The bytes of the file at `path` in the commit's tree; `None` when
+    /// there is no such file.
+    pub fn file_at(&self, commit: &str, path: &Path) -> Result<Option<Vec<u8>>, SourceError> {
+        let repo = self.open_mirror()?;
+        let cerr = |e: git2::Error| SourceError::Commit {
+            commit: commit.to_string(),
+            message: e.message().to_string(),
+        };
+        let c = repo
+            .find_commit(Oid::from_str(commit).map_err(cerr)?)
+            .map_err(cerr)?;
+        let tree = c.tree().map_err(cerr)?;
+        let Ok(entry) = tree.get_path(path) else {
+            return Ok(None);
+        };
+        match entry.to_object(&repo).map_err(cerr)?.into_blob() {
+            Ok(blob) => Ok(Some(blob.content().to_vec())),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// The commit's summary line, for logs and history.
     pub fn summary(&self, commit: &str) -> Option<String> {
         let repo = self.open_mirror().ok()?;
@@ -698,6 +769,52 @@ mod tests {
         let err = src.manifests_at(&c).unwrap().unwrap_err();
         assert_eq!(err.errors.len(), 1, "{err}");
         assert!(err.to_string().contains("apps/api.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn history_files_and_refs_at_a_commit() {
+        let (dir, src, work) = setup();
+        let c1 = commit_manifest(&work, "web.yaml", &manifest("v1"));
+        std::fs::create_dir_all(work.join("fleet")).unwrap();
+        std::fs::write(work.join("fleet/main.yaml"), "hosts: {}\n").unwrap();
+        let c2 = commit_manifest(&work, "web.yaml", &manifest("v2"));
+        // A merge: its first parent is the branch, not the side branch.
+        git(&work, &["checkout", "-q", "-b", "side", &c1]);
+        std::fs::write(work.join("apps/api.yaml"), manifest("v1")).unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "side"]);
+        let side = git(&work, &["rev-parse", "HEAD"]);
+        git(&work, &["checkout", "-q", "main"]);
+        git(&work, &["merge", "-q", "--no-ff", "-m", "merge", "side"]);
+        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        let merge = git(&work, &["rev-parse", "HEAD"]);
+        let src = src.with_mirror(dir.path().join("elsewhere.git"));
+        assert_eq!(src.poll().unwrap(), merge);
+        assert!(dir.path().join("elsewhere.git").is_dir());
+        assert_eq!(
+            src.first_parents(&merge, 10).unwrap(),
+            [merge.clone(), c2.clone(), c1.clone()]
+        );
+        assert_eq!(
+            src.first_parents(&merge, 2).unwrap(),
+            [merge.clone(), c2.clone()]
+        );
+        assert!(!src.first_parents(&merge, 10).unwrap().contains(&side));
+        let inv = Path::new("fleet/main.yaml");
+        assert_eq!(
+            src.file_at(&c2, inv).unwrap().as_deref(),
+            Some(&b"hosts: {}\n"[..])
+        );
+        assert_eq!(src.file_at(&c1, inv).unwrap(), None);
+        assert_eq!(
+            src.file_at(&c1, Path::new("apps")).unwrap(),
+            None,
+            "a folder is no file"
+        );
+        assert_eq!(src.resolve(&c2[..10]).unwrap(), c2);
+        assert_eq!(src.resolve("main").unwrap(), merge);
+        let e = src.resolve("nope").unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //!   `ca_file`, no redirects so the auth header never follows one elsewhere);
 //! - how a forge's answer maps to done / retry (when) / give up, which is
 //!   what the [`Reporter`](super::Reporter) acts on;
+//! - reading: one conditional GET of one page (`If-None-Match`, `304`), the
+//!   forge's `Date`, a bounded body, `Link: rel="next"` followed only to the
+//!   `api_url`'s own origin (the token must never go elsewhere), and the
+//!   forge's timestamps (RFC 3339, with or without an offset);
 //! - keeping the token out of every message: it is held in a [`Secret`]
 //!   whose `Debug` is redacted, header values carrying it are marked
 //!   sensitive, and any quoted forge answer is scrubbed of it.
@@ -20,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 
-use super::{PostError, ProviderSettings, ReportError, Status};
+use super::{PostError, ProviderSettings, ReadError, ReportError, Status};
 
 /// How long one attempt may take before it counts as a network failure.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,6 +36,14 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 /// A `Retry-After` beyond this is treated as this: the reporter gives up
 /// after about ten minutes anyway.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The most of one page of statuses read (GitHub's 100 statuses with their
+/// `creator` objects are about 200 KiB).
+const MAX_PAGE_BYTES: usize = 8 << 20;
+/// The most statuses one commit may have before a read gives up: far more
+/// than 100 servers ever write (at most four each per commit), and GitHub
+/// keeps at most 1,000 per context. A read that stopped early could miss a
+/// failure, so it is an error rather than a partial answer.
+pub(crate) const MAX_STATUSES: usize = 10_000;
 
 /// A token. `Debug` never shows it.
 #[derive(Clone)]
@@ -157,6 +169,144 @@ impl Forge {
         self.send(req.json(body), url, done_on).await
     }
 
+    /// One GET of one page of statuses, conditional when `if_none_match`
+    /// is given. The forge's `Date` is required: rollouts compare the
+    /// forge's times with the forge's clock, never with this server's.
+    pub(crate) async fn get(
+        &self,
+        url: &str,
+        token: (&str, &str),
+        headers: &[(&str, &str)],
+        if_none_match: Option<&str>,
+    ) -> Result<Page, ReadError> {
+        let what = format!("{}: GET {url}", self.provider);
+        let (token_header, prefix) = token;
+        let mut req = self
+            .client
+            .get(url)
+            .header(token_header, self.auth_value(prefix)?);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some(tag) = if_none_match.and_then(|t| HeaderValue::from_str(t).ok()) {
+            req = req.header(reqwest::header::IF_NONE_MATCH, tag);
+        }
+        let resp = req.send().await.map_err(|e| {
+            ReadError::transient(format!("{what} failed: {}", describe_reqwest(&e)))
+        })?;
+        let code = resp.status();
+        let headers = resp.headers().clone();
+        if !code.is_success() && code != StatusCode::NOT_MODIFIED {
+            let body = read_some(resp).await;
+            return Err(classify(
+                code,
+                &headers,
+                &excerpt(&body, self.token.expose()),
+                &what,
+                SystemTime::now(),
+            )
+            .into());
+        }
+        let date = headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date)
+            .ok_or_else(|| {
+                ReadError::transient(format!(
+                    "{what} answered without a valid Date header, so the forge's clock is unknown"
+                ))
+            })?;
+        if code == StatusCode::NOT_MODIFIED {
+            return Ok(Page {
+                not_modified: true,
+                headers,
+                body: Vec::new(),
+                date,
+            });
+        }
+        let mut resp = resp;
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_PAGE_BYTES {
+                        return Err(ReadError::transient(format!(
+                            "{what} answered more than {} MiB for one page",
+                            MAX_PAGE_BYTES >> 20
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(ReadError::transient(format!(
+                        "{what} was cut short: {}",
+                        describe_reqwest(&e)
+                    )));
+                }
+            }
+        }
+        Ok(Page {
+            not_modified: false,
+            headers,
+            body,
+            date,
+        })
+    }
+
+    /// The `Link: rel="next"` of a page, if it stays on the `api_url`'s
+    /// origin and path; a link elsewhere is refused, since following it
+    /// would send the token there.
+    pub(crate) fn next_link(&self, headers: &HeaderMap) -> Result<Option<String>, ReadError> {
+        let Some(next) = headers
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| link_rel(v, "next"))
+        else {
+            return Ok(None);
+        };
+        let same_place = match (Url::parse(&next), Url::parse(&self.base)) {
+            (Ok(n), Ok(b)) => {
+                n.origin() == b.origin()
+                    && n.path().starts_with(b.path().trim_end_matches('/'))
+                    && n.username().is_empty()
+                    && n.password().is_none()
+            }
+            _ => false,
+        };
+        if same_place {
+            Ok(Some(next))
+        } else {
+            Err(ReadError::Permanent {
+                message: format!(
+                    "{}: the forge's next-page link {:?} leads away from status.api_url {}; not following it with the token",
+                    self.provider,
+                    excerpt(&next, self.token.expose()),
+                    self.base
+                ),
+            })
+        }
+    }
+
+    /// An error for a page whose JSON could not be read, naming the URL.
+    pub(crate) fn bad_json(&self, url: &str, e: &serde_json::Error) -> ReadError {
+        ReadError::transient(format!(
+            "{}: GET {url} answered JSON hoist cannot read as commit statuses: {e}",
+            self.provider
+        ))
+    }
+
+    /// The error when a commit holds more statuses than [`MAX_STATUSES`].
+    pub(crate) fn too_many(&self, sha: &str) -> ReadError {
+        ReadError::Permanent {
+            message: format!(
+                "{}: commit {sha} has more than {MAX_STATUSES} statuses; not reading further",
+                self.provider
+            ),
+        }
+    }
+
     /// Send `req` and turn the answer into done / retry / give up.
     ///
     /// `done_on` lets a provider accept a non-2xx answer as success (GitLab's
@@ -194,6 +344,58 @@ impl Forge {
             SystemTime::now(),
         ))
     }
+}
+
+/// One page of a read.
+#[derive(Debug)]
+pub(crate) struct Page {
+    /// `304 Not Modified`: `body` is empty.
+    pub(crate) not_modified: bool,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
+    /// The forge's `Date`.
+    pub(crate) date: SystemTime,
+}
+
+impl Page {
+    /// A header's value as text.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    }
+
+    /// The page's `ETag`, to send back as `If-None-Match`.
+    pub(crate) fn etag(&self) -> Option<String> {
+        self.header("etag").map(str::to_string)
+    }
+}
+
+/// The URL of the link with relation `rel` in one `Link` header value
+/// (RFC 8288: `<url>; rel="next", <url>; rel="last"`).
+pub(crate) fn link_rel(value: &str, rel: &str) -> Option<String> {
+    let mut rest = value;
+    while let Some(start) = rest.find('<') {
+        let after = &rest[start + 1..];
+        let end = after.find('>')?;
+        let url = &after[..end];
+        let params_end = after[end..].find('<').map_or(after.len(), |i| end + i);
+        let params = &after[end + 1..params_end];
+        let matches = params.split(';').any(|p| {
+            let p = p.trim().trim_end_matches(',').trim();
+            p.strip_prefix("rel=").is_some_and(|v| {
+                v.trim_matches('"')
+                    .split_ascii_whitespace()
+                    .any(|r| r.eq_ignore_ascii_case(rel))
+            })
+        });
+        if matches {
+            return Some(url.to_string());
+        }
+        rest = &after[params_end..];
+    }
+    None
 }
 
 /// For [`Forge::post_json`]: only a 2xx answer means done.
@@ -292,6 +494,31 @@ pub(crate) fn check_sha(provider: &str, status: &Status) -> Result<(), PostError
             ),
         })
     }
+}
+
+/// The sha of a read goes into the URL path: make sure it is a commit id.
+pub(crate) fn check_read_sha(provider: &str, sha: &str) -> Result<(), ReadError> {
+    let ok = (7..=64).contains(&sha.len()) && sha.bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(())
+    } else {
+        Err(ReadError::Permanent {
+            message: format!(
+                "{provider}: {:?} is not a commit id; statuses not read",
+                excerpt(sha, "")
+            ),
+        })
+    }
+}
+
+/// A forge's timestamp, or an error naming the URL it came from.
+pub(crate) fn timestamp(provider: &str, url: &str, value: &str) -> Result<SystemTime, ReadError> {
+    parse_rfc3339(value).ok_or_else(|| {
+        ReadError::transient(format!(
+            "{provider}: GET {url} answered a status time hoist cannot read ({:?})",
+            excerpt(value, "")
+        ))
+    })
 }
 
 /// Check one `owner` or `name` segment of `status.repository`.
@@ -432,9 +659,72 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
     Some(delay.min(MAX_RETRY_AFTER))
 }
 
+/// Parse an RFC 3339 timestamp as forges write them: GitHub
+/// `2026-11-27T10:00:00Z`, GitLab `2026-11-27T10:00:00.123Z`, Gitea
+/// `2026-11-27T11:00:00+01:00`.
+pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: u64 = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = &s[start..i];
+        if digits.is_empty() {
+            return None;
+        }
+        let mut scaled = String::from(&digits[..digits.len().min(9)]);
+        while scaled.len() < 9 {
+            scaled.push('0');
+        }
+        nanos = scaled.parse().ok()?;
+    }
+    let offset_secs: i64 = match &s[i..] {
+        "Z" | "z" => 0,
+        zone if zone.len() == 6 && matches!(zone.as_bytes()[0], b'+' | b'-') => {
+            let zh = num(i + 1..i + 3)?;
+            let zm = num(i + 4..i + 6)?;
+            if zone.as_bytes()[3] != b':' || zh > 23 || zm > 59 {
+                return None;
+            }
+            let off = zh * 3600 + zm * 60;
+            if zone.starts_with('-') { -off } else { off }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + h * 3600 + m * 60 + sec - offset_secs;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_nanos(nanos))
+}
+
 /// Parse an IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`, the only HTTP-date
 /// form senders may generate.
-fn parse_http_date(s: &str) -> Option<SystemTime> {
+pub(crate) fn parse_http_date(s: &str) -> Option<SystemTime> {
     let rest = s.split_once(", ")?.1;
     let mut parts = rest.split(' ');
     let day: u64 = parts.next()?.parse().ok()?;
@@ -658,6 +948,97 @@ qn3AGHEuuHlKmg==
         let mut h = HeaderMap::new();
         h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
         assert!(classify(StatusCode::FORBIDDEN, &h, "", "x", now).is_transient());
+    }
+
+    #[test]
+    fn forge_timestamps_parse_with_and_without_offsets() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000); // 2027-01-15T08:00:00Z
+        assert_eq!(parse_rfc3339("2027-01-15T08:00:00Z"), Some(t));
+        assert_eq!(
+            parse_rfc3339("2027-01-15T08:00:00.123Z"),
+            Some(t + Duration::from_millis(123))
+        );
+        assert_eq!(parse_rfc3339("2027-01-15T10:00:00+02:00"), Some(t));
+        assert_eq!(parse_rfc3339("2027-01-15T03:30:00-04:30"), Some(t));
+        assert_eq!(
+            parse_rfc3339("2027-01-15T08:00:00.000000001z"),
+            Some(t + Duration::from_nanos(1))
+        );
+        for bad in [
+            "",
+            "2027-01-15",
+            "2027-01-15T08:00:00",
+            "2027-13-15T08:00:00Z",
+            "2027-01-15T08:00:00+0200",
+            "2027-01-15T08:00:00.Z",
+            "2027-01-15X08:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "２027-01-15T08:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        // What this module writes, it reads.
+        let now = SystemTime::now();
+        let written = humantime::format_rfc3339_millis(now).to_string();
+        let back = parse_rfc3339(&written).expect("own format");
+        assert!(now.duration_since(back).unwrap_or_default() < Duration::from_millis(1));
+    }
+
+    #[test]
+    fn link_headers_name_the_next_page() {
+        let v = r#"<https://api.github.com/repositories/1/commits/x/statuses?per_page=100&page=2>; rel="next", <https://api.github.com/repositories/1/commits/x/statuses?per_page=100&page=3>; rel="last""#;
+        assert_eq!(
+            link_rel(v, "next").as_deref(),
+            Some("https://api.github.com/repositories/1/commits/x/statuses?per_page=100&page=2")
+        );
+        assert_eq!(
+            link_rel(v, "last").as_deref(),
+            Some("https://api.github.com/repositories/1/commits/x/statuses?per_page=100&page=3")
+        );
+        assert_eq!(link_rel(v, "prev"), None);
+        assert_eq!(
+            link_rel(r#"<https://x/a?b=1,2>;rel=next"#, "next").as_deref(),
+            Some("https://x/a?b=1,2")
+        );
+        assert_eq!(
+            link_rel(
+                r#"<https://x/1>; rel="prev first", <https://x/3>; rel="next""#,
+                "first"
+            )
+            .as_deref(),
+            Some("https://x/1")
+        );
+        assert_eq!(link_rel("garbage", "next"), None);
+        assert_eq!(link_rel("<unterminated; rel=next", "next"), None);
+    }
+
+    #[test]
+    fn next_links_must_stay_under_the_api_url() {
+        let f =
+            Forge::new(&settings("https://ghe.example.com/api/v3"), "github", None).expect("valid");
+        let mut h = HeaderMap::new();
+        let mut check = |link: &str| {
+            h.insert(
+                "link",
+                HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")).expect("header"),
+            );
+            f.next_link(&h)
+        };
+        assert_eq!(
+            check("https://ghe.example.com/api/v3/repos/a/b/commits/c/statuses?page=2")
+                .expect("same place")
+                .as_deref(),
+            Some("https://ghe.example.com/api/v3/repos/a/b/commits/c/statuses?page=2")
+        );
+        for away in [
+            "https://evil.example.com/api/v3/x",
+            "http://ghe.example.com/api/v3/x",
+            "https://ghe.example.com:444/api/v3/x",
+            "https://ghe.example.com/other/x",
+            "https://user:pw@ghe.example.com/api/v3/x",
+        ] {
+            assert!(check(away).is_err(), "{away}");
+        }
     }
 
     #[test]

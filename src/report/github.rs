@@ -5,11 +5,22 @@
 //! `Authorization: Bearer <token>`. GitHub's state names are hoist's own, so
 //! nothing is mapped. Enterprise servers differ only in `api_url`
 //! (`https://ghe.example.com/api/v3`).
+//!
+//! Reading back: `GET {api_url}/repos/{owner}/{repo}/commits/{sha}/statuses`
+//! lists every status of the commit, newest first, up to 100 a page
+//! (`per_page=100`), with `Link: rel="next"` to the next page. The first
+//! page carries an `ETag`; sent back as `If-None-Match`, an unchanged list
+//! answers `304`, which GitHub does not count against the primary rate
+//! limit. Since the list is newest first, any new status changes the first
+//! page, so a `304` there means nothing changed on any page.
 
 use futures::future::BoxFuture;
 
 use super::forge::{self, Forge};
-use super::{PostError, Provider, ProviderSettings, ReportError, Status};
+use super::{
+    PostError, Provider, ProviderSettings, Read, ReadError, ReadStatus, ReportError, State, Status,
+    StatusRead,
+};
 
 const DEFAULT_API_URL: &str = "https://api.github.com";
 const TOKEN: (&str, &str) = ("Authorization", "Bearer ");
@@ -42,6 +53,82 @@ struct Body<'a> {
     target_url: Option<&'a str>,
 }
 
+/// One status as GitHub lists it (fields hoist does not use are ignored).
+#[derive(serde::Deserialize)]
+struct Listed {
+    #[serde(default)]
+    id: Option<u64>,
+    state: String,
+    context: String,
+    #[serde(default)]
+    description: Option<String>,
+    created_at: String,
+}
+
+/// GitHub's state names are hoist's; anything else is not a success.
+fn state_of(s: &str) -> State {
+    match s {
+        "pending" => State::Pending,
+        "success" => State::Success,
+        "failure" => State::Failure,
+        _ => State::Error,
+    }
+}
+
+impl Github {
+    async fn read(&self, sha: &str, etag: Option<&str>) -> Result<Read, ReadError> {
+        forge::check_read_sha("github", sha)?;
+        let mut url = self.forge.url(&format!(
+            "/repos/{}/commits/{sha}/statuses?per_page=100",
+            self.repo
+        ));
+        let mut all = Vec::new();
+        let (mut first_etag, mut date, mut requests) = (None, None, 0u32);
+        loop {
+            let first = requests == 0;
+            let page = self
+                .forge
+                .get(&url, TOKEN, HEADERS, if first { etag } else { None })
+                .await?;
+            requests += 1;
+            if page.not_modified {
+                return Ok(Read::NotModified { date: page.date });
+            }
+            if first {
+                first_etag = page.etag();
+            }
+            date = date.max(Some(page.date));
+            let listed: Vec<Listed> =
+                serde_json::from_slice(&page.body).map_err(|e| self.forge.bad_json(&url, &e))?;
+            let total = all.len();
+            for (i, l) in listed.into_iter().enumerate() {
+                let at = forge::timestamp("github", &url, &l.created_at)?;
+                all.push(ReadStatus {
+                    context: l.context,
+                    state: state_of(&l.state),
+                    description: l.description.unwrap_or_default(),
+                    at,
+                    // Newest first: without an id, a later place is older.
+                    order: l.id.unwrap_or(u64::MAX - (total + i) as u64),
+                });
+            }
+            if all.len() > forge::MAX_STATUSES {
+                return Err(self.forge.too_many(sha));
+            }
+            match self.forge.next_link(&page.headers)? {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        Ok(Read::Changed(StatusRead {
+            statuses: super::latest_per_context(all),
+            date: date.unwrap_or(std::time::UNIX_EPOCH),
+            etag: first_etag,
+            requests,
+        }))
+    }
+}
+
 impl Provider for Github {
     fn name(&self) -> &'static str {
         "github"
@@ -64,6 +151,14 @@ impl Provider for Github {
                 .post_json(&url, TOKEN, HEADERS, &body, forge::only_2xx)
                 .await
         })
+    }
+
+    fn statuses<'a>(
+        &'a self,
+        sha: &'a str,
+        etag: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Read, ReadError>> {
+        Box::pin(self.read(sha, etag))
     }
 }
 
@@ -157,6 +252,210 @@ mod tests {
         let err = p.post(&status(State::Success)).await.expect_err("refused");
         assert!(err.is_transient(), "{err}");
         assert!(!err.to_string().contains("ghp_unreachable_secret"));
+    }
+
+    /// A fixed moment for the fake's clock: 2027-01-15T08:00:00Z.
+    fn t0() -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000)
+    }
+
+    fn on(context: &str, state: State, description: &str) -> Status {
+        Status {
+            sha: SHA.into(),
+            state,
+            context: context.into(),
+            description: description.into(),
+        }
+    }
+
+    fn changed(r: Read) -> StatusRead {
+        match r {
+            Read::Changed(r) => r,
+            Read::NotModified { .. } => panic!("expected statuses, got 304"),
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_every_page_newest_first_and_keeps_the_latest_per_context() {
+        let fake = FakeForge::start(Flavor::Github).await;
+        fake.set_time(t0());
+        let p = fake.provider();
+        // 3 contexts, 250 statuses: three pages of 100. Every status of
+        // web-1 is made in the same second, so only GitHub's id orders them.
+        for i in 0..83 {
+            for host in ["web-1", "web-2", "web-3"] {
+                let s = on(
+                    &format!("hoist/production/{host}"),
+                    State::Pending,
+                    &format!("try {i}"),
+                );
+                p.post(&s).await.expect("posted");
+            }
+            if i % 2 == 0 {
+                fake.advance(std::time::Duration::from_secs(1));
+            }
+        }
+        p.post(&on("hoist/production/web-1", State::Success, "web 2 live"))
+            .await
+            .expect("posted");
+        fake.advance(std::time::Duration::from_secs(30));
+        let r = changed(p.statuses(SHA, None).await.expect("read"));
+        assert_eq!(r.requests, 3, "250 statuses are three pages of 100");
+        assert_eq!(r.date, fake.now(), "the forge's Date");
+        let contexts: Vec<_> = r.statuses.iter().map(|s| s.context.as_str()).collect();
+        assert_eq!(
+            contexts,
+            [
+                "hoist/production/web-1",
+                "hoist/production/web-2",
+                "hoist/production/web-3"
+            ]
+        );
+        let web1 = r.get("hoist/production/web-1").expect("web-1");
+        assert_eq!(web1.state, State::Success);
+        assert_eq!(web1.description, "web 2 live");
+        assert_eq!(web1.at, t0() + std::time::Duration::from_secs(42));
+        let web3 = r.get("hoist/production/web-3").expect("web-3");
+        assert_eq!(
+            (web3.state, web3.description.as_str()),
+            (State::Pending, "try 82")
+        );
+        assert_eq!(
+            fake.counters(crate::report::fake_forge::MAIN_IDENTITY)
+                .reads,
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_list_is_a_304_that_github_does_not_count() {
+        let fake = FakeForge::start(Flavor::Github).await;
+        fake.set_time(t0());
+        let p = fake.provider();
+        p.post(&on("hoist/production/web-1", State::Pending, "applying"))
+            .await
+            .expect("posted");
+        let first = changed(p.statuses(SHA, None).await.expect("read"));
+        let etag = first.etag.clone().expect("GitHub sends an ETag");
+        fake.advance(std::time::Duration::from_secs(15));
+        let again = p.statuses(SHA, Some(&etag)).await.expect("read");
+        assert_eq!(
+            again,
+            Read::NotModified {
+                date: t0() + std::time::Duration::from_secs(15)
+            },
+            "the forge's clock moves on even when nothing else does"
+        );
+        p.post(&on("hoist/production/web-1", State::Success, "live"))
+            .await
+            .expect("posted");
+        let after = changed(p.statuses(SHA, Some(&etag)).await.expect("read"));
+        assert_eq!(after.statuses[0].state, State::Success);
+        assert_ne!(after.etag.as_deref(), Some(etag.as_str()));
+        let c = fake.counters(crate::report::fake_forge::MAIN_IDENTITY);
+        assert_eq!((c.reads, c.not_modified, c.writes), (2, 1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_read_without_statuses_is_empty_and_a_bad_token_is_never_echoed() {
+        let fake = FakeForge::start(Flavor::Github).await;
+        let p = fake.provider();
+        let r = changed(p.statuses(SHA, None).await.expect("read"));
+        assert!(r.statuses.is_empty());
+        assert_eq!(r.requests, 1);
+
+        let mut s = fake.settings(ProviderKind::Github);
+        s.token = Some("ghp_read_secret_wrong".into());
+        let p = build_provider(&s).expect("github");
+        let err = p.statuses(SHA, None).await.expect_err("401");
+        assert!(!err.is_transient(), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("401"), "{msg}");
+        assert!(
+            msg.contains(&format!("/repos/acme/deploy/commits/{SHA}/statuses")),
+            "{msg}"
+        );
+        assert!(!msg.contains("ghp_read_secret_wrong"), "{msg}");
+        let err = p.statuses("../../x", None).await.expect_err("not a sha");
+        assert!(err.to_string().contains("not a commit id"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_next_page_on_another_host_is_not_followed_with_the_token() {
+        let fake = FakeForge::start(Flavor::Github).await;
+        fake.script([crate::report::fake_forge::Scripted::status(200)
+            .body("[]")
+            .header(
+                "link",
+                "<https://evil.example.com/repos/acme/deploy/commits/x/statuses?page=2>; rel=\"next\"",
+            )]);
+        let err = fake
+            .provider()
+            .statuses(SHA, None)
+            .await
+            .expect_err("refused");
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("evil.example.com"), "{err}");
+        assert!(!err.to_string().contains(&fake.token), "{err}");
+        assert_eq!(fake.attempts().len(), 1, "the link was not followed");
+    }
+
+    #[tokio::test]
+    async fn a_forge_without_a_date_cannot_be_read_by_a_rollout() {
+        let fake = FakeForge::start(Flavor::Github).await;
+        fake.script([crate::report::fake_forge::Scripted::status(200)
+            .body("[]")
+            .header("date", "yesterday")]);
+        let err = fake
+            .provider()
+            .statuses(SHA, None)
+            .await
+            .expect_err("no clock");
+        assert!(err.is_transient());
+        assert!(err.to_string().contains("Date"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn rate_limits_on_reads_are_worth_retrying_later() {
+        let fake = FakeForge::start(Flavor::Github).await;
+        fake.script([crate::report::fake_forge::Scripted::status(403)
+            .header("x-ratelimit-remaining", "0")
+            .header("retry-after", "60")]);
+        let err = fake
+            .provider()
+            .statuses(SHA, None)
+            .await
+            .expect_err("limited");
+        assert_eq!(
+            err,
+            ReadError::Transient {
+                message: format!(
+                    "github: GET {}repos/acme/deploy/commits/{SHA}/statuses?per_page=100 answered 403 Forbidden: {{\"message\":\"scripted\"}}",
+                    fake.url
+                ),
+                retry_after: Some(std::time::Duration::from_secs(60)),
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn github_keeps_at_most_1000_statuses_per_sha_and_context() {
+        let fake = FakeForge::start(Flavor::Github).await;
+        let p = fake.provider();
+        let s = on("hoist/production/web-1", State::Pending, "again");
+        for _ in 0..1000 {
+            p.post(&s).await.expect("posted");
+        }
+        let err = p.post(&s).await.expect_err("the 1001st is refused");
+        assert!(
+            err.to_string().contains("maximum number of statuses"),
+            "{err}"
+        );
+        assert_eq!(fake.writes_for(SHA, "hoist/production/web-1"), 1000);
+        // Another context on the same sha is still fine.
+        p.post(&on("hoist/production/web-2", State::Pending, "x"))
+            .await
+            .expect("posted");
     }
 
     #[test]

@@ -11,12 +11,28 @@
 //!   `failed`; and it refuses a "transition" to the state a status already
 //!   has (`400 Cannot transition status via :enqueue from :pending`), which
 //!   for hoist means the forge already shows what we wanted: done.
+//!
+//! Reading back: `GET {api_url}/api/v4/projects/{id}/repository/commits/{sha}/statuses`
+//! with `page` and `per_page` (at most 100), the next page named by
+//! `X-Next-Page` (empty on the last). Without `all=true` GitLab lists only
+//! the latest status of each name, which is all hoist keeps anyway. A
+//! status posted `pending` and then `success` is one GitLab job moved from
+//! one state to the next, so its `created_at` is when it was pending: the
+//! time of the outcome is `finished_at`, used whenever it is set. GitLab's
+//! states are read back as hoist's: `pending`, `running` (and the other
+//! not-yet-finished ones) as pending, `failed` and `canceled` as failure,
+//! anything else unknown (`skipped`) as error.
 
 use futures::future::BoxFuture;
 use reqwest::StatusCode;
 
 use super::forge::{self, Forge};
-use super::{PostError, Provider, ProviderSettings, ReportError, State, Status};
+use super::{
+    PostError, Provider, ProviderSettings, Read, ReadError, ReadStatus, ReportError, State, Status,
+    StatusRead,
+};
+
+const PER_PAGE: usize = 100;
 
 const TOKEN: (&str, &str) = ("PRIVATE-TOKEN", "");
 const HEADERS: &[(&str, &str)] = &[("Accept", "application/json")];
@@ -89,6 +105,98 @@ fn gitlab_state(state: State) -> &'static str {
     }
 }
 
+/// GitLab's state names read back in hoist's words.
+fn state_from_gitlab(s: &str) -> State {
+    match s {
+        "success" => State::Success,
+        "pending"
+        | "running"
+        | "created"
+        | "waiting_for_resource"
+        | "preparing"
+        | "scheduled"
+        | "manual" => State::Pending,
+        "failed" | "canceled" => State::Failure,
+        _ => State::Error,
+    }
+}
+
+/// One status as GitLab lists it.
+#[derive(serde::Deserialize)]
+struct Listed {
+    #[serde(default)]
+    id: Option<u64>,
+    status: String,
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    created_at: String,
+    #[serde(default)]
+    finished_at: Option<String>,
+}
+
+impl Gitlab {
+    async fn read(&self, sha: &str, etag: Option<&str>) -> Result<Read, ReadError> {
+        forge::check_read_sha("gitlab", sha)?;
+        let base = self.forge.url(&format!(
+            "/api/v4/projects/{}/repository/commits/{sha}/statuses",
+            self.project
+        ));
+        let mut all = Vec::new();
+        let (mut first_etag, mut date) = (None, None);
+        let (mut requests, mut page_no) = (0u32, 1u64);
+        loop {
+            let url = format!("{base}?per_page={PER_PAGE}&page={page_no}");
+            let first = requests == 0;
+            let page = self
+                .forge
+                .get(&url, TOKEN, HEADERS, if first { etag } else { None })
+                .await?;
+            requests += 1;
+            if page.not_modified {
+                return Ok(Read::NotModified { date: page.date });
+            }
+            if first {
+                first_etag = page.etag();
+            }
+            date = date.max(Some(page.date));
+            let listed: Vec<Listed> =
+                serde_json::from_slice(&page.body).map_err(|e| self.forge.bad_json(&url, &e))?;
+            let len = listed.len();
+            for l in listed {
+                let when = l.finished_at.as_deref().unwrap_or(&l.created_at);
+                let at = forge::timestamp("gitlab", &url, when)?;
+                all.push(ReadStatus {
+                    context: l.name,
+                    state: state_from_gitlab(&l.status),
+                    description: l.description.unwrap_or_default(),
+                    at,
+                    order: l.id.unwrap_or(0),
+                });
+            }
+            if all.len() > forge::MAX_STATUSES {
+                return Err(self.forge.too_many(sha));
+            }
+            let next = match page.header("x-next-page") {
+                // The header is there: it alone says whether a page follows.
+                Some(v) => v.parse::<u64>().ok(),
+                None if len == PER_PAGE => Some(page_no + 1),
+                None => None,
+            };
+            match next {
+                Some(n) if n > page_no && len > 0 => page_no = n,
+                _ => break,
+            }
+        }
+        Ok(Read::Changed(StatusRead {
+            statuses: super::latest_per_context(all),
+            date: date.unwrap_or(std::time::UNIX_EPOCH),
+            etag: first_etag,
+            requests,
+        }))
+    }
+}
+
 /// GitLab's answer when the status already has the state we asked for.
 fn already_in_state(code: StatusCode, body: &str) -> bool {
     code == StatusCode::BAD_REQUEST
@@ -130,13 +238,21 @@ impl Provider for Gitlab {
                 .await
         })
     }
+
+    fn statuses<'a>(
+        &'a self,
+        sha: &'a str,
+        etag: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Read, ReadError>> {
+        Box::pin(self.read(sha, etag))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::report::fake_forge::{FakeForge, Flavor};
-    use crate::report::{ProviderKind, build_provider};
+    use crate::report::{ProviderKind, Read, build_provider};
 
     const SHA: &str = "fedcba9876543210fedcba9876543210fedcba98";
 
@@ -205,6 +321,63 @@ mod tests {
         );
         assert!(!err.to_string().contains("glpat-wrong-secret"));
         assert!(!format!("{p:?}").contains("glpat-wrong-secret"));
+    }
+
+    #[tokio::test]
+    async fn reads_gitlab_jobs_moved_on_in_place_and_its_state_names() {
+        let fake = FakeForge::start(Flavor::Gitlab).await;
+        let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        fake.set_time(t0);
+        let p = fake.provider();
+        let on = |context: &str, state| Status {
+            context: context.into(),
+            ..status(state)
+        };
+        // 150 names: two pages of 100 (X-Next-Page), only the latest each.
+        for i in 0..150 {
+            p.post(&on(&format!("hoist/production/web-{i:03}"), State::Pending))
+                .await
+                .expect("posted");
+        }
+        fake.advance(std::time::Duration::from_secs(42));
+        p.post(&on("hoist/production/web-000", State::Success))
+            .await
+            .expect("posted");
+        p.post(&on("hoist/production/web-001", State::Failure))
+            .await
+            .expect("posted");
+        let Read::Changed(r) = p.statuses(SHA, None).await.expect("read") else {
+            panic!("no 304 without an ETag");
+        };
+        assert_eq!(r.requests, 2);
+        assert_eq!(r.statuses.len(), 150);
+        let ok = r.get("hoist/production/web-000").expect("web-000");
+        assert_eq!(ok.state, State::Success);
+        assert_eq!(
+            ok.at,
+            t0 + std::time::Duration::from_secs(42),
+            "finished_at, not the created_at of the pending job"
+        );
+        assert_eq!(
+            r.get("hoist/production/web-001").expect("web-001").state,
+            State::Failure,
+            "GitLab's failed"
+        );
+        let waiting = r.get("hoist/production/web-149").expect("web-149");
+        assert_eq!((waiting.state, waiting.at), (State::Pending, t0));
+        // The pending jobs were moved on, not added to.
+        assert_eq!(fake.writes_for(SHA, "hoist/production/web-000"), 2);
+    }
+
+    #[test]
+    fn gitlab_states_read_back_in_hoists_words() {
+        assert_eq!(state_from_gitlab("success"), State::Success);
+        for s in ["pending", "running", "created", "manual", "scheduled"] {
+            assert_eq!(state_from_gitlab(s), State::Pending, "{s}");
+        }
+        assert_eq!(state_from_gitlab("failed"), State::Failure);
+        assert_eq!(state_from_gitlab("canceled"), State::Failure);
+        assert_eq!(state_from_gitlab("skipped"), State::Error);
     }
 
     #[test]

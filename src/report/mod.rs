@@ -7,6 +7,16 @@
 //! `gitlab.rs`, `file.rs`); `forge.rs` holds the HTTP plumbing they share
 //! (client, URL checks, how an answer maps to "done / retry / give up").
 //!
+//! The seam has two verbs. [`Provider::post`] tells the forge about a
+//! commit; [`Provider::statuses`] reads back what every server told it, which
+//! is how fleet rollouts (SPEC §8) and `hoist fleet` see the environment
+//! without any server talking to another. A read is conditional (the last
+//! `ETag` goes back as `If-None-Match`, so an unchanged answer is a `304`
+//! that GitHub does not count against its rate limit), follows each forge's
+//! pagination, keeps the latest status of each context, and carries the
+//! forge's `Date`: every time a rollout compares is the forge's, never a
+//! server's own clock.
+//!
 //! Deploys must never wait on a forge, so nothing here is called inline by the
 //! pipeline: the pipeline hands statuses to a [`Reporter`] (`reporter.rs`), a
 //! background task that retries, honours `Retry-After`, lets a newer status
@@ -25,12 +35,13 @@ mod gitlab;
 mod reporter;
 
 #[cfg(test)]
-mod fake_forge;
+pub(crate) mod fake_forge;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 
@@ -209,17 +220,150 @@ impl PostError {
     }
 }
 
-/// The seam between hoist and a forge: post one status, once.
+/// Why reading a commit's statuses did not succeed. Like [`PostError`], the
+/// message is one sentence naming the URL (never the token), and says
+/// whether asking again later could help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// Network, 5xx, rate limits, an answer cut short: ask again later
+    /// (after `retry_after` when the forge said so).
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Bad token, unknown repository, no statuses to read (`provider:
+    /// none`): asking again cannot help until the config changes.
+    #[error("{message}")]
+    Permanent { message: String },
+}
+
+impl ReadError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ReadError::Transient { .. })
+    }
+
+    pub(crate) fn transient(message: String) -> ReadError {
+        ReadError::Transient {
+            message,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<PostError> for ReadError {
+    fn from(e: PostError) -> ReadError {
+        match e {
+            PostError::Transient {
+                message,
+                retry_after,
+            } => ReadError::Transient {
+                message,
+                retry_after,
+            },
+            PostError::Permanent { message } => ReadError::Permanent { message },
+        }
+    }
+}
+
+/// One status as the forge keeps it, read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadStatus {
+    /// The context (GitLab: the status `name`), e.g. `hoist/production/web-1`.
+    pub context: String,
+    /// In hoist's words (GitLab's `failed` reads [`State::Failure`]).
+    pub state: State,
+    pub description: String,
+    /// When the status was made, as the forge says (`created_at`; GitLab's
+    /// `finished_at` when set, since GitLab turns a `pending` status into
+    /// the final one in place). On the forge's clock.
+    pub at: SystemTime,
+    /// The forge's id (the `file` provider: the line number): which of two
+    /// statuses made in the same second is the newer.
+    pub order: u64,
+}
+
+/// What a read of one commit's statuses found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusRead {
+    /// The latest status of each context, sorted by context.
+    pub statuses: Vec<ReadStatus>,
+    /// The forge's clock when it answered (its `Date` header; the `file`
+    /// provider: this machine's clock, which wrote the statuses too).
+    pub date: SystemTime,
+    /// To send back as `If-None-Match` next time, when the forge gave one.
+    pub etag: Option<String>,
+    /// HTTP requests the read took (one per page; 0 for the `file` provider).
+    pub requests: u32,
+}
+
+impl StatusRead {
+    /// The latest status of `context`, if any.
+    pub fn get(&self, context: &str) -> Option<&ReadStatus> {
+        self.statuses
+            .binary_search_by(|s| s.context.as_str().cmp(context))
+            .ok()
+            .map(|i| &self.statuses[i])
+    }
+}
+
+/// The answer to a (conditional) read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// The statuses, new or changed since the `ETag` sent.
+    Changed(StatusRead),
+    /// `304 Not Modified`: nothing changed since the `ETag` sent. `date` is
+    /// the forge's clock now, which is still news to a rollout.
+    NotModified { date: SystemTime },
+}
+
+impl Read {
+    /// The forge's clock at the answer.
+    pub fn date(&self) -> SystemTime {
+        match self {
+            Read::Changed(r) => r.date,
+            Read::NotModified { date } => *date,
+        }
+    }
+}
+
+/// Keep the latest status of each context: the newest `at`, and between
+/// two of the same time, the higher `order`. Sorted by context.
+pub fn latest_per_context(all: impl IntoIterator<Item = ReadStatus>) -> Vec<ReadStatus> {
+    let mut latest: BTreeMap<String, ReadStatus> = BTreeMap::new();
+    for s in all {
+        match latest.get(&s.context) {
+            Some(kept) if (kept.at, kept.order) >= (s.at, s.order) => {}
+            _ => {
+                latest.insert(s.context.clone(), s);
+            }
+        }
+    }
+    latest.into_values().collect()
+}
+
+/// The seam between hoist and a forge: post one status, once; read back a
+/// commit's statuses.
 ///
-/// Retrying, deduplication and ordering are the [`Reporter`]'s job; a
-/// provider makes exactly one attempt and says, through [`PostError`],
-/// whether another could succeed.
+/// Retrying, deduplication and ordering of posts are the [`Reporter`]'s
+/// job; a provider makes exactly one attempt and says, through
+/// [`PostError`] or [`ReadError`], whether another could succeed.
 pub trait Provider: Send + Sync + fmt::Debug {
     /// The provider's name, for logs (`github`, `gitea`, …).
     fn name(&self) -> &'static str;
 
     /// Make one attempt to post `status`.
     fn post<'a>(&'a self, status: &'a Status) -> BoxFuture<'a, Result<(), PostError>>;
+
+    /// Read every status of commit `sha` (all pages), keeping the latest
+    /// per context. With `etag` (from the last read of the same commit) the
+    /// request is conditional, and an unchanged answer is
+    /// [`Read::NotModified`].
+    fn statuses<'a>(
+        &'a self,
+        sha: &'a str,
+        etag: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Read, ReadError>>;
 }
 
 /// Build the provider `status:` asks for, checking every key it needs.
@@ -244,6 +388,18 @@ impl Provider for NoneProvider {
 
     fn post<'a>(&'a self, _status: &'a Status) -> BoxFuture<'a, Result<(), PostError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn statuses<'a>(
+        &'a self,
+        _sha: &'a str,
+        _etag: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Read, ReadError>> {
+        Box::pin(async {
+            Err(ReadError::Permanent {
+                message: "status.provider none keeps no statuses to read back; rollouts and hoist fleet need github, gitea, gitlab or file".into(),
+            })
+        })
     }
 }
 
@@ -341,6 +497,52 @@ mod tests {
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("supersecret"), "{dbg}");
         assert!(dbg.contains("<redacted>"));
+    }
+
+    #[test]
+    fn the_latest_status_of_each_context_wins_ties_by_order() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let s = |context: &str, state, secs: u64, order| ReadStatus {
+            context: context.into(),
+            state,
+            description: String::new(),
+            at: t + Duration::from_secs(secs),
+            order,
+        };
+        let latest = latest_per_context([
+            s("b", State::Pending, 0, 1),
+            s("a", State::Success, 5, 2),
+            s("a", State::Pending, 9, 1),
+            s("b", State::Failure, 0, 3),
+            s("b", State::Success, 0, 2),
+        ]);
+        assert_eq!(
+            latest,
+            vec![s("a", State::Pending, 9, 1), s("b", State::Failure, 0, 3)],
+            "a: the newest time; b: same second, the highest order"
+        );
+        let read = StatusRead {
+            statuses: latest,
+            date: t,
+            etag: None,
+            requests: 1,
+        };
+        assert_eq!(read.get("b").map(|s| s.state), Some(State::Failure));
+        assert_eq!(read.get("c"), None);
+    }
+
+    #[tokio::test]
+    async fn none_provider_has_nothing_to_read() {
+        let s = ProviderSettings {
+            kind: ProviderKind::None,
+            repository: None,
+            token: None,
+            ..ProviderSettings::for_test(ProviderKind::None)
+        };
+        let p = build_provider(&s).expect("none needs nothing");
+        let err = p.statuses(&"a".repeat(40), None).await.expect_err("none");
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("provider none"), "{err}");
     }
 
     #[test]

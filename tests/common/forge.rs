@@ -1,15 +1,22 @@
 //! A fake forge for end-to-end tests: GitHub's, Gitea's or GitLab's
-//! commit-status endpoint on 127.0.0.1 (plain or TLS), driven by the real
+//! commit-status endpoints on 127.0.0.1 (plain or TLS), driven by the real
 //! `hoist` binary.
 //!
 //! No forge can run here, so this is a fake, and it refuses what the real
 //! forge refuses by the very rules of the library's own fake
 //! (src/report/fake_forge/rules.rs, included here by path; the library's
 //! is test-only inside the crate), and on GitLab a status posted twice in
-//! the same state. Accepted statuses and every attempt (with the answer
+//! the same state. It keeps what is posted and serves it back in the
+//! forge's own shape, with `Date` from a clock the test controls, `ETag`
+//! and `304` (GitHub), capped pages (Gitea) and GitLab's paging headers
+//! (src/report/fake_forge/store.rs, also included by path), and counts
+//! reads, `304`s and writes per token so tests can hold hoist to its
+//! request budget. Accepted statuses and every attempt (with the answer
 //! given) are kept for the test to read.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Uri};
@@ -19,9 +26,15 @@ use super::serve::{Server, TestCa, axum_service};
 
 #[path = "../../src/report/fake_forge/rules.rs"]
 mod rules;
+#[path = "../../src/report/fake_forge/store.rs"]
+mod store;
 
-use rules::Refusal;
 pub use rules::{Flavor, Posted as Accepted, REPOSITORY};
+use store::{Answer, Request, Store};
+pub use store::{Counters, Stored};
+
+/// The identity the main token's requests are counted under.
+pub const MAIN_IDENTITY: &str = "hoist";
 
 impl Flavor {
     /// The host config's `status.provider`.
@@ -38,74 +51,90 @@ pub struct FakeForge {
     pub server: Server,
     pub flavor: Flavor,
     pub token: String,
-    accepted: Arc<Mutex<Vec<Accepted>>>,
-    /// (HTTP status, the forge's message) for every request.
-    attempts: Arc<Mutex<Vec<(u16, String)>>>,
+    shared: Arc<Shared>,
 }
 
 struct Shared {
-    flavor: Flavor,
-    token: String,
-    accepted: Arc<Mutex<Vec<Accepted>>>,
-    attempts: Arc<Mutex<Vec<(u16, String)>>>,
+    store: Mutex<Store>,
+    accepted: Mutex<Vec<Accepted>>,
+    /// (HTTP status, the forge's message) for every request.
+    attempts: Mutex<Vec<(u16, String)>>,
 }
 
 impl FakeForge {
     pub fn start(flavor: Flavor, token: &str, ca: Option<&TestCa>) -> FakeForge {
-        let accepted = Arc::new(Mutex::new(Vec::new()));
-        let attempts = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::new(Shared {
-            flavor,
-            token: token.to_string(),
-            accepted: Arc::clone(&accepted),
-            attempts: Arc::clone(&attempts),
+            store: Mutex::new(Store::new(flavor, token, MAIN_IDENTITY)),
+            accepted: Mutex::new(Vec::new()),
+            attempts: Mutex::new(Vec::new()),
         });
+        let handler = Arc::clone(&shared);
         let router = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let shared = Arc::clone(&shared);
-                async move {
-                    let valid = rules::validate(
-                        shared.flavor,
-                        &shared.token,
-                        &method,
-                        &uri,
-                        &headers,
-                        &body,
-                    );
-                    let (code, message) = match valid {
-                        Ok(status) => accept(&shared, status),
-                        Err(refusal) => refusal,
-                    };
-                    shared
-                        .attempts
-                        .lock()
-                        .unwrap()
-                        .push((code, message.clone()));
-                    Response::builder()
-                        .status(code)
-                        .header("content-type", "application/json")
-                        .body(Body::from(
-                            serde_json::json!({ "message": message }).to_string(),
-                        ))
-                        .unwrap()
-                }
+                let shared = Arc::clone(&handler);
+                async move { handle(&shared, &method, &uri, &headers, &body) }
             },
         );
+        let server = Server::start(ca, axum_service(router));
+        shared
+            .store
+            .lock()
+            .unwrap()
+            .set_base_url(&server.base_url());
         FakeForge {
-            server: Server::start(ca, axum_service(router)),
+            server,
             flavor,
             token: token.to_string(),
-            accepted,
-            attempts,
+            shared,
         }
     }
 
     pub fn accepted(&self) -> Vec<Accepted> {
-        self.accepted.lock().unwrap().clone()
+        self.shared.accepted.lock().unwrap().clone()
     }
 
     pub fn attempts(&self) -> Vec<(u16, String)> {
-        self.attempts.lock().unwrap().clone()
+        self.shared.attempts.lock().unwrap().clone()
+    }
+
+    /// Every status the forge keeps, oldest first (GitLab: a job moved on
+    /// in place is one entry).
+    pub fn stored(&self) -> Vec<Stored> {
+        self.shared.store.lock().unwrap().stored()
+    }
+
+    /// Accept `token` too, counting its requests under `identity`.
+    pub fn add_token(&self, token: &str, identity: &str) {
+        self.shared.store.lock().unwrap().add_token(token, identity);
+    }
+
+    /// The requests of `identity` (the main token's: [`MAIN_IDENTITY`]).
+    pub fn counters(&self, identity: &str) -> Counters {
+        self.shared.store.lock().unwrap().counters(identity)
+    }
+
+    pub fn all_counters(&self) -> BTreeMap<String, Counters> {
+        self.shared.store.lock().unwrap().all_counters()
+    }
+
+    /// Statuses stored for (`sha`, `context`).
+    pub fn writes_for(&self, sha: &str, context: &str) -> u64 {
+        self.shared.store.lock().unwrap().writes_for(sha, context)
+    }
+
+    /// The forge's clock now.
+    pub fn now(&self) -> SystemTime {
+        self.shared.store.lock().unwrap().clock.now()
+    }
+
+    /// Move the forge's clock forward.
+    pub fn advance(&self, d: Duration) {
+        self.shared.store.lock().unwrap().clock.advance(d);
+    }
+
+    /// Run the forge's clock `offset_secs` off this machine's.
+    pub fn skew(&self, offset_secs: i64) {
+        self.shared.store.lock().unwrap().clock.skew(offset_secs);
     }
 
     /// The `status:` section of a host config pointing at this fake.
@@ -135,17 +164,46 @@ impl FakeForge {
     }
 }
 
-fn accept(shared: &Shared, status: Accepted) -> Refusal {
-    let mut accepted = shared.accepted.lock().unwrap();
-    if shared.flavor == Flavor::Gitlab {
-        let last = accepted
-            .iter()
-            .rev()
-            .find(|a| a.sha == status.sha && a.context == status.context);
-        if last.is_some_and(|a| a.state == status.state) {
-            return rules::cannot_transition(&status.state);
-        }
+fn handle(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let mut store = shared.store.lock().unwrap();
+    let date = store.date_header();
+    let answer = match store.check(method, uri, headers, body) {
+        Err(refusal) => Answer::refusal(refusal),
+        Ok((Request::Read(q), identity)) => store.read(&q, &identity),
+        Ok((Request::Post(posted), identity)) => match store.post(posted.clone(), &identity) {
+            Ok(answer) => {
+                shared.accepted.lock().unwrap().push(posted);
+                answer
+            }
+            Err(refusal) => Answer::refusal(refusal),
+        },
+    };
+    let message = serde_json::from_str::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| match answer.code {
+            201 => "created".into(),
+            304 => "not modified".into(),
+            _ => "listed".into(),
+        });
+    shared.attempts.lock().unwrap().push((answer.code, message));
+    let mut resp = Response::builder().status(answer.code).header("date", date);
+    if answer.code != 304 {
+        resp = resp.header("content-type", "application/json");
     }
-    accepted.push(status);
-    (201, "created".into())
+    for (k, v) in &answer.headers {
+        resp = resp.header(k.as_str(), v.as_str());
+    }
+    let body = if answer.code == 304 {
+        Body::empty()
+    } else {
+        Body::from(answer.body)
+    };
+    resp.body(body).unwrap()
 }

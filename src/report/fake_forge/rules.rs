@@ -9,7 +9,11 @@
 //! `User-Agent`, a body that is not a JSON object, unknown or missing
 //! fields, states the forge does not know, descriptions over 140
 //! characters, an invalid `target_url`, and an unencoded GitLab project
-//! path.
+//! path. Reads (`GET .../commits/{sha}/statuses`) are checked the same way
+//! for path, token and headers; their query may hold only the forge's own
+//! paging parameters, with numbers: stricter than the real forges, which
+//! ignore what they do not know, so that a misspelt parameter in hoist's
+//! reader fails a test instead of silently reading the default page size.
 
 use axum::http::{HeaderMap, Method, Uri};
 
@@ -48,6 +52,111 @@ pub struct Posted {
     pub context: String,
     pub description: String,
     pub target_url: Option<String>,
+}
+
+/// The token a request presents, in `flavor`'s auth header.
+pub fn presented_token(flavor: Flavor, headers: &HeaderMap) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match flavor {
+        Flavor::Github => header("authorization")?.strip_prefix("Bearer "),
+        Flavor::Gitea => header("authorization")?.strip_prefix("token "),
+        Flavor::Gitlab => header("private-token"),
+    }
+    .map(str::to_string)
+}
+
+/// The path of `flavor`'s list of a commit's statuses, without the sha.
+fn read_prefix(flavor: Flavor) -> String {
+    match flavor {
+        Flavor::Github => format!("/repos/{REPOSITORY}/commits/"),
+        Flavor::Gitea => format!("/api/v1/repos/{REPOSITORY}/commits/"),
+        Flavor::Gitlab => format!(
+            "/api/v4/projects/{}/repository/commits/",
+            REPOSITORY.replace('/', "%2F")
+        ),
+    }
+}
+
+/// Whether a request is a read of a commit's statuses (else a post).
+pub fn is_read(flavor: Flavor, uri: &Uri) -> bool {
+    uri.path()
+        .strip_prefix(&read_prefix(flavor))
+        .is_some_and(|rest| rest.ends_with("/statuses"))
+}
+
+/// A valid read: which commit, which page, how many a page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadQuery {
+    pub sha: String,
+    /// 1-based.
+    pub page: u64,
+    /// As asked (`per_page`, Gitea's `limit`); the forge caps it.
+    pub per_page: Option<u64>,
+    /// GitLab's `all=true`: every status, not only the latest per name.
+    pub all: bool,
+    pub if_none_match: Option<String>,
+}
+
+/// Checks one read as `flavor` would, with `token` the only one valid.
+pub fn validate_read(
+    flavor: Flavor,
+    token: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<ReadQuery, Refusal> {
+    let sha = uri
+        .path()
+        .strip_prefix(&read_prefix(flavor))
+        .and_then(|rest| rest.strip_suffix("/statuses"))
+        .filter(|sha| sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| refuse(404, "Not Found"))?;
+    if method != Method::GET {
+        return Err(refuse(405, "Method Not Allowed"));
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if presented_token(flavor, headers).as_deref() != Some(token) {
+        return Err(refuse(401, "Bad credentials"));
+    }
+    if flavor == Flavor::Github {
+        if header("accept") != Some("application/vnd.github+json") {
+            return Err(refuse(415, "Unsupported 'Accept' header"));
+        }
+        if !header("user-agent").is_some_and(|ua| ua.starts_with("hoist/")) {
+            return Err(refuse(403, "Request forbidden by administrative rules"));
+        }
+    }
+    let size_key = match flavor {
+        Flavor::Github | Flavor::Gitlab => "per_page",
+        Flavor::Gitea => "limit",
+    };
+    let mut q = ReadQuery {
+        sha: sha.to_string(),
+        page: 1,
+        per_page: None,
+        all: false,
+        if_none_match: header("if-none-match").map(str::to_string),
+    };
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| refuse(400, &format!("{key} must be a number")))
+        };
+        match key {
+            "page" => q.page = number()?.max(1),
+            k if k == size_key => q.per_page = Some(number()?),
+            "all" if flavor == Flavor::Gitlab => q.all = value == "true",
+            _ => return Err(refuse(400, &format!("unknown query parameter {key}"))),
+        }
+    }
+    Ok(q)
 }
 
 /// Checks one request as `flavor` would, with `token` the only one valid.
