@@ -4,17 +4,28 @@
 //! Manifests live in a config repository that people read, review and edit.
 //! A round-trip through a YAML parser would drop their comments, reorder
 //! keys and change quoting, turning a one-line release bump into a noisy
-//! diff. So this module edits the text line by line and understands only the
-//! YAML it has to: the top-level block mapping, the `artifact` mapping under
-//! it (block or one-line `{ ... }` flow style) and scalar values (plain,
-//! quoted, block or continued over several lines). Every byte it does not
-//! have to change stays as it was; inserted lines follow the file's line
-//! endings and indentation.
+//! diff. So this module edits the text line by line, and only in the layout
+//! that SPEC §2, the docs and `example-repo/` show:
 //!
-//! Text it does not understand is refused with an [`EditError`], never
-//! guessed at. As a last guard the result is parsed back and compared with
-//! the original: the three values must read exactly as written and every
-//! other value must be unchanged, otherwise the edit is refused.
+//! ```yaml
+//! release: "2026.11.27-3"        # a top-level key, its value on its line
+//! artifact:                      # a block mapping under it...
+//!   url: s3://acme-releases/web/web-2026.11.27-3.tar.zst
+//!   sha256: 3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b
+//! ```
+//!
+//! Any other way of writing these three values (a flow mapping
+//! `artifact: { ... }`, a value spread over several lines, an anchor, an
+//! alias or a tag) is refused with an [`EditError`] that names the line and
+//! says what to write instead; nothing else in the file matters. Missing
+//! keys are inserted; every byte that need not change stays as it was, and
+//! inserted lines follow the file's line endings and indentation. Why not a
+//! lossless YAML editor crate: docs/architecture.md, "Decisions where the
+//! contract is silent".
+//!
+//! As a last guard the result is parsed back and compared with the original:
+//! the three values must read exactly as written and every other value must
+//! be unchanged, otherwise the edit is refused.
 
 use thiserror::Error;
 
@@ -34,8 +45,6 @@ pub enum EditError {
     NotAMapping { key: String, line: usize },
     #[error("line {line}: `{key}` holds a list or a mapping where a single value belongs")]
     NotAScalar { key: String, line: usize },
-    #[error("line {line}: `{key}` appears more than once")]
-    DuplicateKey { key: String, line: usize },
     #[error("line {line}: {reason}")]
     Unsupported { line: usize, reason: String },
     #[error("the manifest could not be rewritten safely ({0}); set release and artifact by hand")]
@@ -62,13 +71,9 @@ pub fn set_release(
         return Err(EditError::InvalidUrl);
     }
     let before = parse_yaml(text).map_err(EditError::NotYaml)?;
-
-    let mut doc = Doc::split(text);
-    doc.set_release(release).map_err(|e| doc.in_original(e))?;
-    doc.set_url(url).map_err(|e| doc.in_original(e))?;
-    doc.set_sha256(&sha256).map_err(|e| doc.in_original(e))?;
-    let out = doc.join();
-
+    let doc = Doc::split(text);
+    let edits = doc.plan(&before, release, url, &sha256)?;
+    let out = doc.join(edits);
     check_result(before, &out, release, url, &sha256)?;
     Ok(out)
 }
@@ -160,18 +165,14 @@ fn strip_edited(mut doc: serde_norway::Value) -> serde_norway::Value {
 
 /// One line of the text: its content and its own line ending (`"\n"`,
 /// `"\r\n"`, or `""` for a last line without one).
-#[derive(Debug, Clone)]
-struct Line {
-    body: String,
-    eol: &'static str,
-    /// Index of this line in the original text; `None` for inserted lines.
-    origin: Option<usize>,
+struct Line<'a> {
+    body: &'a str,
+    eol: &'a str,
 }
 
-/// A top-level or `artifact` key: where it is and where its `:` ends.
-#[derive(Debug, Clone)]
-struct Entry {
-    key: String,
+/// A `key:` at the start of a line (after its indentation).
+#[derive(Clone, Copy)]
+struct Key {
     line: usize,
     indent: usize,
     /// Byte offset in the line just after the `:`.
@@ -179,72 +180,58 @@ struct Entry {
 }
 
 /// How a scalar was quoted, so that its replacement can look the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Style {
     Plain,
     Double,
     Single,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Nothing after the `:` on the key line (maybe a comment).
-    Empty,
-    Plain,
-    Double,
-    Single,
-    /// `{ ... }` or `[ ... ]`.
-    Flow,
-    /// `|` or `>`, content on the following lines.
-    Block,
-    /// Starts with `&name`.
-    Anchor,
-}
-
-/// The value that follows a key's `:`.
-#[derive(Debug, Clone)]
-struct Span {
-    kind: Kind,
-    /// Byte offset in the key line where the value starts (the `:` offset
-    /// when the value is empty).
+/// A one-line scalar after a key's `:`.
+struct Value {
+    style: Style,
+    /// Byte offsets in the line: where the value starts (the `:` offset
+    /// when it is empty), just after it, and where a `# comment` starts.
     start: usize,
-    /// Line on which the value ends (later than the key line for quoted
-    /// scalars and flow collections that span lines).
-    end_line: usize,
-    /// Byte offset in `end_line` just after the value.
     end: usize,
-    /// Byte offset in `end_line` of a trailing `# comment`.
     comment: Option<usize>,
 }
 
-struct Doc {
-    bom: bool,
-    lines: Vec<Line>,
-    /// Line ending for inserted lines: the file's first one.
-    eol: &'static str,
+/// What [`Doc::plan`] decided, by line of the original text: new contents
+/// for some lines, and new lines to put before a line (or at the end,
+/// index `lines.len()`).
+#[derive(Default)]
+struct Edits {
+    replace: Vec<(usize, String)>,
+    insert: Vec<(usize, Vec<String>)>,
 }
 
-impl Doc {
-    fn split(text: &str) -> Doc {
+impl Edits {
+    fn insert(&mut self, at: usize, lines: Vec<String>) {
+        self.insert.push((at, lines));
+    }
+}
+
+struct Doc<'a> {
+    bom: bool,
+    lines: Vec<Line<'a>>,
+    /// Line ending for inserted lines: the file's first one.
+    eol: &'a str,
+}
+
+impl<'a> Doc<'a> {
+    fn split(text: &'a str) -> Doc<'a> {
         let (bom, text) = match text.strip_prefix('\u{feff}') {
             Some(rest) => (true, rest),
             None => (false, text),
         };
-        let lines: Vec<Line> = text
+        let lines: Vec<Line<'a>> = text
             .split_inclusive('\n')
-            .enumerate()
-            .map(|(i, piece)| {
-                let (body, eol) = if let Some(body) = piece.strip_suffix("\r\n") {
-                    (body, "\r\n")
-                } else if let Some(body) = piece.strip_suffix('\n') {
-                    (body, "\n")
-                } else {
-                    (piece, "")
-                };
+            .map(|piece| {
+                let body = piece.trim_end_matches('\n').trim_end_matches('\r');
                 Line {
-                    body: body.to_string(),
-                    eol,
-                    origin: Some(i),
+                    body,
+                    eol: &piece[body.len()..],
                 }
             })
             .collect();
@@ -256,456 +243,322 @@ impl Doc {
         Doc { bom, lines, eol }
     }
 
-    /// `e` with its line number translated from the text being edited back
-    /// to the text the caller passed in.
-    fn in_original(&self, e: EditError) -> EditError {
-        let map = |line: usize| {
-            self.lines
-                .get(line - 1)
-                .and_then(|l| l.origin)
-                .map_or(line, |i| i + 1)
+    /// Checks that the three values are written in the layout this module
+    /// edits, and decides the edits, before anything changes: line numbers
+    /// in errors are those of the text passed in.
+    fn plan(
+        &self,
+        parsed: &serde_norway::Value,
+        release: &str,
+        url: &str,
+        sha256: &str,
+    ) -> Result<Edits, EditError> {
+        use serde_norway::Value as V;
+        let top = match parsed {
+            V::Null => None,
+            V::Mapping(m) => Some(m),
+            _ => {
+                return Err(unsupported(
+                    self.first_content().unwrap_or(0),
+                    "a manifest is a YAML mapping of keys such as `release:` and `artifact:`",
+                ));
+            }
         };
-        match e {
-            EditError::NotAMapping { key, line } => EditError::NotAMapping {
-                key,
-                line: map(line),
-            },
-            EditError::NotAScalar { key, line } => EditError::NotAScalar {
-                key,
-                line: map(line),
-            },
-            EditError::DuplicateKey { key, line } => EditError::DuplicateKey {
-                key,
-                line: map(line),
-            },
-            EditError::Unsupported { line, reason } => EditError::Unsupported {
-                line: map(line),
-                reason,
-            },
-            other => other,
+        let parsed_of = |key: &str| top.and_then(|m| m.get(key));
+        let release_key = self.top_key("release");
+        let artifact_key = self.top_key("artifact");
+        let (url_key, sha_key) = match artifact_key {
+            Some(a) => (self.child(a, "url"), self.child(a, "sha256")),
+            None => (None, None),
+        };
+        let line_of =
+            |k: Option<Key>, fallback: Option<Key>| k.or(fallback).map_or(1, |k| k.line + 1);
+        let is_collection = |v: Option<&V>| match v {
+            Some(V::Tagged(t)) => t.value.is_sequence() || t.value.is_mapping(),
+            Some(v) => v.is_sequence() || v.is_mapping(),
+            None => false,
+        };
+
+        // First what the values are, then how they are written.
+        if is_collection(parsed_of("release")) {
+            return Err(EditError::NotAScalar {
+                key: "release".into(),
+                line: line_of(release_key, None),
+            });
+        }
+        let artifact = parsed_of("artifact");
+        if let Some(a) = artifact
+            && !a.is_null()
+            && !a.is_mapping()
+        {
+            return Err(EditError::NotAMapping {
+                key: "artifact".into(),
+                line: line_of(artifact_key, None),
+            });
+        }
+        for (key, found) in [("url", url_key), ("sha256", sha_key)] {
+            if is_collection(artifact.and_then(|a| a.get(key))) {
+                return Err(EditError::NotAScalar {
+                    key: format!("artifact.{key}"),
+                    line: line_of(found, artifact_key),
+                });
+            }
+        }
+        for (key, found) in [("release", release_key), ("artifact", artifact_key)] {
+            if parsed_of(key).is_some() && found.is_none() {
+                return Err(unsupported(
+                    self.first_content().unwrap_or(0),
+                    &format!(
+                        "`{key}` is not written as `{key}:` at the start of a line; \
+                         set release and artifact by hand"
+                    ),
+                ));
+            }
+        }
+
+        let mut edits = Edits::default();
+        let release_line = format!("release: {}", double_quoted(release));
+        let after_release = match release_key {
+            Some(k) => {
+                let value = self.value(k, "release")?;
+                edits
+                    .replace
+                    .push((k.line, self.rewrite(k, &value, &double_quoted(release))));
+                k.line + 1
+            }
+            None => {
+                let at = self.first_content().unwrap_or(self.lines.len());
+                edits.insert(at, vec![release_line]);
+                at
+            }
+        };
+        let ind = " ".repeat(self.guess_indent());
+        let new_url = format!("url: {}", render(url, Style::Plain));
+        let new_sha = format!("sha256: {}", render(sha256, Style::Plain));
+        let Some(a) = artifact_key else {
+            let lines = vec![
+                "artifact:".into(),
+                format!("{ind}{new_url}"),
+                format!("{ind}{new_sha}"),
+            ];
+            edits.insert(after_release, lines);
+            return Ok(edits);
+        };
+        self.artifact_head(a, &mut edits)?;
+        let ind = match self.child_indent(a) {
+            Some(n) => " ".repeat(n),
+            None => ind,
+        };
+        for (key, found, new) in [("url", url_key, url), ("sha256", sha_key, sha256)] {
+            if let Some(k) = found {
+                let value = self.value(k, &format!("artifact.{key}"))?;
+                edits
+                    .replace
+                    .push((k.line, self.rewrite(k, &value, &render(new, value.style))));
+            }
+        }
+        match (url_key, sha_key) {
+            (Some(_), Some(_)) => {}
+            (Some(u), None) => edits.insert(u.line + 1, vec![format!("{ind}{new_sha}")]),
+            (None, Some(s)) => edits.insert(s.line, vec![format!("{ind}{new_url}")]),
+            (None, None) => edits.insert(
+                a.line + 1,
+                vec![format!("{ind}{new_url}"), format!("{ind}{new_sha}")],
+            ),
+        }
+        Ok(edits)
+    }
+
+    /// The line of `artifact:`: nothing may follow but a comment, or a null
+    /// (`~`, `null`) that the keys below will replace.
+    fn artifact_head(&self, a: Key, edits: &mut Edits) -> Result<(), EditError> {
+        let body = self.lines[a.line].body;
+        let rest = body[a.colon..].trim_start_matches([' ', '\t']);
+        let (value, comment) = match rest.find(" #").or_else(|| rest.find("\t#")) {
+            _ if rest.starts_with('#') => ("", Some(rest)),
+            Some(i) => (rest[..i].trim_end(), Some(rest[i..].trim_start())),
+            None => (rest.trim_end(), None),
+        };
+        match value {
+            "" => Ok(()),
+            "~" | "null" | "Null" | "NULL" => {
+                let mut new = body[..a.colon].to_string();
+                if let Some(c) = comment {
+                    new.push(' ');
+                    new.push_str(c);
+                }
+                edits.replace.push((a.line, new));
+                Ok(())
+            }
+            _ => {
+                let what = if value.starts_with('{') {
+                    "written in flow style (`artifact: { ... }`)"
+                } else {
+                    "written with an anchor or a tag"
+                };
+                Err(unsupported(
+                    a.line,
+                    &format!(
+                        "`artifact` is {what}; hoist rewrites only the block form, `artifact:` \
+                         alone on its line with `url:` and `sha256:` on lines of their own below \
+                         it: write it so, or set release and artifact by hand"
+                    ),
+                ))
+            }
         }
     }
 
-    fn join(&self) -> String {
-        let mut out = String::new();
-        if self.bom {
-            out.push('\u{feff}');
+    /// The one-line scalar value of `k`, or why it is not one.
+    fn value(&self, k: Key, path: &str) -> Result<Value, EditError> {
+        let body = self.lines[k.line].body;
+        let b = body.as_bytes();
+        let start =
+            k.colon + body[k.colon..].len() - body[k.colon..].trim_start_matches([' ', '\t']).len();
+        let refuse = |what: &str| {
+            Err(unsupported(
+                k.line,
+                &format!(
+                    "`{path}` is {what}; hoist rewrites only a value written on the line of \
+                     its key (`{key}: value`): write it so, or set release and artifact by hand",
+                    key = path.rsplit('.').next().unwrap_or(path)
+                ),
+            ))
+        };
+        let (style, end) = match b.get(start) {
+            None | Some(b'#') => (Style::Plain, k.colon),
+            Some(&q @ (b'"' | b'\'')) => match closing_quote(body, start, q) {
+                Some(close) if q == b'"' => (Style::Double, close + 1),
+                Some(close) => (Style::Single, close + 1),
+                None => return refuse("a quoted value spread over several lines"),
+            },
+            Some(b'{' | b'[') => return refuse("written in flow style"),
+            Some(b'|' | b'>') => return refuse("a block scalar spread over several lines"),
+            Some(b'&' | b'*' | b'!') => return refuse("written with an anchor, alias or tag"),
+            Some(_) => {
+                let len = body[start..]
+                    .find(" #")
+                    .or_else(|| body[start..].find("\t#"))
+                    .unwrap_or(body.len() - start);
+                (
+                    Style::Plain,
+                    start + body[start..start + len].trim_end().len(),
+                )
+            }
+        };
+        let tail = body[end..].trim_start_matches([' ', '\t']);
+        if !tail.is_empty() && !tail.starts_with('#') {
+            return refuse("followed by more text on its line");
         }
-        for line in &self.lines {
-            out.push_str(&line.body);
-            out.push_str(line.eol);
+        if self.continues(k) {
+            return refuse("spread over several lines");
+        }
+        let comment = (!tail.is_empty()).then(|| body.len() - tail.len());
+        let start = if end == k.colon { k.colon } else { start };
+        Ok(Value {
+            style,
+            start,
+            end,
+            comment,
+        })
+    }
+
+    /// The line of `k` with `new` in place of its value, keeping the
+    /// comment after it: in the same column when it was aligned (more than
+    /// one space after the value) and still fits, otherwise after the same
+    /// spacing as before.
+    fn rewrite(&self, k: Key, value: &Value, new: &str) -> String {
+        let old = self.lines[k.line].body;
+        let mut out = old[..value.start].to_string();
+        if value.start == k.colon {
+            out.push(' ');
+        }
+        out.push_str(new);
+        if let Some(c) = value.comment {
+            let gap = c - value.end;
+            let width = |s: &str| s.chars().count();
+            let (column, end) = (width(&old[..c]), width(&out));
+            let pad = if gap > 1 && column > end {
+                column - end
+            } else {
+                gap.max(1)
+            };
+            out.push_str(&" ".repeat(pad));
+            out.push_str(&old[c..]);
         }
         out
     }
 
-    /// Inserts whole lines before line `at`, keeping a missing final line
-    /// ending missing.
-    fn insert(&mut self, at: usize, bodies: Vec<String>) {
-        let at_end = at == self.lines.len();
-        let had_lines = !self.lines.is_empty();
-        let last_eol = if at_end && had_lines {
-            let last = self.lines.len() - 1;
-            std::mem::replace(&mut self.lines[last].eol, self.eol)
-        } else {
-            self.eol
-        };
-        let n = bodies.len();
-        let new = bodies.into_iter().enumerate().map(|(i, body)| Line {
-            body,
-            origin: None,
-            eol: if at_end && i + 1 == n && had_lines {
-                last_eol
-            } else {
-                self.eol
-            },
-        });
-        self.lines.splice(at..at, new);
-    }
-
-    fn top_level(&self) -> Result<Vec<Entry>, EditError> {
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut i = 0;
-        while i < self.lines.len() {
-            let body = &self.lines[i].body;
-            if is_blank(body) || is_comment(body) || indent_of(body) > 0 {
-                i += 1;
-                continue;
-            }
-            if body.starts_with("---") || body.starts_with("...") {
-                if !entries.is_empty() && body.starts_with("---") {
-                    return Err(unsupported(
-                        i,
-                        "a second YAML document starts here; a manifest holds one",
-                    ));
-                }
-                i += 1;
-                continue;
-            }
-            if body.starts_with('%') && entries.is_empty() {
-                i += 1;
-                continue;
-            }
-            if is_seq_item(body) && !entries.is_empty() {
-                // A list written at the same indentation as its key.
-                i += 1;
-                continue;
-            }
-            let Some((key, colon)) = parse_key(body) else {
-                return Err(unsupported(
-                    i,
-                    "expected a top-level `key: value`; a manifest is a YAML mapping",
-                ));
-            };
-            let span = value_span(&self.lines, i, colon)?;
-            entries.push(Entry {
-                key,
-                line: i,
-                indent: 0,
-                colon,
-            });
-            i = span.end_line + 1;
-        }
-        Ok(entries)
-    }
-
-    /// The entries of the block mapping under `parent` (an entry whose value
-    /// is empty on its own line).
-    fn children(&self, parent: &Entry) -> Result<Vec<Entry>, EditError> {
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut child_indent = None;
-        let mut i = parent.line + 1;
-        while i < self.lines.len() {
-            let body = &self.lines[i].body;
-            if is_blank(body) || is_comment(body) {
-                i += 1;
-                continue;
-            }
-            let ind = indent_of(body);
-            if ind < parent.indent
-                || (ind == parent.indent && !(is_seq_item(&body[ind..]) && child_indent.is_none()))
-            {
-                break;
-            }
-            let ci = *child_indent.get_or_insert(ind);
-            if is_seq_item(&body[ind..]) && entries.is_empty() {
-                return Err(EditError::NotAMapping {
-                    key: parent.key.clone(),
-                    line: parent.line + 1,
-                });
-            }
-            if ind < ci {
-                return Err(unsupported(
-                    i,
-                    &format!("the indentation under `{}` is inconsistent", parent.key),
-                ));
-            }
-            if ind > ci || is_seq_item(&body[ind..]) {
-                // Part of the previous entry's value.
-                i += 1;
-                continue;
-            }
-            let Some((key, colon)) = parse_key(&body[ind..]) else {
-                return Err(unsupported(
-                    i,
-                    &format!("expected `key: value` under `{}`", parent.key),
-                ));
-            };
-            let colon = ind + colon;
-            let span = value_span(&self.lines, i, colon)?;
-            entries.push(Entry {
-                key,
-                line: i,
-                indent: ind,
-                colon,
-            });
-            i = span.end_line + 1;
-        }
-        Ok(entries)
-    }
-
-    fn set_release(&mut self, release: &str) -> Result<(), EditError> {
-        let top = self.top_level()?;
-        let value = double_quoted(release);
-        match unique(&top, "release", "release")? {
-            Some(entry) => self.replace_scalar(&entry, "release", &|_| value.clone()),
-            None => {
-                let at = top.first().map_or(self.lines.len(), |e| e.line);
-                self.insert(at, vec![format!("release: {value}")]);
-                Ok(())
-            }
-        }
-    }
-
-    fn set_url(&mut self, url: &str) -> Result<(), EditError> {
-        self.set_artifact_key("url", url)
-    }
-
-    fn set_sha256(&mut self, sha256: &str) -> Result<(), EditError> {
-        self.set_artifact_key("sha256", sha256)
-    }
-
-    /// Sets one key of the `artifact` mapping, creating the mapping when the
-    /// manifest has none. `url` comes before `sha256`.
-    fn set_artifact_key(&mut self, key: &str, value: &str) -> Result<(), EditError> {
-        let top = self.top_level()?;
-        let Some(artifact) = unique(&top, "artifact", "artifact")? else {
-            let release = unique(&top, "release", "release")?;
-            let at = match release {
-                Some(r) => {
-                    let span = value_span(&self.lines, r.line, r.colon)?;
-                    value_extent(&self.lines, &r, &span)
-                }
-                None => top.first().map_or(self.lines.len(), |e| e.line),
-            };
-            let ind = " ".repeat(self.guess_indent());
-            let plain = render(value, Style::Plain, false);
-            self.insert(
-                at,
-                vec!["artifact:".to_string(), format!("{ind}{key}: {plain}")],
-            );
-            return Ok(());
-        };
-        let span = value_span(&self.lines, artifact.line, artifact.colon)?;
-        let body = &self.lines[artifact.line].body;
-        match span.kind {
-            Kind::Empty => {}
-            Kind::Flow if body[span.start..].starts_with('{') => {
-                if span.end_line != artifact.line {
-                    return Err(unsupported(
-                        artifact.line,
-                        "`artifact: { ... }` spans several lines; put it on one line or write it as a block",
-                    ));
-                }
-                return self.set_flow_key(&artifact, &span, key, value);
-            }
-            Kind::Plain
-                if matches!(&body[span.start..span.end], "~" | "null" | "Null" | "NULL") =>
-            {
-                // An empty artifact: drop the null, keep any comment.
-                let comment = span.comment.map(|c| body[c..].to_string());
-                let mut new = body[..artifact.colon].to_string();
-                if let Some(c) = comment {
-                    new.push(' ');
-                    new.push_str(&c);
-                }
-                self.lines[artifact.line].body = new;
-            }
-            Kind::Anchor => {
-                return Err(unsupported(
-                    artifact.line,
-                    "`artifact` carries a YAML anchor; set it by hand",
-                ));
-            }
-            _ => {
-                return Err(EditError::NotAMapping {
-                    key: "artifact".into(),
-                    line: artifact.line + 1,
-                });
-            }
-        }
-        if self.seq_follows(&artifact).is_some() {
-            return Err(EditError::NotAMapping {
-                key: "artifact".into(),
-                line: artifact.line + 1,
-            });
-        }
-
-        let children = self.children(&artifact)?;
-        let path = format!("artifact.{key}");
-        if let Some(entry) = unique(&children, key, &path)? {
-            return self.replace_scalar(&entry, &path, &|style| render(value, style, false));
-        }
-        let ind = match children.first() {
-            Some(first) => first.indent,
-            None => self.guess_indent(),
-        };
-        let at = if key == "url" {
-            match unique(&children, "sha256", "artifact.sha256")? {
-                Some(sha) => sha.line,
-                None => artifact.line + 1,
-            }
-        } else {
-            match unique(&children, "url", "artifact.url")? {
-                Some(url) => {
-                    let span = value_span(&self.lines, url.line, url.colon)?;
-                    value_extent(&self.lines, &url, &span)
-                }
-                None => artifact.line + 1,
-            }
-        };
-        let line = format!(
-            "{}{key}: {}",
-            " ".repeat(ind),
-            render(value, Style::Plain, false)
-        );
-        self.insert(at, vec![line]);
-        Ok(())
-    }
-
-    /// Rewrites the one line of `artifact: { url: ..., sha256: ... }`.
-    fn set_flow_key(
-        &mut self,
-        artifact: &Entry,
-        span: &Span,
-        key: &str,
-        value: &str,
-    ) -> Result<(), EditError> {
-        let line_no = artifact.line;
-        let body = self.lines[line_no].body.clone();
-        let inner = &body[span.start + 1..span.end - 1];
-        let lead = &inner[..inner.len() - inner.trim_start().len()];
-        let trail = &inner[inner.trim_end().len()..];
-
-        let mut items: Vec<(Option<String>, String)> = Vec::new();
-        for part in split_flow_entries(inner) {
-            let part = part.trim();
-            if part.is_empty() {
-                continue;
-            }
-            match parse_key(part) {
-                Some((k, _)) => items.push((Some(k), part.to_string())),
-                None => items.push((None, part.to_string())),
-            }
-        }
-        for k in ["url", "sha256"] {
-            if items
-                .iter()
-                .filter(|(ik, _)| ik.as_deref() == Some(k))
-                .count()
-                > 1
-            {
-                return Err(EditError::DuplicateKey {
-                    key: format!("artifact.{k}"),
-                    line: line_no + 1,
-                });
-            }
-        }
-        let position = |k: &str| items.iter().position(|(ik, _)| ik.as_deref() == Some(k));
-        match position(key) {
-            Some(idx) => {
-                let part = &items[idx].1;
-                let (_, colon) = parse_key(part).unwrap_or_default();
-                let rest = &part[colon..];
-                let value_at = colon + (rest.len() - rest.trim_start().len());
-                let old = part[value_at..].trim_end();
-                if old.starts_with(['{', '[']) {
-                    return Err(EditError::NotAScalar {
-                        key: format!("artifact.{key}"),
-                        line: line_no + 1,
-                    });
-                }
-                let style = style_of(old);
-                let sep = if value_at == colon { " " } else { "" };
-                items[idx].1 = format!("{}{sep}{}", &part[..value_at], render(value, style, true));
-            }
-            None => {
-                let item = (
-                    Some(key.to_string()),
-                    format!("{key}: {}", render(value, Style::Plain, true)),
-                );
-                let at = if key == "url" {
-                    position("sha256").unwrap_or(0)
-                } else {
-                    position("url").map_or(items.len(), |i| i + 1)
-                };
-                items.insert(at, item);
-            }
-        }
-        let joined = items
+    /// Whether the value of `k` goes on below its line: the next line with
+    /// content is indented deeper than the key.
+    fn continues(&self, k: Key) -> bool {
+        self.lines[k.line + 1..]
             .iter()
-            .map(|(_, text)| text.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let (lead, trail) = if inner.trim().is_empty() {
-            (" ", " ")
-        } else {
-            (lead, trail)
-        };
-        let new = format!("{}{{{lead}{joined}{trail}}}", &body[..span.start]);
-        self.lines[line_no].body = with_comment(new, &body, span);
-        Ok(())
+            .map(|l| l.body)
+            .find(|b| !is_blank(b) && !is_comment(b))
+            .is_some_and(|b| indent_of(b) > k.indent)
     }
 
-    /// Replaces the scalar value of `entry` (and any lines it continues on)
-    /// with one line holding `render(style of the old value)`.
-    fn replace_scalar(
-        &mut self,
-        entry: &Entry,
-        path: &str,
-        render: &dyn Fn(Style) -> String,
-    ) -> Result<(), EditError> {
-        let span = value_span(&self.lines, entry.line, entry.colon)?;
-        let body = &self.lines[entry.line].body;
-        let style = match span.kind {
-            Kind::Double => Style::Double,
-            Kind::Single => Style::Single,
-            Kind::Flow => {
-                return Err(EditError::NotAScalar {
-                    key: path.into(),
-                    line: entry.line + 1,
-                });
-            }
-            Kind::Anchor => {
-                return Err(unsupported(
-                    entry.line,
-                    &format!(
-                        "`{path}` carries a YAML anchor that other values may refer to; set it by hand"
-                    ),
-                ));
-            }
-            Kind::Empty | Kind::Plain | Kind::Block => Style::Plain,
-        };
-        let extent = value_extent(&self.lines, entry, &span);
-        if span.kind == Kind::Empty {
-            let nested = self.lines[entry.line + 1..extent]
-                .iter()
-                .map(|l| l.body.trim_start())
-                .find(|b| !b.is_empty() && !b.starts_with('#'))
-                .is_some_and(|b| is_seq_item(b) || parse_key(b).is_some());
-            if nested || self.seq_follows(entry).is_some() {
-                return Err(EditError::NotAScalar {
-                    key: path.into(),
-                    line: entry.line + 1,
-                });
-            }
-        }
-        let mut new = body[..span.start].to_string();
-        if span.start == entry.colon {
-            new.push(' ');
-        }
-        new.push_str(&render(style));
-        let new = if span.end_line == entry.line {
-            with_comment(new, body, &span)
-        } else {
-            match span.comment {
-                Some(c) => format!("{new} {}", &self.lines[span.end_line].body[c..]),
-                None => new,
-            }
-        };
-        let eol = self.lines[extent - 1].eol;
-        let origin = self.lines[entry.line].origin;
-        self.lines.splice(
-            entry.line..extent,
-            [Line {
-                body: new,
-                eol,
-                origin,
-            }],
-        );
-        Ok(())
+    /// The line of a top-level `key:`. Another line starting with it can
+    /// only be inside a value; editing that one is refused by the guard.
+    fn top_key(&self, key: &str) -> Option<Key> {
+        (0..self.lines.len()).find_map(|i| self.key_at(i, 0, key))
     }
 
-    /// The line of a `- item` written at the same indentation as `entry`
-    /// right below it (a list value in compact style), if there is one.
-    fn seq_follows(&self, entry: &Entry) -> Option<usize> {
-        let (i, line) = self
-            .lines
+    /// `key:` among the entries of the block mapping under `parent`.
+    fn child(&self, parent: Key, key: &str) -> Option<Key> {
+        let indent = self.child_indent(parent)?;
+        self.block(parent)
+            .filter_map(|i| self.key_at(i, indent, key))
+            .next()
+    }
+
+    /// The indentation of the first entry under `parent`.
+    fn child_indent(&self, parent: Key) -> Option<usize> {
+        self.block(parent)
+            .map(|i| self.lines[i].body)
+            .find(|b| !is_blank(b) && !is_comment(b))
+            .map(indent_of)
+    }
+
+    /// The lines below `parent` that belong to its value: up to the next
+    /// line with content at the parent's indentation or less.
+    fn block(&self, parent: Key) -> impl Iterator<Item = usize> + '_ {
+        (parent.line + 1..self.lines.len()).take_while(move |&i| {
+            let b = self.lines[i].body;
+            is_blank(b) || is_comment(b) || indent_of(b) > parent.indent
+        })
+    }
+
+    /// `key:` at exactly `indent` on line `i`; the key may be quoted and
+    /// followed by spaces before its `:`.
+    fn key_at(&self, i: usize, indent: usize, key: &str) -> Option<Key> {
+        let body = self.lines[i].body;
+        if indent_of(body) != indent {
+            return None;
+        }
+        let rest = &body[indent..];
+        let after = [format!("\"{key}\""), format!("'{key}'"), key.to_string()]
             .iter()
-            .enumerate()
-            .skip(entry.line + 1)
-            .find(|(_, l)| !is_blank(&l.body) && !is_comment(&l.body))?;
-        let ind = indent_of(&line.body);
-        (ind == entry.indent && is_seq_item(&line.body[ind..])).then_some(i)
+            .find_map(|k| rest.strip_prefix(k.as_str()))?;
+        let after = after.trim_start_matches([' ', '\t']);
+        let value = after.strip_prefix(':')?;
+        if !(value.is_empty() || value.starts_with([' ', '\t'])) {
+            return None;
+        }
+        Some(Key {
+            line: i,
+            indent,
+            colon: body.len() - value.len(),
+        })
+    }
+
+    /// The first line holding YAML content (after a header of comments,
+    /// blank lines, directives and `---`).
+    fn first_content(&self) -> Option<usize> {
+        self.lines.iter().position(|l| {
+            let b = l.body;
+            !(is_blank(b) || is_comment(b) || b.starts_with('%') || is_marker(b))
+        })
     }
 
     /// The indentation the file uses for nested keys (its first indented
@@ -713,24 +566,49 @@ impl Doc {
     fn guess_indent(&self) -> usize {
         self.lines
             .iter()
-            .map(|l| &l.body)
+            .map(|l| l.body)
             .filter(|b| !is_blank(b) && !is_comment(b))
-            .map(|b| indent_of(b))
+            .map(indent_of)
             .find(|&n| n > 0)
             .unwrap_or(2)
     }
-}
 
-/// The single entry named `key`, or an error naming its second occurrence.
-fn unique(entries: &[Entry], key: &str, path: &str) -> Result<Option<Entry>, EditError> {
-    let mut found = entries.iter().filter(|e| e.key == key);
-    let first = found.next().cloned();
-    match found.next() {
-        Some(second) => Err(EditError::DuplicateKey {
-            key: path.into(),
-            line: second.line + 1,
-        }),
-        None => Ok(first),
+    /// The text with `edits` applied. Inserted lines take the file's line
+    /// ending; a missing final line ending stays missing.
+    fn join(&self, mut edits: Edits) -> String {
+        edits.insert.sort_by_key(|(at, _)| *at);
+        let mut bodies: Vec<(String, &str)> = Vec::new();
+        let mut inserts = edits.insert.into_iter().peekable();
+        for i in 0..=self.lines.len() {
+            while let Some((_, lines)) = inserts.next_if(|(at, _)| *at == i) {
+                bodies.extend(lines.into_iter().map(|b| (b, self.eol)));
+            }
+            if let Some(line) = self.lines.get(i) {
+                let body = match edits.replace.iter().find(|(at, _)| *at == i) {
+                    Some((_, new)) => new.clone(),
+                    None => line.body.to_string(),
+                };
+                bodies.push((body, line.eol));
+            }
+        }
+        // Lines inserted after a last line without an ending: that line
+        // gets one, the new last line goes without.
+        if let Some(last) = self.lines.last()
+            && last.eol.is_empty()
+            && let Some(pos) = bodies.iter().rposition(|(_, eol)| eol.is_empty())
+            && pos + 1 < bodies.len()
+        {
+            bodies[pos].1 = self.eol;
+            if let Some(end) = bodies.last_mut() {
+                end.1 = "";
+            }
+        }
+        let mut out = String::from(if self.bom { "\u{feff}" } else { "" });
+        for (body, eol) in bodies {
+            out.push_str(&body);
+            out.push_str(eol);
+        }
+        out
     }
 }
 
@@ -753,41 +631,14 @@ fn is_comment(body: &str) -> bool {
     body.trim_start().starts_with('#')
 }
 
-/// `- item` or a lone `-` (text already past its indentation).
-fn is_seq_item(s: &str) -> bool {
-    s == "-" || s.starts_with("- ") || s.starts_with("-\t")
-}
-
-/// Parses `key:` at the start of `s`; returns the key (unquoted) and the
-/// byte offset just after the `:`.
-fn parse_key(s: &str) -> Option<(String, usize)> {
-    let b = s.as_bytes();
-    let colon_ok =
-        |i: usize| b.get(i) == Some(&b':') && matches!(b.get(i + 1), None | Some(b' ' | b'\t'));
-    match *b.first()? {
-        q @ (b'"' | b'\'') => {
-            let close = closing_quote(s, 0, q)?;
-            let mut i = close + 1;
-            while matches!(b.get(i), Some(b' ' | b'\t')) {
-                i += 1;
-            }
-            colon_ok(i).then(|| (s[1..close].to_string(), i + 1))
-        }
-        b'#' | b'[' | b'{' | b'?' | b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' => None,
-        _ if is_seq_item(s) => None,
-        _ => {
-            for i in 0..b.len() {
-                if b[i] == b'#' && i > 0 && matches!(b[i - 1], b' ' | b'\t') {
-                    return None;
-                }
-                if colon_ok(i) {
-                    let key = s[..i].trim_end();
-                    return (!key.is_empty()).then(|| (key.to_string(), i + 1));
-                }
-            }
-            None
-        }
-    }
+/// `---` or `...`, alone or before a comment.
+fn is_marker(body: &str) -> bool {
+    let rest = body
+        .strip_prefix("---")
+        .or_else(|| body.strip_prefix("..."));
+    rest.is_some_and(|r| {
+        r.trim().is_empty() || (r.starts_with([' ', '\t']) && r.trim_start().starts_with('#'))
+    })
 }
 
 /// Byte offset of the quote closing the string that opens at `open`, on the
@@ -798,316 +649,42 @@ fn closing_quote(s: &str, open: usize, q: u8) -> Option<usize> {
     while i < b.len() {
         match b[i] {
             b'\\' if q == b'"' => i += 2,
-            c if c == q => {
-                if q == b'\'' && b.get(i + 1) == Some(&b'\'') {
-                    i += 2;
-                } else {
-                    return Some(i);
-                }
-            }
+            c if c == q && q == b'\'' && b.get(i + 1) == Some(&b'\'') => i += 2,
+            c if c == q => return Some(i),
             _ => i += 1,
         }
     }
     None
 }
 
-/// Where the quoted scalar or flow collection opening at `lines[first]`
-/// byte `start` is closed: (line, byte just after the closing character).
-fn scan_close(lines: &[Line], first: usize, start: usize) -> Option<(usize, usize)> {
-    let mut depth = 0usize;
-    let mut quote: Option<u8> = None;
-    for (n, line) in lines.iter().enumerate().skip(first) {
-        let b = line.body.as_bytes();
-        let mut i = if n == first { start } else { 0 };
-        let mut prev: Option<u8> = None;
-        while i < b.len() {
-            let c = b[i];
-            match quote {
-                Some(b'"') => match c {
-                    b'\\' => {
-                        i += 2;
-                        continue;
-                    }
-                    b'"' => {
-                        quote = None;
-                        if depth == 0 {
-                            return Some((n, i + 1));
-                        }
-                    }
-                    _ => {}
-                },
-                Some(_) => {
-                    if c == b'\'' {
-                        if b.get(i + 1) == Some(&b'\'') {
-                            i += 2;
-                            continue;
-                        }
-                        quote = None;
-                        if depth == 0 {
-                            return Some((n, i + 1));
-                        }
-                    }
-                }
-                None => match c {
-                    b'"' | b'\''
-                        if matches!(
-                            prev,
-                            None | Some(b' ' | b'\t' | b'[' | b'{' | b',' | b':')
-                        ) =>
-                    {
-                        quote = Some(c);
-                    }
-                    b'[' | b'{' => depth += 1,
-                    b']' | b'}' => {
-                        depth = depth.saturating_sub(1);
-                        if depth == 0 {
-                            return Some((n, i + 1));
-                        }
-                    }
-                    b'#' if matches!(prev, None | Some(b' ' | b'\t')) => break,
-                    _ => {}
-                },
-            }
-            prev = Some(c);
-            i += 1;
-        }
-    }
-    None
-}
-
-/// The value after the `:` of the key on line `line`.
-fn value_span(lines: &[Line], line: usize, colon: usize) -> Result<Span, EditError> {
-    let body = &lines[line].body;
-    let b = body.as_bytes();
-    let mut start = colon;
-    while matches!(b.get(start), Some(b' ' | b'\t')) {
-        start += 1;
-    }
-    let (kind, end_line, end) = match b.get(start) {
-        None | Some(b'#') => {
-            let comment = (start < b.len()).then_some(start);
-            return Ok(Span {
-                kind: Kind::Empty,
-                start: colon,
-                end_line: line,
-                end: colon,
-                comment,
-            });
-        }
-        Some(&c @ (b'"' | b'\'' | b'{' | b'[')) => {
-            let Some((end_line, end)) = scan_close(lines, line, start) else {
-                return Err(unsupported(
-                    line,
-                    "a quoted value or bracket is never closed",
-                ));
-            };
-            let kind = match c {
-                b'"' => Kind::Double,
-                b'\'' => Kind::Single,
-                _ => Kind::Flow,
-            };
-            (kind, end_line, end)
-        }
-        Some(b'|' | b'>') => (Kind::Block, line, start + 1),
-        Some(b'&') => (Kind::Anchor, line, start + 1),
-        Some(_) => (Kind::Plain, line, start),
-    };
-    // The rest of the line: a comment, or (for plain and block scalars)
-    // more of the value.
-    let rest = &lines[end_line].body;
-    let rb = rest.as_bytes();
-    let mut value_end = end;
-    let mut comment = None;
-    let mut i = end;
-    while i < rb.len() {
-        if rb[i] == b'#' && (i == 0 || matches!(rb[i - 1], b' ' | b'\t')) {
-            comment = Some(i);
-            break;
-        }
-        if !matches!(rb[i], b' ' | b'\t') {
-            value_end = i + 1;
-        }
-        i += 1;
-    }
-    Ok(Span {
-        kind,
-        start,
-        end_line,
-        end: value_end,
-        comment,
-    })
-}
-
-/// The line after the last line of `entry`'s value: the value's own lines
-/// plus any following lines indented deeper than the key (a block scalar or
-/// a continued plain scalar). Comment lines at the end stay outside.
-fn value_extent(lines: &[Line], entry: &Entry, span: &Span) -> usize {
-    let mut last = span.end_line + 1;
-    for (j, line) in lines.iter().enumerate().skip(span.end_line + 1) {
-        if is_blank(&line.body) {
-            continue;
-        }
-        if indent_of(&line.body) <= entry.indent {
-            break;
-        }
-        if !is_comment(&line.body) {
-            last = j + 1;
-        }
-    }
-    last
-}
-
-/// `new` (key and new value) followed by the old line's trailing comment:
-/// in the same column when it was aligned (more than one space after the
-/// value) and still fits, otherwise after the same spacing as before.
-fn with_comment(mut new: String, old: &str, span: &Span) -> String {
-    let Some(c) = span.comment else { return new };
-    let gap = c - span.end;
-    let width = |s: &str| s.chars().count();
-    let (column, end) = (width(&old[..c]), width(&new));
-    let pad = if gap > 1 && column > end {
-        column - end
-    } else {
-        gap.max(1)
-    };
-    new.push_str(&" ".repeat(pad));
-    new.push_str(&old[c..]);
-    new
-}
-
-/// Splits the inside of a flow mapping at its top-level commas.
-fn split_flow_entries(inner: &str) -> Vec<&str> {
-    let b = inner.as_bytes();
-    let mut parts = Vec::new();
-    let mut depth = 0usize;
-    let mut quote: Option<u8> = None;
-    let mut from = 0;
-    let mut prev: Option<u8> = None;
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        match quote {
-            Some(q) => {
-                if q == b'"' && c == b'\\' {
-                    i += 2;
-                    prev = None;
-                    continue;
-                }
-                if c == q {
-                    if q == b'\'' && b.get(i + 1) == Some(&b'\'') {
-                        i += 2;
-                        continue;
-                    }
-                    quote = None;
-                }
-            }
-            None => match c {
-                b'"' | b'\''
-                    if matches!(prev, None | Some(b' ' | b'\t' | b'[' | b'{' | b',' | b':')) =>
-                {
-                    quote = Some(c);
-                }
-                b'[' | b'{' => depth += 1,
-                b']' | b'}' => depth = depth.saturating_sub(1),
-                b',' if depth == 0 => {
-                    parts.push(&inner[from..i]);
-                    from = i + 1;
-                }
-                _ => {}
-            },
-        }
-        prev = Some(c);
-        i += 1;
-    }
-    parts.push(&inner[from..]);
-    parts
-}
-
-fn style_of(old_value: &str) -> Style {
-    match old_value.as_bytes().first() {
-        Some(b'"') => Style::Double,
-        Some(b'\'') => Style::Single,
-        _ => Style::Plain,
-    }
-}
-
-/// `value` as YAML in `style`, or double-quoted when that style could not
-/// hold it. `flow`: the value sits inside `{ ... }`.
-fn render(value: &str, style: Style, flow: bool) -> String {
+/// `value` as YAML in `style`, or double-quoted when a plain scalar would
+/// not read back as the same string. Values hold no whitespace or control
+/// characters (validated), so quoting needs no other escapes.
+fn render(value: &str, style: Style) -> String {
     match style {
-        Style::Double => double_quoted(value),
-        Style::Single if !value.chars().any(char::is_control) => {
-            format!("'{}'", value.replace('\'', "''"))
-        }
-        Style::Plain if plain_is_safe(value, flow) => value.to_string(),
+        Style::Single => format!("'{}'", value.replace('\'', "''")),
+        Style::Plain if plain_is_safe(value) => value.to_string(),
         _ => double_quoted(value),
     }
 }
 
 fn double_quoted(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// Whether `value` written without quotes reads back as the same string.
-fn plain_is_safe(value: &str, flow: bool) -> bool {
-    let Some(first) = value.chars().next() else {
-        return false;
-    };
-    if value.trim() != value || value.chars().any(|c| c.is_control()) {
-        return false;
-    }
-    if "-?:,[]{}#&*!|>'\"%@`".contains(first) {
-        return false;
-    }
-    if value.contains(": ") || value.contains(" #") || value.ends_with(':') {
-        return false;
-    }
-    if flow && value.contains([',', '[', ']', '{', '}']) {
-        return false;
-    }
-    !resolves_to_non_string(value)
-}
-
-/// Whether a plain scalar would be read as null, a boolean or a number
-/// (YAML 1.1 or 1.2), which a string must not be.
-fn resolves_to_non_string(s: &str) -> bool {
-    let lower = s.to_ascii_lowercase();
-    if matches!(
-        lower.as_str(),
-        "~" | "null" | "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n"
-    ) {
-        return true;
-    }
-    let unsigned = lower.strip_prefix(['+', '-']).unwrap_or(&lower);
-    if matches!(unsigned, ".inf" | ".nan") {
-        return true;
-    }
-    for prefix in ["0x", "0o", "0b"] {
-        if let Some(digits) = unsigned.strip_prefix(prefix)
-            && !digits.is_empty()
-            && digits.bytes().all(|b| b.is_ascii_hexdigit() || b == b'_')
-        {
-            return true;
-        }
-    }
-    let numberish = unsigned
-        .bytes()
-        .all(|b| b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'e' | b'+' | b'-'));
-    numberish && unsigned.bytes().any(|b| b.is_ascii_digit())
+/// Whether `value` written without quotes reads back as the same string:
+/// for the parser that reads manifests, and for YAML 1.1 readers (the tools
+/// reviewers may use), which also take `yes`/`no`/`on`/`off` as booleans
+/// and anything made of digits (`0000`, `1e5`, `1_000`, `1:20`) as a number.
+fn plain_is_safe(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    let yaml11_non_string = matches!(lower.as_str(), "y" | "n" | "yes" | "no" | "on" | "off")
+        || (lower.bytes().any(|b| b.is_ascii_digit())
+            && lower
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b"._:e+-".contains(&b)));
+    !yaml11_non_string
+        && matches!(serde_norway::from_str(value), Ok(serde_norway::Value::String(s)) if s == value)
 }
 
 #[cfg(test)]
@@ -1304,47 +881,24 @@ paused: false                  # true: hoist leaves this app exactly as it is
     }
 
     #[test]
-    fn flow_style_artifact_is_rewritten_on_its_line() {
-        let text = format!(
-            "release: \"1\"\nartifact: {{ url: file:///a.tar.zst, sha256: \"{SHA_A}\", signature_url: file:///a.minisig }}  # one line\npaused: false\n"
-        );
-        let out = edit(&text);
-        assert_eq!(
-            out,
+    fn flow_style_artifact_is_refused_with_the_form_to_write_instead() {
+        for text in [
             format!(
-                "release: \"2026.12.01-1\"\nartifact: {{ url: {NEW_URL}, sha256: \"{SHA_B}\", signature_url: file:///a.minisig }}  # one line\npaused: false\n"
-            )
-        );
-    }
-
-    #[test]
-    fn flow_style_artifact_gets_missing_keys_in_order() {
-        let out = edit("release: \"1\"\nartifact: {}\n");
-        assert_eq!(
-            out,
-            format!("release: \"2026.12.01-1\"\nartifact: {{ url: {NEW_URL}, sha256: {SHA_B} }}\n")
-        );
-        let out = edit(&format!("release: \"1\"\nartifact: {{sha256: {SHA_A}}}\n"));
-        assert_eq!(
-            out,
-            format!("release: \"2026.12.01-1\"\nartifact: {{url: {NEW_URL}, sha256: {SHA_B}}}\n")
-        );
-    }
-
-    #[test]
-    fn flow_style_quotes_values_that_would_break_the_braces() {
-        let url = "https://example.com/a,b.tar.zst";
-        let out = set_release(
-            "release: x\nartifact: { url: a, sha256: b }\n",
-            "v1",
-            url,
-            SHA_A,
-        )
-        .unwrap();
-        assert_eq!(
-            out,
-            format!("release: \"v1\"\nartifact: {{ url: \"{url}\", sha256: {SHA_A} }}\n")
-        );
+                "release: \"1\"\nartifact: {{ url: file:///a.tar.zst, sha256: \"{SHA_A}\" }}  # one line\npaused: false\n"
+            ),
+            "release: \"1\"\nartifact: {}\n".to_string(),
+            format!("release: \"1\"\nartifact: {{\n  url: a,\n  sha256: {SHA_A}\n}}\n"),
+        ] {
+            let err = set_release(&text, "v1", "file:///b", SHA_B).unwrap_err();
+            assert!(
+                matches!(err, EditError::Unsupported { line: 2, .. }),
+                "{err}\n{text}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains("flow style"), "{msg}");
+            assert!(msg.contains("`artifact:` alone on its line"), "{msg}");
+            assert!(msg.contains("by hand"), "{msg}");
+        }
     }
 
     #[test]
@@ -1441,19 +995,42 @@ paused: false                  # true: hoist leaves this app exactly as it is
     }
 
     #[test]
-    fn multi_line_values_are_collapsed_onto_the_key_line() {
-        let text = format!(
-            "release: >-\n  2026.01.01-1\n# next\nartifact:\n  url:\n    file:///a\n  sha256: \"{}\n    {}\"\n",
-            &SHA_A[..30],
-            &SHA_A[30..]
-        );
+    fn values_spread_over_several_lines_are_refused() {
+        for (text, line, key) in [
+            ("release: >-\n  2026.01.01-1\n".to_string(), 1, "`release`"),
+            (
+                "release: \"1\"\nartifact:\n  url:\n    file:///a\n".to_string(),
+                3,
+                "`artifact.url`",
+            ),
+            (
+                "release: \"1\"\nartifact:\n  url: file:///a\n    /b.tar.zst\n".to_string(),
+                3,
+                "`artifact.url`",
+            ),
+            (
+                format!(
+                    "release: \"1\"\nartifact:\n  url: a\n  sha256: \"{}\n    {}\"\n",
+                    &SHA_A[..30],
+                    &SHA_A[30..]
+                ),
+                4,
+                "`artifact.sha256`",
+            ),
+        ] {
+            let err = set_release(&text, "v1", "file:///b", SHA_B).unwrap_err();
+            assert!(
+                matches!(err, EditError::Unsupported { line: l, .. } if l == line),
+                "{err}\n{text}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains(key) && msg.contains("by hand"), "{msg}");
+        }
+        // A comment indented below a value is not more of it.
+        let text =
+            format!("release: \"1\"\n    # bumped by CI\nartifact:\n  url: a\n  sha256: {SHA_A}\n");
         let out = edit(&text);
-        assert_eq!(
-            out,
-            format!(
-                "release: \"2026.12.01-1\"\n# next\nartifact:\n  url: {NEW_URL}\n  sha256: \"{SHA_B}\"\n"
-            )
-        );
+        assert_eq!(changed_lines(&text, &out).len(), 3);
     }
 
     #[test]
@@ -1584,21 +1161,9 @@ paused: false                  # true: hoist leaves this app exactly as it is
             SHA_A,
         )
         .unwrap_err();
-        assert!(
-            matches!(err, EditError::NotYaml(_) | EditError::DuplicateKey { .. }),
-            "{err}"
-        );
-        // The parser rejects duplicate keys before the editor sees them; the
-        // editor's own check still names the line.
-        let lines = Doc::split("release: a\nrelease: b\n");
-        let top = lines.top_level().unwrap();
-        assert_eq!(
-            unique(&top, "release", "release").unwrap_err(),
-            EditError::DuplicateKey {
-                key: "release".into(),
-                line: 2
-            }
-        );
+        assert!(matches!(err, EditError::NotYaml(_)), "{err}");
+        let err = set_release("release: a\nrelease: b\n", "v1", "file:///a", SHA_A).unwrap_err();
+        assert!(matches!(err, EditError::NotYaml(_)), "{err}");
     }
 
     #[test]
@@ -1655,17 +1220,17 @@ paused: false                  # true: hoist leaves this app exactly as it is
         );
         let out = set_release(
             &format!(
-                "release: \"2026.12.01-1\"   # long\nartifact: {{ url: a,  sha256: {SHA_A} }}\n"
+                "release: \"2026.12.01-1\"   # long\nartifact:\n  url: a  # aligned\n  sha256: {SHA_A}\n"
             ),
             "1",
-            "b",
+            "file:///b",
             SHA_B,
         )
         .unwrap();
         assert_eq!(
             out,
             format!(
-                "release: \"1\"              # long\nartifact: {{ url: b, sha256: {SHA_B} }}\n"
+                "release: \"1\"              # long\nartifact:\n  url: file:///b  # aligned\n  sha256: {SHA_B}\n"
             )
         );
     }
@@ -1699,18 +1264,39 @@ paused: false                  # true: hoist leaves this app exactly as it is
     }
 
     #[test]
-    fn tabs_after_the_colon_and_aliases_are_replaced_like_any_value() {
-        let text = format!("release:\t\"1\"\nartifact:\n  url: *elsewhere\n  sha256: {SHA_A}\n");
-        let text = format!("x-base: &elsewhere file:///a\n{text}");
-        // An unknown key is the manifest loader's business; the editor only
-        // has to leave it alone.
-        let out = edit(&text);
+    fn tabs_after_the_colon_are_kept_and_anchors_aliases_and_tags_refused() {
+        let text = format!("release:\t\"1\"\nartifact:\n  url:\tfile:///a\n  sha256: {SHA_A}\n");
         assert_eq!(
-            out,
+            edit(&text),
             format!(
-                "x-base: &elsewhere file:///a\nrelease:\t\"2026.12.01-1\"\nartifact:\n  url: {NEW_URL}\n  sha256: {SHA_B}\n"
+                "release:\t\"2026.12.01-1\"\nartifact:\n  url:\t{NEW_URL}\n  sha256: {SHA_B}\n"
             )
         );
+        // An anchor may be what other values refer to, an alias is another
+        // value's text: neither is this module's to rewrite.
+        for (text, line) in [
+            (
+                format!(
+                    "x-base: &elsewhere file:///a\nrelease: \"1\"\nartifact:\n  url: *elsewhere\n  sha256: {SHA_A}\n"
+                ),
+                4,
+            ),
+            (
+                format!("release: &r \"1\"\nartifact:\n  url: a\n  sha256: {SHA_A}\n"),
+                1,
+            ),
+            (
+                format!("release: \"1\"\nartifact:\n  url: !!str a\n  sha256: {SHA_A}\n"),
+                3,
+            ),
+        ] {
+            let err = set_release(&text, "v1", "file:///b", SHA_B).unwrap_err();
+            assert!(
+                matches!(err, EditError::Unsupported { line: l, .. } if l == line),
+                "{err}\n{text}"
+            );
+            assert!(err.to_string().contains("anchor, alias or tag"), "{err}");
+        }
     }
 
     #[test]
