@@ -419,3 +419,58 @@ async fn a_server_wakes_for_the_end_of_a_bake_measured_on_a_skewed_forge_clock()
     assert!(r.converged, "{r:?}");
     assert_eq!(f.current("web-2").as_deref(), Some("releases/v1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_leaves_the_release_alone_keeps_the_bake_running() {
+    let f = Fleet::new().await;
+    f.w.manifest("web", "v1", ROLLOUT);
+    f.w.commit("web v1");
+    let e1 = f.engine("web-1").await;
+    assert!(f.pass(&e1).await.converged);
+
+    // Five minutes into the canary's bake, a commit for another app: the
+    // canary reports success on it too, but the bake counts from its
+    // first success on the release's run.
+    f.forge.advance(Duration::from_secs(5 * 60));
+    f.w.manifest("api", "a1", "");
+    let c2 = f.w.commit("api a1");
+    assert!(f.pass(&e1).await.converged);
+    assert_eq!(
+        f.posted(&c2, "web-1").last().map(|p| p.0.as_str()),
+        Some("success")
+    );
+    let r = f.pass(&f.engine("web-2").await).await;
+    assert_eq!(
+        waiting(&r),
+        Some("web v1 waits for wave 1 (web-1), 5m left"),
+        "{r:?}"
+    );
+    assert!(
+        matches!(outcome(&r, "api"), Outcome::Deployed { .. }),
+        "an app without a rollout goes at once: {r:?}"
+    );
+    f.forge.advance(Duration::from_secs(5 * 60));
+    let r = f.pass(&f.engine("web-2").await).await;
+    assert!(r.converged, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_was_down_joins_when_it_comes_back() {
+    let f = Fleet::new().await;
+    f.w.manifest("web", "v1", &format!("{ROLLOUT}  deadline: 30m\n"));
+    let c1 = f.w.commit("web v1");
+    f.pass(&f.engine("web-1").await).await;
+    f.forge.advance(Duration::from_secs(11 * 60));
+    f.pass(&f.engine("web-2").await).await;
+    assert_eq!(f.current("web-2").as_deref(), Some("releases/v1"));
+
+    // web-3 was down through its wave's deadline: counted failed, so the
+    // rollout is halted, but only by a server that was late; back two
+    // hours later, it deploys, and its success ends the halt.
+    f.forge.advance(Duration::from_secs(2 * 3600));
+    let r = f.pass(&f.engine("web-3").await).await;
+    assert!(r.converged, "{r:?}");
+    assert_eq!(f.current("web-3").as_deref(), Some("releases/v1"));
+    let states: Vec<String> = f.posted(&c1, "web-3").into_iter().map(|p| p.0).collect();
+    assert_eq!(states, ["pending", "success"]);
+}
