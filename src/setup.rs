@@ -49,6 +49,12 @@ pub fn settings(cfg: &HostConfig) -> Result<Settings, String> {
         allowed_signers_file: cfg.repo.allowed_signers_file.clone(),
         pm2_user: pm2_user(cfg)?,
         faults: crate::engine::Faults::from_env(),
+        identity: match &cfg.identity_file {
+            Some(p) => Some(Arc::new(
+                crate::secrets::Identity::load(p).map_err(|e| format!("identity_file: {e}"))?,
+            )),
+            None => None,
+        },
     })
 }
 

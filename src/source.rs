@@ -533,6 +533,37 @@ impl Source {
         }
     }
 
+    /// A sealed file at `path` in the commit (SPEC §7: a regular file):
+    /// its blob id (the same id means the same ciphertext, so nothing needs
+    /// opening again) and bytes. Ok(Err(why)) when it is missing or not a
+    /// regular file; its target is never read.
+    pub fn sealed_file_at(
+        &self,
+        commit: &str,
+        path: &str,
+    ) -> Result<Result<(String, Vec<u8>), String>, SourceError> {
+        let repo = self.open_mirror()?;
+        let cerr = |e: git2::Error| SourceError::Commit {
+            commit: commit.to_string(),
+            message: e.message().to_string(),
+        };
+        let c = repo
+            .find_commit(Oid::from_str(commit).map_err(cerr)?)
+            .map_err(cerr)?;
+        let tree = c.tree().map_err(cerr)?;
+        let Ok(entry) = tree.get_path(Path::new(path)) else {
+            return Ok(Err("does not exist in the commit".into()));
+        };
+        // 0o100644 and 0o100755 are regular files; 0o120000 a symlink.
+        if entry.kind() != Some(git2::ObjectType::Blob) || entry.filemode() & 0o170000 != 0o100000 {
+            return Ok(Err(
+                "is not a regular file (a sealed file may not be a link or a folder)".into(),
+            ));
+        }
+        let blob = repo.find_blob(entry.id()).map_err(cerr)?;
+        Ok(Ok((entry.id().to_string(), blob.content().to_vec())))
+    }
+
     /// The commit's summary line, for logs and history.
     pub fn summary(&self, commit: &str) -> Option<String> {
         let repo = self.open_mirror().ok()?;
