@@ -9,8 +9,8 @@
 //! `summarize` to turn their outcomes into a commit status.
 
 use crate::config::{AppSet, Manifest};
-use crate::report::State as StatusState;
 use crate::state::State;
+use crate::status::State as StatusState;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the branch asks of this server.
@@ -425,7 +425,7 @@ pub fn summarize(outcomes: &[(String, Outcome)]) -> (StatusState, String) {
     }
     (
         state,
-        crate::report::truncate_description(&shorten_digests(&desc)),
+        crate::status::truncate_description(&shorten_digests(&desc)),
     )
 }
 

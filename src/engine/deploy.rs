@@ -123,12 +123,17 @@ impl Engine {
         self.ledger.lock().await.staged(app, &target).await?;
 
         // 3 (hooks): before_activate, in the release about to run.
+        let secrets_dir = target
+            .secrets
+            .as_ref()
+            .map(|g| dir.path().join("secrets").join(g));
         let hook_env = HookEnv {
             app,
             release: job.release,
             commit: job.commit,
             dir: &prepared.dir,
             shared: &dir.shared(),
+            secrets: secrets_dir.as_deref(),
             user: self.settings.pm2_user.as_deref(),
         };
         for argv in &job.manifest.hooks.before_activate {
