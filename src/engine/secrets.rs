@@ -115,7 +115,10 @@ impl Engine {
             let path = s.from_for(env);
             let src = self.parts.source.clone();
             let (c, p) = (commit.to_string(), path.clone());
-            match blocking(move || src.sealed_file_at(&c, &p)).await? {
+            let found = blocking(move || src.file_at(&c, &p))
+                .await?
+                .and_then(|f| f.ok_or_else(|| "does not exist in the commit".to_string()));
+            match found {
                 Ok((id, bytes)) => sealed.push((s.to.clone(), path, id, bytes)),
                 Err(why) => {
                     return Ok(Wanted::Refused(format!(
