@@ -86,7 +86,7 @@ pub fn parts(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Parts, String> {
         &cfg.root.join(".ecosystems"),
     );
     if let Some(u) = pm2_user(cfg)? {
-        pm2 = pm2.run_as(u)?;
+        pm2 = pm2.run_as(u);
     }
     let reporter = Reporter::spawn(provider, Some(cfg.state_dir.join("statuses-posted.json")));
     Ok(Parts {
