@@ -84,6 +84,8 @@ struct World {
     pm2: PathBuf,
     web_port: u16,
     api_port: u16,
+    /// The inventory and the sealed .env files, committed with every step.
+    sealed: Vec<(String, Vec<u8>)>,
 }
 
 impl World {
@@ -122,19 +124,45 @@ impl World {
             .map_err(|e| e.to_string())
     }
 
-    /// Commits the given manifests as the whole `apps/` folder on `main`.
+    /// Commits the given manifests as the whole `apps/` folder on `main`,
+    /// beside the inventory and the sealed secrets.
     fn commit(&self, message: &str, files: &[(&str, String)]) -> Result<String, String> {
-        let e = |e: git2::Error| e.message().to_string();
-        let mut apps = self.repo.treebuilder(None).map_err(e)?;
-        for (name, text) in files {
-            let blob = self.repo.blob(text.as_bytes()).map_err(e)?;
-            apps.insert(name, blob, 0o100644).map_err(e)?;
-        }
-        let apps_id = apps.write().map_err(e)?;
-        let mut root = self.repo.treebuilder(None).map_err(e)?;
-        root.insert("apps", apps_id, 0o040000).map_err(e)?;
-        let tree = self.repo.find_tree(root.write().map_err(e)?).map_err(e)?;
+        let mut all: Vec<(String, Vec<u8>)> = files
+            .iter()
+            .map(|(name, text)| (format!("apps/{name}"), text.as_bytes().to_vec()))
+            .collect();
+        all.extend(self.sealed.iter().cloned());
+        let id = self.tree_of(&all)?;
+        let tree = self
+            .repo
+            .find_tree(id)
+            .map_err(|e| e.message().to_string())?;
         self.commit_tree(message, &tree)
+    }
+
+    /// A tree holding each (path, bytes), folders made as needed.
+    fn tree_of(&self, files: &[(String, Vec<u8>)]) -> Result<git2::Oid, String> {
+        let e = |e: git2::Error| e.message().to_string();
+        let mut here = self.repo.treebuilder(None).map_err(e)?;
+        let mut folders: std::collections::BTreeMap<&str, Vec<(String, Vec<u8>)>> =
+            std::collections::BTreeMap::new();
+        for (path, bytes) in files {
+            match path.split_once('/') {
+                Some((dir, rest)) => folders
+                    .entry(dir)
+                    .or_default()
+                    .push((rest.to_string(), bytes.clone())),
+                None => {
+                    let blob = self.repo.blob(bytes).map_err(e)?;
+                    here.insert(path, blob, 0o100644).map_err(e)?;
+                }
+            }
+        }
+        for (dir, inner) in folders {
+            let id = self.tree_of(&inner)?;
+            here.insert(dir, id, 0o040000).map_err(e)?;
+        }
+        here.write().map_err(e)
     }
 
     fn commit_tree(&self, message: &str, tree: &git2::Tree<'_>) -> Result<String, String> {
@@ -168,7 +196,11 @@ impl World {
     }
 
     async fn app_says(&self, port: u16) -> String {
-        let url = format!("http://127.0.0.1:{port}/");
+        self.get(port, "/").await
+    }
+
+    async fn get(&self, port: u16, path: &str) -> String {
+        let url = format!("http://127.0.0.1:{port}{path}");
         match reqwest::Client::new()
             .get(&url)
             .timeout(Duration::from_secs(2))
@@ -226,26 +258,41 @@ async fn demo(root: &Path, pm2: PathBuf) -> Result<(), String> {
     }
     let repo =
         Repository::init_bare(root.join("config.git")).map_err(|e| e.message().to_string())?;
-    let w = World {
+    let mut w = World {
         dir: root.to_path_buf(),
         repo,
         pm2,
         web_port: free_port()?,
         api_port: free_port()?,
+        sealed: Vec::new(),
     };
+    // The server's own key, listed in the inventory, and each app's .env
+    // sealed to it: what `hoist keygen` and `hoist secrets seal` do.
+    println!("· sealing each app's .env to this server's key (fleet/demo.yaml)");
+    let identity = w.path("identity");
+    let public = crate::secrets::keygen(&identity).map_err(|e| e.to_string())?;
+    let inventory = format!("hosts:\n  web-demo: {{ labels: [web], key: \"{public}\" }}\n");
+    let recipients = crate::secrets::RecipientSet::from_inventory(
+        &crate::config::parse_inventory(Path::new("fleet/demo.yaml"), &inventory)
+            .map_err(|e| e.to_string())?
+            .1,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    w.sealed
+        .push(("fleet/demo.yaml".into(), inventory.into_bytes()));
     for app in ["web", "api"] {
-        let shared = w.path(&format!("srv/{app}/shared"));
-        std::fs::create_dir_all(&shared).map_err(|e| e.to_string())?;
-        std::fs::write(
-            shared.join(".env"),
-            format!("GREETING=hello from {app}/shared/.env\n"),
-        )
-        .map_err(|e| e.to_string())?;
+        let plaintext = format!("GREETING=hello from the sealed .env of {app}\n");
+        let sealed =
+            crate::secrets::seal(&recipients, plaintext.as_bytes()).map_err(|e| e.to_string())?;
+        w.sealed
+            .push((format!("secrets/demo/{app}.env.age"), sealed.into_bytes()));
     }
     let cfg_text = format!(
-        "host: web-demo\nlabels: [web]\nenvironment: demo\nroot: {root}/srv\nstate_dir: {root}/state\nkeep_releases: 3\nrepo:\n  url: file://{root}/config.git\n  branch: main\n  poll_interval: 1s\n  jitter: 0s\nstatus:\n  provider: file\n  path: {root}/statuses.jsonl\npm2:\n  command: {pm2}\n  home: {root}/pm2home\nlisten: \"\"\n",
+        "host: web-demo\nlabels: [web]\nenvironment: demo\nroot: {root}/srv\nstate_dir: {root}/state\nkeep_releases: 3\nrepo:\n  url: file://{root}/config.git\n  branch: main\n  poll_interval: 1s\n  jitter: 0s\nstatus:\n  provider: file\n  path: {root}/statuses.jsonl\npm2:\n  command: {pm2}\n  home: {root}/pm2home\nlisten: \"\"\nidentity_file: {identity}\n",
         root = root.display(),
-        pm2 = w.pm2.display()
+        pm2 = w.pm2.display(),
+        identity = identity.display(),
     );
     let cfg_path = w.path("hoist.yaml");
     std::fs::write(&cfg_path, &cfg_text).map_err(|e| e.to_string())?;
@@ -296,6 +343,12 @@ async fn demo(root: &Path, pm2: PathBuf) -> Result<(), String> {
         }
         println!("  web answers: {}", w.app_says(w.web_port).await);
         println!("  api answers: {}", w.app_says(w.api_port).await);
+        if i == 0 {
+            println!(
+                "  web's /env (its sealed .env, opened on this server): {}",
+                w.get(w.web_port, "/env").await
+            );
+        }
         if !report.converged {
             return Err(format!("step {} did not converge", i + 1));
         }

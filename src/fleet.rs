@@ -562,10 +562,11 @@ impl Fleet {
         let c = commit.to_string();
         let path = inventory_path(&self.environment);
         let p = path.clone();
-        let bytes = blocking(move || src.file_at(&c, &p)).await?;
-        let inv = match bytes {
-            None => Ok(None),
-            Some(b) => match std::str::from_utf8(&b) {
+        let found = blocking(move || src.file_at(&c, &p.to_string_lossy())).await?;
+        let inv = match found {
+            Err(why) => Err(format!("{} {why}", path.display())),
+            Ok(None) => Ok(None),
+            Ok(Some((_, b))) => match std::str::from_utf8(&b) {
                 Err(_) => Err(ConfigError::new(&path, None, "is not UTF-8 text").to_string()),
                 Ok(text) => parse_inventory(&path, text)
                     .map(|(_, inv)| Some(inv))

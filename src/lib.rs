@@ -28,3 +28,4 @@ pub mod setup;
 pub mod signature;
 pub mod source;
 pub mod state;
+pub mod status;

@@ -553,7 +553,10 @@ async fn cmd_plan(config: &Path, json: bool) -> Res {
             return Ok(0);
         }
     };
-    let plans = e.plan_for(&tip, &apps).await;
+    let plans = e
+        .plan_for(&tip, &apps)
+        .await
+        .map_err(|e| fail(1, e.to_string()))?;
     if json {
         let items: Vec<_> = plans
             .iter()
@@ -599,6 +602,7 @@ fn action_name(d: &hoist::plan::Decision) -> &'static str {
         HeldAfterFailure { .. } => "held",
         Conflict { .. } => "conflict",
         Remove { .. } => "remove",
+        Refused { .. } => "refused",
     }
 }
 

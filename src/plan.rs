@@ -9,8 +9,8 @@
 //! `summarize` to turn their outcomes into a commit status.
 
 use crate::config::{AppSet, Manifest};
-use crate::report::State as StatusState;
 use crate::state::State;
+use crate::status::State as StatusState;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the branch asks of this server.
@@ -19,6 +19,18 @@ pub struct Desired<'a> {
     pub apps: &'a AppSet,
     pub host: &'a str,
     pub labels: &'a [String],
+    /// Apps whose sealed secrets differ from what runs, or cannot be
+    /// opened here (apps absent: unchanged, or no secrets).
+    pub secrets: &'a BTreeMap<String, SecretsState>,
+}
+
+/// An app's secrets at the commit, against what runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretsState {
+    /// Their plaintext differs from the running generation's.
+    Changed,
+    /// This server cannot open them (the reason names the file and the fix).
+    Refused(String),
 }
 
 /// What this server has: its state and the release directories on disk.
@@ -34,6 +46,7 @@ pub enum Why {
     ManifestChanged,
     PinEnded,
     Redeploy,
+    SecretsChanged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +83,9 @@ pub enum Decision {
     /// The app left the manifests or stopped targeting this server: delete
     /// its pm2 processes, keep its files.
     Remove { processes: Vec<String> },
+    /// The commit cannot be applied to the app here (its secrets cannot be
+    /// opened): nothing changes, the status is `error`.
+    Refused { error: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,13 +146,26 @@ pub fn plan(desired: &Desired<'_>, actual: &Actual<'_>) -> Vec<AppPlan> {
             unpin = true;
         }
 
+        let secrets = desired.secrets.get(app.as_str());
+        if let Some(SecretsState::Refused(error)) = secrets {
+            out.push(AppPlan {
+                app: app.to_string(),
+                decision: Decision::Refused {
+                    error: error.clone(),
+                },
+                unpin: false,
+            });
+            continue;
+        }
+        let secrets_changed = secrets == Some(&SecretsState::Changed);
+
         let is_current = st.is_some_and(|s| {
             s.release() == Some(release.as_str()) && s.sha256() == Some(sha.as_str())
         });
         let same_config = st
             .and_then(|s| s.manifest())
             .is_some_and(|applied| !runs_differently(applied, m));
-        if is_current && same_config {
+        if is_current && same_config && !secrets_changed {
             out.push(AppPlan {
                 app: app.to_string(),
                 decision: Decision::Unchanged { release },
@@ -184,6 +213,8 @@ pub fn plan(desired: &Desired<'_>, actual: &Actual<'_>) -> Vec<AppPlan> {
             Why::PinEnded
         } else if running.is_none() {
             Why::FirstDeploy
+        } else if is_current && same_config {
+            Why::SecretsChanged
         } else if is_current {
             Why::ManifestChanged
         } else if running.as_deref() == Some(release.as_str()) {
@@ -254,6 +285,7 @@ impl AppPlan {
                     Why::ManifestChanged => "its pm2, shared or health settings changed".into(),
                     Why::PinEnded => "the branch changed it since the local rollback".into(),
                     Why::Redeploy => "the running release is redeployed".into(),
+                    Why::SecretsChanged => "its secrets changed".into(),
                 };
                 format!("{app}: deploy {release} ({how}): {why}")
             }
@@ -277,6 +309,7 @@ impl AppPlan {
                 &known_sha256[..known_sha256.len().min(12)],
                 &wanted_sha256[..wanted_sha256.len().min(12)]
             ),
+            Decision::Refused { error } => format!("{app}: refused: {error}"),
             Decision::Remove { processes } => format!(
                 "{app}: no longer deployed here: delete its pm2 processes ({}), keep its files",
                 if processes.is_empty() {
@@ -415,7 +448,7 @@ pub fn summarize(outcomes: &[(String, Outcome)]) -> (StatusState, String) {
     }
     (
         state,
-        crate::report::truncate_description(&shorten_digests(&desc)),
+        crate::status::truncate_description(&shorten_digests(&desc)),
     )
 }
 
@@ -506,6 +539,7 @@ mod tests {
         disk: BTreeMap<String, BTreeSet<String>>,
         host: String,
         labels: Vec<String>,
+        secrets: BTreeMap<String, SecretsState>,
     }
 
     impl World {
@@ -516,6 +550,7 @@ mod tests {
                 disk: BTreeMap::new(),
                 host: "web-1".into(),
                 labels: vec!["web".into()],
+                secrets: BTreeMap::new(),
             }
         }
         fn with(mut self, app: &str, st: AppState) -> World {
@@ -531,6 +566,7 @@ mod tests {
                     apps: &self.apps,
                     host: &self.host,
                     labels: &self.labels,
+                    secrets: &self.secrets,
                 },
                 &Actual {
                     state: &self.state,
@@ -991,5 +1027,38 @@ mod tests {
             .collect();
         let (_, d) = summarize(&many);
         assert!(d.chars().count() <= 140, "{}", d.len());
+    }
+
+    #[test]
+    fn a_secret_change_redeploys_the_running_release_and_an_unreadable_one_refuses() {
+        let m = manifest("v1", A, "");
+        let mut w = World::new(apps(&[("web", m.clone())])).with("web", running("v1", A, &m));
+        w.secrets.insert("web".into(), SecretsState::Changed);
+        match w.one("c2").decision {
+            Decision::Deploy { reuse, why, .. } => {
+                assert!(reuse);
+                assert_eq!(why, Why::SecretsChanged);
+            }
+            d => panic!("{d:?}"),
+        }
+        assert!(w.one("c2").describe().contains("secrets changed"));
+        w.secrets.insert(
+            "web".into(),
+            SecretsState::Refused("x.age: not sealed".into()),
+        );
+        let p = w.one("c2");
+        assert_eq!(
+            p.decision,
+            Decision::Refused {
+                error: "x.age: not sealed".into()
+            }
+        );
+        assert!(!p.acts());
+        // A paused app is left alone whatever its secrets say.
+        let paused = manifest("v1", A, "paused: true\n");
+        let mut w = World::new(apps(&[("web", paused)])).with("web", running("v1", A, &m));
+        w.secrets
+            .insert("web".into(), SecretsState::Refused("x".into()));
+        assert!(matches!(w.one("c2").decision, Decision::Paused { .. }));
     }
 }

@@ -246,24 +246,23 @@ impl Pm2 {
         }
     }
 
-    /// pm2 (and so the apps) run as `user`; its pm2 home is created for it
-    /// when missing, and the ecosystem files are made readable to it.
-    pub fn run_as(mut self, user: Arc<RunAs>) -> Result<Pm2, String> {
+    /// pm2 (and so the apps) run as `user`. A missing pm2 home that hoist
+    /// can create is made for that user; one hoist cannot see into (the
+    /// shipped /var/lib/hoist-apps is that user's alone) is left to pm2,
+    /// which creates its home itself.
+    pub fn run_as(mut self, user: Arc<RunAs>) -> Pm2 {
         if let Some(h) = &self.home
-            && !h.exists()
+            && matches!(std::fs::symlink_metadata(h), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+            && let Err(e) = std::fs::create_dir_all(h).and_then(|()| user.chown(h))
         {
-            std::fs::create_dir_all(h)
-                .and_then(|()| user.chown(h))
-                .map_err(|e| {
-                    format!(
-                        "cannot make pm2.home {} for pm2.user {}: {e}",
-                        h.display(),
-                        user.name
-                    )
-                })?;
+            tracing::debug!(
+                "cannot make pm2.home {} for pm2.user {} ({e}); pm2 makes it",
+                h.display(),
+                user.name
+            );
         }
         self.run_as = Some(user);
-        Ok(self)
+        self
     }
 
     async fn run(&self, args: &[&str]) -> Result<String, Pm2Error> {

@@ -40,7 +40,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Inventory, Rollout, Targets, Wave, glob_match};
-use crate::report::{ReadStatus, State, StatusRead, render_context};
+use crate::status::{ReadStatus, State, StatusRead, render_context};
 
 /// What a commit asks of one app: the release and the artifact's sha256,
 /// together the release's identity (SPEC §2).
@@ -1035,7 +1035,7 @@ mod tests {
                 at,
                 order: self.order,
             });
-            read.statuses = crate::report::latest_per_context(all);
+            read.statuses = crate::status::latest_per_context(all);
         }
 
         fn ok(&mut self, commit: &str, host: &str, at: SystemTime) {

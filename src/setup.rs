@@ -50,6 +50,12 @@ pub fn settings(cfg: &HostConfig) -> Result<Settings, String> {
         allowed_signers_file: cfg.repo.allowed_signers_file.clone(),
         pm2_user: pm2_user(cfg)?,
         faults: crate::engine::Faults::from_env(),
+        identity: match &cfg.identity_file {
+            Some(p) => Some(Arc::new(
+                crate::secrets::Identity::load(p).map_err(|e| format!("identity_file: {e}"))?,
+            )),
+            None => None,
+        },
     })
 }
 
@@ -81,7 +87,7 @@ pub fn parts(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Parts, String> {
         &cfg.root.join(".ecosystems"),
     );
     if let Some(u) = pm2_user(cfg)? {
-        pm2 = pm2.run_as(u)?;
+        pm2 = pm2.run_as(u);
     }
     let reporter = Reporter::spawn(
         provider.clone(),

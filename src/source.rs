@@ -89,6 +89,10 @@ pub struct Source {
     repo: Arc<Mutex<Option<Repository>>>,
 }
 
+/// What `Source::file_at` finds: (blob id, bytes), nothing, or why what
+/// is there is not a regular file.
+pub type FileAt = Result<Option<(String, Vec<u8>)>, String>;
+
 /// The open mirror, held for one operation.
 struct Mirror<'a>(std::sync::MutexGuard<'a, Option<Repository>>);
 
@@ -512,9 +516,12 @@ impl Source {
         Ok(out)
     }
 
-    /// The bytes of the file at `path` in the commit's tree; `None` when
-    /// there is no such file.
-    pub fn file_at(&self, commit: &str, path: &Path) -> Result<Option<Vec<u8>>, SourceError> {
+    /// The regular file at `path` in the commit's tree: its blob id (the
+    /// same id means the same content, so nothing needs reading again) and
+    /// bytes. Ok(Ok(None)) when there is nothing at `path`; Ok(Err(why))
+    /// when something else is there (a symlink, whose target is never read,
+    /// or a folder).
+    pub fn file_at(&self, commit: &str, path: &str) -> Result<FileAt, SourceError> {
         let repo = self.open_mirror()?;
         let cerr = |e: git2::Error| SourceError::Commit {
             commit: commit.to_string(),
@@ -524,13 +531,17 @@ impl Source {
             .find_commit(Oid::from_str(commit).map_err(cerr)?)
             .map_err(cerr)?;
         let tree = c.tree().map_err(cerr)?;
-        let Ok(entry) = tree.get_path(path) else {
-            return Ok(None);
+        let Ok(entry) = tree.get_path(Path::new(path)) else {
+            return Ok(Ok(None));
         };
-        match entry.to_object(&repo).map_err(cerr)?.into_blob() {
-            Ok(blob) => Ok(Some(blob.content().to_vec())),
-            Err(_) => Ok(None),
+        // 0o100644 and 0o100755 are regular files; 0o120000 a symlink.
+        if entry.kind() != Some(git2::ObjectType::Blob) || entry.filemode() & 0o170000 != 0o100000 {
+            return Ok(Err(
+                "is not a regular file (it may not be a link or a folder)".into(),
+            ));
         }
+        let blob = repo.find_blob(entry.id()).map_err(cerr)?;
+        Ok(Ok(Some((entry.id().to_string(), blob.content().to_vec()))))
     }
 
     /// The commit's summary line, for logs and history.
@@ -800,16 +811,14 @@ mod tests {
             [merge.clone(), c2.clone()]
         );
         assert!(!src.first_parents(&merge, 10).unwrap().contains(&side));
-        let inv = Path::new("fleet/main.yaml");
-        assert_eq!(
-            src.file_at(&c2, inv).unwrap().as_deref(),
-            Some(&b"hosts: {}\n"[..])
-        );
-        assert_eq!(src.file_at(&c1, inv).unwrap(), None);
-        assert_eq!(
-            src.file_at(&c1, Path::new("apps")).unwrap(),
-            None,
-            "a folder is no file"
+        let inv = "fleet/main.yaml";
+        let (_, bytes) = src.file_at(&c2, inv).unwrap().unwrap().unwrap();
+        assert_eq!(bytes, b"hosts: {}\n");
+        assert_eq!(src.file_at(&c1, inv).unwrap(), Ok(None));
+        let folder = src.file_at(&c1, "apps").unwrap().unwrap_err();
+        assert!(
+            folder.contains("not a regular file"),
+            "a folder is no file: {folder}"
         );
         assert_eq!(src.resolve(&c2[..10]).unwrap(), c2);
         assert_eq!(src.resolve("main").unwrap(), merge);

@@ -75,12 +75,26 @@ fn with_pm2_user_the_apps_cannot_read_hoists_credentials() {
     let creds = ["git-token", "forge-token", "webhook-secret", "identity"];
     for c in creds {
         let p = w.path(&format!("etc/{c}"));
-        std::fs::write(&p, format!("{c}-of-hoist\n")).unwrap();
+        if c == "identity" {
+            // The server's own key, which opens the app's sealed .env.
+            let out = w.hoist(&["keygen", "-o", p.to_str().unwrap()]);
+            assert!(out.status.success(), "{out:?}");
+            let public = String::from_utf8(out.stdout).unwrap();
+            std::fs::create_dir_all(w.path("work/fleet")).unwrap();
+            std::fs::write(
+                w.path("work/fleet/test.yaml"),
+                format!("hosts:\n  web-1: {{ key: \"{}\" }}\n", public.trim()),
+            )
+            .unwrap();
+        } else {
+            std::fs::write(&p, format!("{c}-of-hoist\n")).unwrap();
+        }
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     w.extra_config = format!(
-        "webhook_secret_file: {}\n",
-        w.path("etc/webhook-secret").display()
+        "webhook_secret_file: {}\nidentity_file: {}\n",
+        w.path("etc/webhook-secret").display(),
+        w.path("etc/identity").display()
     );
     w.write_config();
     let cfg = std::fs::read_to_string(w.config_path())
@@ -89,13 +103,33 @@ fn with_pm2_user_the_apps_cannot_read_hoists_credentials() {
     std::fs::write(w.config_path(), cfg).unwrap();
 
     let (url, sha) = w.make_release("v1", true, &[]);
-    std::fs::create_dir_all(w.path("srv/web/shared")).unwrap();
-    std::fs::write(w.path("srv/web/shared/.env"), "MINE=1\n").unwrap();
-    w.manifest("web", "v1", &url, &sha, "shared: [.env, uploads/]\n");
+    w.manifest(
+        "web",
+        "v1",
+        &url,
+        &sha,
+        "shared: [uploads/]\nsecrets:\n  - from: secrets/{environment}/web.env.age\n    to: .env\n",
+    );
     let text = std::fs::read_to_string(w.path("work/apps/web.yaml"))
         .unwrap()
         .replace("shared: [.env]\n", "");
     std::fs::write(w.path("work/apps/web.yaml"), text).unwrap();
+    std::fs::create_dir_all(w.path("work/secrets/test")).unwrap();
+    let mut seal = std::process::Command::new(common::hoist_bin())
+        .args(["secrets", "seal", "--env", "test", "--app", "web", "--repo"])
+        .arg(w.path("work"))
+        .arg("-")
+        .arg(w.path("work/secrets/test/web.env.age"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    seal.stdin
+        .take()
+        .unwrap()
+        .write_all(b"MINE=sealed\n")
+        .unwrap();
+    assert!(seal.wait().unwrap().success());
     w.commit("web v1");
     w.once(0);
 
@@ -110,10 +144,17 @@ fn with_pm2_user_the_apps_cannot_read_hoists_credentials() {
         let (code, body) = get(&format!("/read?p={}", p.display())).unwrap();
         assert_eq!((code, body.as_str()), (403, "EACCES"), "{c}");
     }
-    // Its own files it reads, and it may write where it keeps its uploads.
-    assert_eq!(get("/env").unwrap().1.trim(), "MINE=1");
-    let uploads = std::fs::metadata(w.path("srv/web/shared/uploads")).unwrap();
+    // Its own secret it reads (the plaintext is pm2.user's, 0600), and it
+    // may write where it keeps its uploads.
+    assert_eq!(get("/env").unwrap().1.trim(), "MINE=sealed");
+    let live = std::fs::canonicalize(w.path("srv/web/secrets/live/.env")).unwrap();
     use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&live).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o777),
+        (nobody.uid.as_raw(), 0o600)
+    );
+    let uploads = std::fs::metadata(w.path("srv/web/shared/uploads")).unwrap();
     assert_eq!(uploads.uid(), nobody.uid.as_raw());
     w.stop_daemon();
 }

@@ -44,6 +44,8 @@ pub(super) struct Job<'a> {
     pub from: Option<&'a str>,
     pub reuse: bool,
     pub commit: &'a str,
+    /// The app's secrets at the commit.
+    pub secrets: super::secrets::Wanted,
 }
 
 /// How the release directory was made ready.
@@ -89,10 +91,10 @@ impl Engine {
                 st.and_then(|s| s.releases.get(job.release).cloned()),
             )
         };
-        let target = Live {
+        let mut target = Live {
             release: job.release.to_string(),
             sha256: job.sha256.to_string(),
-            secrets: running.as_ref().and_then(|r| r.secrets.clone()),
+            secrets: None,
             manifest: job.manifest.clone(),
         };
 
@@ -105,15 +107,33 @@ impl Engine {
             Err(Stop::Transient(e)) => return self.transient(app, e).await,
             Err(Stop::Refused(e)) => return self.refused(&job, e).await,
         };
+        // The secrets it runs with: the running generation, or a new one.
+        match self.generation_for(app, &job.secrets).await {
+            Ok(g) => target.secrets = g,
+            Err(e) => {
+                if let Some(x) = &prepared.exchange {
+                    let staged = x.staged.clone();
+                    let _ = blocking(move || std::fs::remove_dir_all(&staged)).await;
+                }
+                return self
+                    .transient(app, format!("cannot write its secrets: {e}"))
+                    .await;
+            }
+        }
         self.ledger.lock().await.staged(app, &target).await?;
 
         // 3 (hooks): before_activate, in the release about to run.
+        let secrets_dir = target
+            .secrets
+            .as_ref()
+            .map(|g| dir.path().join("secrets").join(g));
         let hook_env = HookEnv {
             app,
             release: job.release,
             commit: job.commit,
             dir: &prepared.dir,
             shared: &dir.shared(),
+            secrets: secrets_dir.as_deref(),
             user: self.settings.pm2_user.as_deref(),
         };
         for argv in &job.manifest.hooks.before_activate {
@@ -210,6 +230,7 @@ impl Engine {
             let _ = blocking(move || std::fs::remove_dir_all(&staged)).await;
         }
         self.prune(app, job.manifest).await;
+        self.prune_secrets(app).await;
         Ok(Outcome::Deployed {
             release: job.release.to_string(),
             seconds: secs,

@@ -22,6 +22,10 @@ pub struct HookEnv<'a> {
     /// Where it runs: the release directory (or its staging copy).
     pub dir: &'a Path,
     pub shared: &'a Path,
+    /// The generation of secrets the release will run with: a hook runs
+    /// before the switch, when the release's links still lead to the
+    /// running generation.
+    pub secrets: Option<&'a Path>,
     /// pm2.user: the hook runs as the apps do.
     pub user: Option<&'a RunAs>,
 }
@@ -38,6 +42,7 @@ pub async fn run_hook(env: &HookEnv<'_>, argv: &[String]) -> Result<(), String> 
         .env("HOIST_RELEASE_DIR", env.dir)
         .env("HOIST_SHARED_DIR", env.shared)
         .env("HOIST_COMMIT", env.commit)
+        .envs(env.secrets.map(|p| ("HOIST_SECRETS_DIR", p)))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     if let Some(u) = env.user {

@@ -26,6 +26,7 @@ mod fault;
 mod hooks;
 pub mod ledger;
 mod rollout;
+mod secrets;
 mod switch;
 #[cfg(test)]
 mod tests;
@@ -93,6 +94,8 @@ pub struct Settings {
     pub pm2_user: Option<Arc<crate::pm2::RunAs>>,
     /// The crash tests' fault points.
     pub faults: Faults,
+    /// `identity_file`, loaded: opens the apps' sealed secrets.
+    pub identity: Option<Arc<crate::secrets::Identity>>,
 }
 
 /// The engine's providers, built at the edge.
@@ -138,6 +141,8 @@ pub struct Engine {
     /// The config of the last commit read: a commit's tree never changes,
     /// so an unchanged branch is not read and parsed again at every poll.
     manifests: std::sync::Mutex<Option<(String, Result<CommitConfig, InvalidCommit>)>>,
+    /// What each app's sealed secrets were found to be, and from what.
+    secrets_seen: std::sync::Mutex<std::collections::HashMap<String, secrets::Seen>>,
     /// Rollout gates: statuses read back, decisions held until they may change.
     rollouts: rollout::Rollouts,
 }
@@ -152,6 +157,7 @@ impl Engine {
             stop: Arc::new(AtomicBool::new(false)),
             pending_posted: std::sync::Mutex::new(None),
             manifests: std::sync::Mutex::new(None),
+            secrets_seen: std::sync::Mutex::new(std::collections::HashMap::new()),
             rollouts: rollout::Rollouts::default(),
             settings,
             parts,
@@ -212,8 +218,13 @@ impl Engine {
                     && !name.starts_with('.')
                     && e.path().is_dir()
                 {
-                    for p in AppDir::new(&root, name).clean_leftovers() {
+                    let dir = AppDir::new(&root, name);
+                    for p in dir.clean_leftovers() {
                         info!(app = %name, "removed leftover {}", p.display());
+                    }
+                    let store = crate::secrets::SecretStore::new(dir.path(), None);
+                    if let Err(e) = store.remove_leftovers() {
+                        tracing::warn!(app = %name, "{e}");
                     }
                 }
             }
@@ -247,8 +258,34 @@ impl Engine {
     }
 
     /// What the next pass would do, without doing it.
-    pub async fn plan_for(&self, commit: &str, config: &CommitConfig) -> Vec<AppPlan> {
+    pub async fn plan_for(
+        &self,
+        commit: &str,
+        config: &CommitConfig,
+    ) -> Result<Vec<AppPlan>, EngineError> {
+        Ok(self.plan_with(commit, config).await?.0)
+    }
+
+    /// The plan, and each app's secrets at the commit.
+    async fn plan_with(
+        &self,
+        commit: &str,
+        config: &CommitConfig,
+    ) -> Result<(Vec<AppPlan>, BTreeMap<String, secrets::Wanted>), EngineError> {
         let apps = &config.apps;
+        let labels = self.labels_for(config.inventory.as_ref());
+        let here: Vec<(String, crate::config::Manifest)> = apps
+            .iter()
+            .filter(|(_, m)| m.targets_host(&self.settings.host, &labels))
+            .map(|(a, m)| (a.to_string(), m.clone()))
+            .collect();
+        let wanted = self
+            .secrets_at(commit, &here, config.inventory.as_ref())
+            .await?;
+        let secrets: BTreeMap<String, plan::SecretsState> = wanted
+            .iter()
+            .filter_map(|(a, w)| w.state().map(|s| (a.clone(), s)))
+            .collect();
         let state = self.state().await;
         let mut names: BTreeSet<String> = apps.keys().map(|a| a.to_string()).collect();
         names.extend(state.apps.keys().cloned());
@@ -263,19 +300,20 @@ impl Engine {
                 .collect()
         })
         .await;
-        let labels = self.labels_for(config.inventory.as_ref());
-        plan::plan(
+        let plans = plan::plan(
             &Desired {
                 commit,
                 apps,
                 host: &self.settings.host,
                 labels: &labels,
+                secrets: &secrets,
             },
             &Actual {
                 state: &state,
                 on_disk: &on_disk,
             },
-        )
+        );
+        Ok((plans, wanted))
     }
 
     /// One poll-and-apply pass.
@@ -315,7 +353,7 @@ impl Engine {
                     .await;
             }
         };
-        let plans = self.plan_for(tip, &config).await;
+        let (plans, wanted) = self.plan_with(tip, &config).await?;
         self.check_rollouts(tip, &config, &plans).await?;
         let apps = config.apps;
         let acting = plans.iter().any(AppPlan::acts);
@@ -375,7 +413,10 @@ impl Engine {
             // daemon, and several starting it at once would race.
             let _ = self.watch.snapshot_after(tokio::time::Instant::now()).await;
         }
-        let runs: Vec<_> = plans.iter().map(|p| self.run_plan(p, tip, &apps)).collect();
+        let runs: Vec<_> = plans
+            .iter()
+            .map(|p| self.run_plan(p, tip, &apps, &wanted))
+            .collect();
         let results: Vec<(String, Result<Outcome, EngineError>)> = futures::stream::iter(runs)
             .buffered(PARALLEL_DEPLOYS)
             .filter_map(|(app, r)| async move { r.map(|r| (app, r)) })
@@ -466,11 +507,19 @@ impl Engine {
         p: &AppPlan,
         tip: &str,
         apps: &AppSet,
+        secrets: &BTreeMap<String, secrets::Wanted>,
     ) -> (String, Option<Result<Outcome, EngineError>>) {
         if self.stop.load(Ordering::SeqCst) {
             return (p.app.clone(), None);
         }
-        (p.app.clone(), Some(self.carry_out(p, tip, apps).await))
+        let wanted = secrets
+            .get(&p.app)
+            .cloned()
+            .unwrap_or(secrets::Wanted::None);
+        (
+            p.app.clone(),
+            Some(self.carry_out(p, tip, apps, wanted).await),
+        )
     }
 
     async fn carry_out(
@@ -478,6 +527,7 @@ impl Engine {
         p: &AppPlan,
         commit: &str,
         apps: &AppSet,
+        secrets: secrets::Wanted,
     ) -> Result<Outcome, EngineError> {
         if p.acts()
             && let Some(sw) = self
@@ -526,6 +576,7 @@ impl Engine {
                     from: from.as_deref(),
                     reuse: *reuse,
                     commit,
+                    secrets,
                 })
                 .await?
             }
@@ -560,6 +611,28 @@ impl Engine {
                     .refused(&p.app, failed, false)
                     .await?;
                 Outcome::Errored { error }
+            }
+            Decision::Refused { error } => {
+                let release = manifest.map(|m| m.release.to_string()).unwrap_or_default();
+                let mut ledger = self.ledger.lock().await;
+                let st = ledger.app(&p.app);
+                // Said once while it stays the same, not at every poll.
+                if st.and_then(|s| s.last_error.as_deref()) != Some(error.as_str()) {
+                    error!(app = %p.app, "{error}");
+                    let failed = state::Failed {
+                        commit: commit.to_string(),
+                        sha256: manifest
+                            .map(|m| m.artifact.sha256.lower())
+                            .unwrap_or_default(),
+                        release,
+                        error: error.clone(),
+                        at: now_rfc3339(),
+                    };
+                    ledger.refused(&p.app, failed, false).await?;
+                }
+                Outcome::Errored {
+                    error: error.clone(),
+                }
             }
             Decision::Remove { processes } => {
                 let mut names = processes.clone();

@@ -76,7 +76,7 @@ impl fmt::Display for OpenFailure {
                 inventory,
             } => write!(
                 f,
-                "it is not sealed to this server's key ({public_key}); re-seal it with `hoist secrets rekey` after adding this server's key to {inventory}"
+                "not sealed to this server: add its key to {inventory}, run `hoist secrets rekey` (this server's key: {public_key})"
             ),
             OpenFailure::NotSealedToKey {
                 public_key,
@@ -332,10 +332,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("not sealed to this server's key (age1"), "{e}");
+        assert!(e.contains("(this server's key: age1"), "{e}");
         assert!(
             e.contains(
-                "`hoist secrets rekey` after adding this server's key to fleet/production.yaml"
+                "not sealed to this server: add its key to fleet/production.yaml, run `hoist secrets rekey`"
             ),
             "{e}"
         );

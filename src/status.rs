@@ -1,0 +1,231 @@
+//! The values of commit statuses (SPEC §4), shared by the pure decisions
+//! (`plan`, `rollout`) and the forge edge (`report`): the four states a
+//! server reports for a commit, one status, what reading a commit's
+//! statuses back finds, the context template and the 140-character
+//! description rule.
+//!
+//! Kept apart from `report`, which talks HTTP to forges, so that the pure
+//! modules import values, not the edge.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::SystemTime;
+
+/// The state of a commit on one server, as SPEC §4 names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// The server has started to apply the commit.
+    Pending,
+    /// Every targeted app runs the commit's release and is healthy.
+    Success,
+    /// An app failed to deploy or its health gate, and was rolled back.
+    Failure,
+    /// The commit cannot be applied at all (invalid manifest, bad signature…).
+    Error,
+}
+
+impl State {
+    /// The lowercase name GitHub and Gitea use, and hoist's own files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Success => "success",
+            State::Failure => "failure",
+            State::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One commit status, ready to post.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// The full commit id the status is about.
+    pub sha: String,
+    pub state: State,
+    /// The rendered context, e.g. `hoist/production/web-1`.
+    pub context: String,
+    /// Human-readable, at most 140 characters (see [`truncate_description`]).
+    pub description: String,
+}
+
+/// One status as the forge keeps it, read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadStatus {
+    /// The context (GitLab: the status `name`), e.g. `hoist/production/web-1`.
+    pub context: String,
+    /// In hoist's words (GitLab's `failed` reads [`State::Failure`]).
+    pub state: State,
+    pub description: String,
+    /// When the status was made, as the forge says (`created_at`; GitLab's
+    /// `finished_at` when set, since GitLab turns a `pending` status into
+    /// the final one in place). On the forge's clock.
+    pub at: SystemTime,
+    /// The forge's id (the `file` provider: the line number): which of two
+    /// statuses made in the same second is the newer.
+    pub order: u64,
+}
+
+/// What a read of one commit's statuses found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusRead {
+    /// The latest status of each context, sorted by context.
+    pub statuses: Vec<ReadStatus>,
+    /// The forge's clock when it answered (its `Date` header; the `file`
+    /// provider: this machine's clock, which wrote the statuses too).
+    pub date: SystemTime,
+    /// To send back as `If-None-Match` next time, when the forge gave one.
+    pub etag: Option<String>,
+    /// HTTP requests the read took (one per page; 0 for the `file` provider).
+    pub requests: u32,
+}
+
+impl StatusRead {
+    /// The latest status of `context`, if any.
+    pub fn get(&self, context: &str) -> Option<&ReadStatus> {
+        self.statuses
+            .binary_search_by(|s| s.context.as_str().cmp(context))
+            .ok()
+            .map(|i| &self.statuses[i])
+    }
+}
+
+/// Keep the latest status of each context: the newest `at`, and between
+/// two of the same time, the higher `order`. Sorted by context.
+pub fn latest_per_context(all: impl IntoIterator<Item = ReadStatus>) -> Vec<ReadStatus> {
+    let mut latest: BTreeMap<String, ReadStatus> = BTreeMap::new();
+    for s in all {
+        match latest.get(&s.context) {
+            Some(kept) if (kept.at, kept.order) >= (s.at, s.order) => {}
+            _ => {
+                latest.insert(s.context.clone(), s);
+            }
+        }
+    }
+    latest.into_values().collect()
+}
+
+/// Render the `status.context` template.
+///
+/// `{environment}`, `{host}` and `{app}` are replaced; with `app` `None` a
+/// `{app}` in the template becomes the empty string (asking for per-app
+/// contexts without an app is a caller bug, not a user error). Anything else
+/// in braces is left as written.
+pub fn render_context(template: &str, environment: &str, host: &str, app: Option<&str>) -> String {
+    template
+        .replace("{environment}", environment)
+        .replace("{host}", host)
+        .replace("{app}", app.unwrap_or(""))
+}
+
+/// The longest description forges accept (GitHub's limit; the others follow).
+pub const MAX_DESCRIPTION_CHARS: usize = 140;
+
+/// Cut `s` to at most 140 characters (not bytes), ending with `…` when cut.
+pub fn truncate_description(s: &str) -> String {
+    if s.chars().count() <= MAX_DESCRIPTION_CHARS {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(MAX_DESCRIPTION_CHARS - 1).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn context_template_replaces_every_placeholder() {
+        assert_eq!(
+            render_context("hoist/{environment}/{host}", "production", "web-1", None),
+            "hoist/production/web-1"
+        );
+        assert_eq!(
+            render_context(
+                "hoist/{environment}/{host}/{app}",
+                "staging",
+                "web-2",
+                Some("api")
+            ),
+            "hoist/staging/web-2/api"
+        );
+        assert_eq!(
+            render_context("{host}-{app}", "e", "h", None),
+            "h-",
+            "a missing app renders as empty"
+        );
+        assert_eq!(
+            render_context("hoist/{other}", "e", "h", None),
+            "hoist/{other}"
+        );
+    }
+
+    #[test]
+    fn description_is_cut_at_140_chars_not_bytes() {
+        let short = "web 2026.11.27-3 live in 4.2s; api unchanged";
+        assert_eq!(truncate_description(short), short);
+
+        let exact: String = "é".repeat(140);
+        assert_eq!(truncate_description(&exact), exact);
+
+        let long: String = "é".repeat(141);
+        let cut = truncate_description(&long);
+        assert_eq!(cut.chars().count(), 140);
+        assert!(cut.ends_with('…'));
+        assert!(cut.starts_with("ééé"));
+    }
+
+    #[test]
+    fn states_serialize_lowercase() {
+        let s = Status {
+            sha: "a".repeat(40),
+            state: State::Failure,
+            context: "c".into(),
+            description: "d".into(),
+        };
+        let json = serde_json::to_string(&s).expect("serialize");
+        assert!(json.contains(r#""state":"failure""#), "{json}");
+        let back: Status = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn the_latest_status_of_each_context_wins_ties_by_order() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let s = |context: &str, state, secs: u64, order| ReadStatus {
+            context: context.into(),
+            state,
+            description: String::new(),
+            at: t + Duration::from_secs(secs),
+            order,
+        };
+        let latest = latest_per_context([
+            s("b", State::Pending, 0, 1),
+            s("a", State::Success, 5, 2),
+            s("a", State::Pending, 9, 1),
+            s("b", State::Failure, 0, 3),
+            s("b", State::Success, 0, 2),
+        ]);
+        assert_eq!(
+            latest,
+            vec![s("a", State::Pending, 9, 1), s("b", State::Failure, 0, 3)],
+            "a: the newest time; b: same second, the highest order"
+        );
+        let read = StatusRead {
+            statuses: latest,
+            date: t,
+            etag: None,
+            requests: 1,
+        };
+        assert_eq!(read.get("b").map(|s| s.state), Some(State::Failure));
+        assert_eq!(read.get("c"), None);
+    }
+}
