@@ -134,15 +134,22 @@ fn read_webhook_secret(cfg: &HostConfig) -> Option<String> {
     }
 }
 
-fn next_delay(cfg: &HostConfig) -> Duration {
+/// A random extra delay in [0, repo.jitter).
+fn jitter(cfg: &HostConfig) -> Duration {
     let jitter = cfg.repo.jitter.0;
-    let extra = if jitter.is_zero() {
+    if jitter.is_zero() {
         Duration::ZERO
     } else {
         jitter.mul_f64(rand::random::<f64>())
-    };
-    cfg.repo.poll_interval.0 + extra
+    }
 }
+
+fn next_delay(cfg: &HostConfig) -> Duration {
+    cfg.repo.poll_interval.0 + jitter(cfg)
+}
+
+/// The soonest a rollout's wake-up runs the next pass.
+const MIN_WAKE: Duration = Duration::from_millis(200);
 
 /// Runs the daemon until SIGTERM or SIGINT. The caller holds the state lock.
 pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
@@ -157,6 +164,7 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
     let max_silence = (cfg.repo.poll_interval.0 + cfg.repo.jitter.0) * 3 + Duration::from_secs(300);
     let health = Arc::new(Health::new(max_silence));
     let trigger = Arc::new(Notify::new());
+    let status_event = Arc::new(AtomicBool::new(false));
     let secret = Arc::new(std::sync::RwLock::new(read_webhook_secret(&cfg)));
     let shutdown = Arc::new(Notify::new());
 
@@ -169,6 +177,7 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
             health: health.clone(),
             webhook_secret: secret.clone(),
             trigger: trigger.clone(),
+            status_event: status_event.clone(),
         };
         let sd = shutdown.clone();
         tokio::spawn(async move {
@@ -235,8 +244,13 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
             break;
         }
         beat();
+        if status_event.swap(false, Ordering::SeqCst) {
+            engine.statuses_changed();
+        }
+        let mut next_check = None;
         match engine.pass().await {
             Ok(r) => {
+                next_check = r.next_check;
                 health.record_poll(true, None);
                 let status = match (&r.invalid, r.converged) {
                     (Some(e), _) => format!("commit {} is invalid: {e}", short(&r.commit)),
@@ -259,7 +273,14 @@ pub async fn run(config_path: PathBuf, cfg: HostConfig) -> Result<(), String> {
         }
         beat();
         let delay = next_delay(&cfg);
-        let wait_until = Instant::now() + delay;
+        let mut wait_until = Instant::now() + delay;
+        if let Some(at) = next_check {
+            // A rollout wave can open (a bake ends) before the next poll:
+            // look then, spread by the jitter so a fleet does not ask the
+            // forge in the same instant.
+            let at = Instant::from_std(at) + jitter(&cfg);
+            wait_until = wait_until.min(at.max(Instant::now() + MIN_WAKE));
+        }
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(wait_until) => break,

@@ -5,7 +5,10 @@
 //! and pokes the daemon through a [`Notify`], but decides nothing about
 //! deploys. A verified webhook only asks for a poll *now*; what is deployed
 //! is still whatever the branch says when the poll runs, so a replayed or
-//! reordered hook can never deploy anything by itself. Bursts coalesce:
+//! reordered hook can never deploy anything by itself. A forge `status`
+//! event (another server posted a commit status) also lets a rollout gate
+//! read statuses again a second after its last read rather than a poll
+//! interval (SPEC §8). Bursts coalesce:
 //! `Notify` stores at most one permit, and the daemon lets the pokes
 //! through `pace::TriggerPace`, at most one poll a second.
 //!
@@ -17,6 +20,7 @@
 //! open trigger endpoint would let anyone make every server poll at will.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -45,6 +49,8 @@ pub struct HttpState {
     pub webhook_secret: Arc<RwLock<Option<String>>>,
     /// Notified (`notify_one`) on every verified hook.
     pub trigger: Arc<Notify>,
+    /// Set by a verified commit-status event, taken by the daemon.
+    pub status_event: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -214,9 +220,23 @@ async fn post_hook(State(state): State<HttpState>, headers: HeaderMap, body: Byt
     if event == "ping" {
         return (StatusCode::OK, "pong\n").into_response();
     }
+    if is_status_event(&headers) {
+        state.status_event.store(true, Ordering::SeqCst);
+    }
     tracing::debug!("verified webhook; polling now");
     state.trigger.notify_one();
     (StatusCode::ACCEPTED, "poll scheduled\n").into_response()
+}
+
+/// Whether the hook says a commit status changed: GitHub's and Gitea's
+/// (Forgejo's) `status` event; GitLab keeps external statuses as jobs of a
+/// pipeline, so its job and pipeline events.
+fn is_status_event(headers: &HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    ["x-github-event", "x-gitea-event", "x-forgejo-event"]
+        .iter()
+        .any(|h| header(h) == Some("status"))
+        || matches!(header("x-gitlab-event"), Some("Job Hook" | "Pipeline Hook"))
 }
 
 /// True when any signature header present checks out against `secret`.
@@ -276,6 +296,7 @@ mod tests {
                 health: Arc::new(health),
                 webhook_secret: Arc::new(RwLock::new(secret.map(str::to_string))),
                 trigger: Arc::new(Notify::new()),
+                status_event: Arc::new(AtomicBool::new(false)),
             };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -326,6 +347,40 @@ mod tests {
     }
 
     const BODY: &[u8] = br#"{"ref":"refs/heads/main","after":"0123456789abcdef"}"#;
+
+    #[tokio::test]
+    async fn status_events_of_each_forge_are_told_apart_from_pushes() {
+        let s = Server::start(Some(SECRET), Health::new(Duration::from_secs(60))).await;
+        let sig = sign(SECRET, BODY);
+        let github = format!("sha256={sig}");
+        let taken = |s: &Server| s.state.status_event.swap(false, Ordering::SeqCst);
+
+        let push = [("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &github)];
+        assert_eq!(s.hook(&push, BODY).await, 202);
+        assert!(s.triggered().await);
+        assert!(!taken(&s), "a push is no status event");
+
+        let events: [&[(&str, &str)]; 4] = [
+            &[
+                ("X-GitHub-Event", "status"),
+                ("X-Hub-Signature-256", &github),
+            ],
+            &[("X-Gitea-Event", "status"), ("X-Gitea-Signature", &sig)],
+            &[("X-Forgejo-Event", "status"), ("X-Forgejo-Signature", &sig)],
+            &[
+                ("X-Gitlab-Event", "Pipeline Hook"),
+                ("X-Gitlab-Token", SECRET),
+            ],
+        ];
+        for headers in events {
+            assert_eq!(s.hook(headers, BODY).await, 202, "{headers:?}");
+            assert!(s.triggered().await, "{headers:?}");
+            assert!(taken(&s), "{headers:?}");
+        }
+        // Unsigned, it is nothing at all.
+        assert_eq!(s.hook(&[("X-GitHub-Event", "status")], BODY).await, 401);
+        assert!(!taken(&s));
+    }
 
     #[tokio::test]
     async fn github_signatures_are_verified() {
@@ -538,6 +593,7 @@ mod tests {
             health: Arc::new(Health::new(Duration::from_secs(1))),
             webhook_secret: Arc::new(RwLock::new(None)),
             trigger: Arc::new(Notify::new()),
+            status_event: Arc::new(AtomicBool::new(false)),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, state, async {

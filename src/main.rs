@@ -302,7 +302,13 @@ async fn dispatch(cli: Cli) -> Res {
                 // The summary names the app itself ("web v2 live in 3.1s").
                 println!("{}", hoist::plan::summarize(&[(app.clone(), o.clone())]).1);
             }
-            Ok(if r.converged { 0 } else { 1 })
+            // An app waiting for its rollout wave is no failure: the
+            // rollout works as designed, and a later pass goes on.
+            Ok(if r.converged || r.only_waiting() {
+                0
+            } else {
+                1
+            })
         }
         Command::Plan { json } => cmd_plan(&cli.config, json).await,
         Command::Status { json } => cmd_status(&cli.config, json),

@@ -355,10 +355,30 @@ pub enum Outcome {
         error: String,
     },
     Removed,
+    /// The app's rollout (SPEC §8) holds this host until its wave opens:
+    /// it keeps its current release. `description` says what it waits for
+    /// (`web 1.4.0 waits for wave 1 (web-1), 4m left`).
+    Waiting {
+        release: String,
+        description: String,
+    },
+    /// The app's rollout is halted (more hosts failed than `max_failures`):
+    /// this host keeps its current release. `description` names the halt
+    /// (`web 1.4.0 halted: web-1 failed`), which is how the other servers
+    /// tell this report from an attempt.
+    Halted {
+        release: String,
+        description: String,
+    },
 }
 
 /// The commit status for a set of app outcomes: the worst state wins, and
 /// the description says what happened to each app (at most 140 chars).
+///
+/// A halt report comes first whatever else happened: the other servers
+/// recognise it by its phrase (`rollout::is_halt_report`), so the
+/// 140-character cut must never remove it. A host waiting for its wave is
+/// `pending`, like a fault tried again.
 pub fn summarize(outcomes: &[(String, Outcome)]) -> (StatusState, String) {
     let mut state = StatusState::Success;
     let rank = |s: StatusState| match s {
@@ -402,6 +422,8 @@ pub fn summarize(outcomes: &[(String, Outcome)]) -> (StatusState, String) {
             Outcome::Transient { error } => {
                 (StatusState::Pending, format!("{app}: {error}; retrying"))
             }
+            Outcome::Waiting { description, .. } => (StatusState::Pending, description.clone()),
+            Outcome::Halted { description, .. } => (StatusState::Failure, description.clone()),
         };
         if rank(s) > rank(state) {
             state = s;
@@ -409,6 +431,7 @@ pub fn summarize(outcomes: &[(String, Outcome)]) -> (StatusState, String) {
         let news = match o {
             Outcome::Unchanged { .. } | Outcome::Paused => 0,
             Outcome::Deployed { .. } | Outcome::Removed => 1,
+            Outcome::Halted { .. } => HALT_FIRST,
             _ => 2 + rank(s),
         };
         parts.push((news, text));
@@ -428,6 +451,9 @@ pub fn summarize(outcomes: &[(String, Outcome)]) -> (StatusState, String) {
         crate::status::truncate_description(&shorten_digests(&desc)),
     )
 }
+
+/// Where a halt report sorts in a description: before everything else.
+const HALT_FIRST: u8 = u8::MAX;
 
 /// Shortens every sha256 (or other hex digest of 40 digits or more) to its
 /// first 12 digits and `…`: a status has 140 characters, and cutting one
@@ -921,6 +947,68 @@ mod tests {
         assert_eq!(
             shorten_digests("web 2026.11.27 on :3000"),
             "web 2026.11.27 on :3000"
+        );
+    }
+
+    #[test]
+    fn a_halt_report_comes_first_so_the_cut_keeps_it() {
+        let halt = crate::rollout::halted_description("web", "1.4.0", &["web-1".into()]);
+        let mut outcomes: Vec<(String, Outcome)> = vec![(
+            "api".into(),
+            Outcome::Errored {
+                error: "checksum mismatch for a rather long artifact URL that fills most of the status on its own".into(),
+            },
+        )];
+        outcomes.extend((0..6).map(|i| {
+            (
+                format!("app{i}"),
+                Outcome::Failed {
+                    release: "2026.11.27-3".into(),
+                    error: "unhealthy".into(),
+                    rolled_back_to: Some("2026.11.26-1".into()),
+                },
+            )
+        }));
+        outcomes.push((
+            "web".into(),
+            Outcome::Halted {
+                release: "1.4.0".into(),
+                description: halt.clone(),
+            },
+        ));
+        let (s, d) = summarize(&outcomes);
+        assert_eq!(s, StatusState::Error, "the worst state still wins");
+        assert!(d.starts_with(&halt), "{d}");
+        assert!(d.chars().count() <= 140);
+        assert!(crate::rollout::is_halt_report(&d, "web", "1.4.0"));
+
+        // Waiting is pending, and says what for.
+        let wait = crate::rollout::waiting_description(
+            "web",
+            "1.4.0",
+            0,
+            &["web-1".into()],
+            Some(std::time::Duration::from_secs(240)),
+        );
+        let (s, d) = summarize(&[
+            (
+                "api".into(),
+                Outcome::Unchanged {
+                    release: "1".into(),
+                },
+            ),
+            (
+                "web".into(),
+                Outcome::Waiting {
+                    release: "1.4.0".into(),
+                    description: wait,
+                },
+            ),
+        ]);
+        assert_eq!(s, StatusState::Pending);
+        assert_eq!(
+            d,
+            "web 1.4.0 waits for wave 1 (web-1), 4m left; api unchanged"
         );
     }
 

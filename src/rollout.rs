@@ -505,8 +505,12 @@ fn resolve(s: &Seen, opening: &Opening, deadline: Option<Duration>, now: SystemT
     let Opening::Open { at } = opening else {
         return Resolution::Open;
     };
+    // A failure older than the wave's opening is no attempt at the release
+    // (a host starts only after it saw the opening): with one status for
+    // all of a host's apps, it is another app's.
     if let Some(a) = &s.attempt
         && a.state == State::Failure
+        && at.is_none_or(|opened| a.at >= opened)
     {
         return Resolution::Failed {
             at: a.at,
@@ -1777,6 +1781,34 @@ mod tests {
         assert!(!p.halted);
         assert!(p.failed.is_empty());
         assert_eq!(p.host(&last).map(|h| h.state), Some(HostState::Waiting));
+    }
+
+    #[test]
+    fn a_failure_from_before_the_opening_does_not_count_once_the_wave_opens() {
+        // The host of the last wave reported another app's failure while
+        // web waited; web's wave then opens: the old failure is still no
+        // attempt, so web does not halt before the host has even started.
+        let mut w = World::standard(3);
+        let second = w.waves.hosts(1)[0].clone();
+        let last = w.waves.hosts(2)[0].clone();
+        w.ok("c1", "web-1", t(0));
+        w.post(
+            "c1",
+            &last,
+            State::Failure,
+            "api 2.0 failed its health gate; web waits",
+            t(60),
+        );
+        w.ok("c1", &second, t(11 * MIN));
+        let now = t(17 * MIN);
+        let p = w.progress(now);
+        assert!(p.waves[2].opening.is_open(), "{:?}", p.waves[2].opening);
+        assert!(!p.halted);
+        assert!(p.failed.is_empty());
+        assert!(is_go(&w.gate(&last, now)));
+        // Its own failure, once it tried, counts.
+        w.fail("c1", &last, t(17 * MIN + 5));
+        assert!(w.progress(t(17 * MIN + 6)).halted);
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub fn settings(cfg: &HostConfig) -> Result<Settings, String> {
         branch: cfg.repo.branch.clone(),
         keep_releases: cfg.keep_releases,
         context: cfg.status.context.clone(),
+        poll_interval: cfg.repo.poll_interval.0,
         allowed_signers_file: cfg.repo.allowed_signers_file.clone(),
         pm2_user: pm2_user(cfg)?,
         faults: crate::engine::Faults::from_env(),
@@ -88,7 +89,10 @@ pub fn parts(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Parts, String> {
     if let Some(u) = pm2_user(cfg)? {
         pm2 = pm2.run_as(u);
     }
-    let reporter = Reporter::spawn(provider, Some(cfg.state_dir.join("statuses-posted.json")));
+    let reporter = Reporter::spawn(
+        provider.clone(),
+        Some(cfg.state_dir.join("statuses-posted.json")),
+    );
     Ok(Parts {
         source: Source::new(cfg),
         pm: Arc::new(pm2),
@@ -100,6 +104,7 @@ pub fn parts(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Parts, String> {
         },
         trusted,
         reporter,
+        forge: provider,
         metrics,
     })
 }

@@ -9,6 +9,9 @@
 //!   deploys, automatic rollbacks, `hoist rollback` and recovery;
 //! - `ledger`: the one owner of state.json, history.jsonl and the metrics,
 //!   changed through named transitions;
+//! - `rollout`: the gate of fleet rollouts (SPEC §8): whether this
+//!   server's wave is open for an app's new release, from the statuses
+//!   read back;
 //! - `hooks`, `fault`: hooks with a clean environment; the crash tests'
 //!   fault points.
 //!
@@ -22,6 +25,7 @@ mod deploy;
 mod fault;
 mod hooks;
 pub mod ledger;
+mod rollout;
 mod secrets;
 mod switch;
 #[cfg(test)]
@@ -82,6 +86,8 @@ pub struct Settings {
     pub keep_releases: u32,
     /// The `status.context` template.
     pub context: String,
+    /// `repo.poll_interval`: rollout gates read statuses no more often.
+    pub poll_interval: std::time::Duration,
     pub allowed_signers_file: Option<PathBuf>,
     /// pm2.user: hooks run as the apps do, and the files the apps own
     /// (shared directories, secrets) are handed to it.
@@ -102,6 +108,8 @@ pub struct Parts {
     /// `storage.trusted_keys`: when not empty, every artifact needs a minisign signature.
     pub trusted: TrustedKeys,
     pub reporter: Reporter,
+    /// The status provider, to read statuses back (rollout gates).
+    pub forge: Arc<dyn report::Provider>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -116,6 +124,9 @@ pub struct PassReport {
     pub converged: bool,
     /// Something was carried out (deploy, removal).
     pub acted: bool,
+    /// An app waits for its rollout wave: run a pass again at this moment
+    /// when it comes before the next poll (the end of a bake).
+    pub next_check: Option<std::time::Instant>,
 }
 
 pub struct Engine {
@@ -132,6 +143,8 @@ pub struct Engine {
     manifests: std::sync::Mutex<Option<(String, Result<CommitConfig, InvalidCommit>)>>,
     /// What each app's sealed secrets were found to be, and from what.
     secrets_seen: std::sync::Mutex<std::collections::HashMap<String, secrets::Seen>>,
+    /// Rollout gates: statuses read back, decisions held until they may change.
+    rollouts: rollout::Rollouts,
 }
 
 impl Engine {
@@ -145,6 +158,7 @@ impl Engine {
             pending_posted: std::sync::Mutex::new(None),
             manifests: std::sync::Mutex::new(None),
             secrets_seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+            rollouts: rollout::Rollouts::default(),
             settings,
             parts,
         })
@@ -259,9 +273,10 @@ impl Engine {
         config: &CommitConfig,
     ) -> Result<(Vec<AppPlan>, BTreeMap<String, secrets::Wanted>), EngineError> {
         let apps = &config.apps;
+        let labels = self.labels_for(config.inventory.as_ref());
         let here: Vec<(String, crate::config::Manifest)> = apps
             .iter()
-            .filter(|(_, m)| m.targets_host(&self.settings.host, &self.settings.labels))
+            .filter(|(_, m)| m.targets_host(&self.settings.host, &labels))
             .map(|(a, m)| (a.to_string(), m.clone()))
             .collect();
         let wanted = self
@@ -290,7 +305,7 @@ impl Engine {
                 commit,
                 apps,
                 host: &self.settings.host,
-                labels: &self.settings.labels,
+                labels: &labels,
                 secrets: &secrets,
             },
             &Actual {
@@ -339,6 +354,7 @@ impl Engine {
             }
         };
         let (plans, wanted) = self.plan_with(tip, &config).await?;
+        self.check_rollouts(tip, &config, &plans).await?;
         let apps = config.apps;
         let acting = plans.iter().any(AppPlan::acts);
         if !acting && !new_commit {
@@ -356,15 +372,20 @@ impl Engine {
             let summary = blocking(move || src.summary(&c)).await;
             info!(commit = %tip, summary = %summary.unwrap_or_default(), "new commit on {}", self.settings.branch);
         }
-        let deploying: Vec<&str> = plans
-            .iter()
-            .filter(|p| matches!(p.decision, Decision::Deploy { .. }))
-            .map(|p| p.app.as_str())
-            .collect();
+        let mut deploying: Vec<&str> = Vec::new();
+        for p in &plans {
+            if matches!(p.decision, Decision::Deploy { .. })
+                && self.rollout_lets_go(&p.app, tip).await
+            {
+                deploying.push(p.app.as_str());
+            }
+        }
+        let waiting = self.rollout_waits(tip).await;
         // `pending` once per commit: a deploy tried again on a later poll of
-        // the same commit (after a transient fault or a fixable refusal) must
-        // not flip the commit's status back and forth.
-        let post_pending = !deploying.is_empty() && {
+        // the same commit (after a transient fault or a fixable refusal), or
+        // an app waiting for its rollout wave, must not flip the commit's
+        // status back and forth.
+        let post_pending = !(deploying.is_empty() && waiting.is_empty()) && {
             let mut posted = lock(&self.pending_posted);
             let first = posted.as_deref() != Some(tip);
             *posted = Some(tip.to_string());
@@ -376,8 +397,15 @@ impl Engine {
                 for a in &deploying {
                     self.post(tip, report::State::Pending, Some(a), &desc);
                 }
+                for (a, wait) in &waiting {
+                    self.post(tip, report::State::Pending, Some(a), wait);
+                }
             } else {
-                self.post(tip, report::State::Pending, None, &desc);
+                let mut parts: Vec<&str> = waiting.iter().map(|(_, w)| w.as_str()).collect();
+                if !deploying.is_empty() {
+                    parts.push(&desc);
+                }
+                self.post(tip, report::State::Pending, None, &parts.join("; "));
             }
         }
         if deploying.len() > 1 {
@@ -415,6 +443,7 @@ impl Engine {
             return Ok(report);
         }
         report.acted = acting;
+        report.next_check = self.rollout_next_check(tip).await;
         report.converged = report.outcomes.iter().all(|(_, o)| {
             matches!(
                 o,
@@ -425,18 +454,21 @@ impl Engine {
                     | Outcome::Removed
             )
         });
-        // Statuses: one per context.
-        if self.per_app_context() {
-            for (app, o) in &report.outcomes {
-                if matches!(o, Outcome::Removed) {
-                    continue;
+        // Statuses: one per context, unless this pass over the commit only
+        // repeats what the last one said (an app still held by its rollout).
+        if !self.rollout_quiet(tip, &report.outcomes).await {
+            if self.per_app_context() {
+                for (app, o) in &report.outcomes {
+                    if matches!(o, Outcome::Removed) {
+                        continue;
+                    }
+                    let (st, desc) = plan::summarize(&[(app.clone(), o.clone())]);
+                    self.post(tip, st, Some(app), &desc);
                 }
-                let (st, desc) = plan::summarize(&[(app.clone(), o.clone())]);
-                self.post(tip, st, Some(app), &desc);
+            } else {
+                let (st, desc) = plan::summarize(&report.outcomes);
+                self.post(tip, st, None, &desc);
             }
-        } else {
-            let (st, desc) = plan::summarize(&report.outcomes);
-            self.post(tip, st, None, &desc);
         }
         let transient = report
             .outcomes
@@ -533,6 +565,9 @@ impl Engine {
                         error: "manifest vanished".into(),
                     });
                 };
+                if let Some(held) = self.rollout_hold(&p.app, commit).await {
+                    return Ok(held);
+                }
                 self.deploy(deploy::Job {
                     app: &p.app,
                     manifest: m,
@@ -813,6 +848,9 @@ fn describe_outcome(o: &Outcome) -> String {
         Outcome::Errored { error } => format!("cannot apply: {error}"),
         Outcome::Transient { error } => format!("will retry: {error}"),
         Outcome::Removed => "removed from this server".into(),
+        Outcome::Waiting { description, .. } | Outcome::Halted { description, .. } => {
+            description.clone()
+        }
     }
 }
 

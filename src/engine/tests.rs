@@ -4,6 +4,8 @@
 //! These pin the step machine and the journal; tests/ does the same with
 //! real pm2 and node.
 
+mod rollout;
+
 use super::*;
 use crate::config::HostConfig;
 use crate::pm2::{Pm2Error, Proc};
@@ -202,7 +204,8 @@ impl World {
                 max_entries: 10_000,
             },
             trusted: TrustedKeys::default(),
-            reporter: Reporter::spawn(provider, None),
+            reporter: Reporter::spawn(provider.clone(), None),
+            forge: provider,
             metrics: Arc::new(Metrics::new()),
         };
         let e = Engine::new(settings, parts).await.unwrap();

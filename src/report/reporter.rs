@@ -16,6 +16,11 @@
 //!   remembered, and persisted to `dedupe_path` (temp file, fsync, rename) so
 //!   a restart does not post it again. The file keeps the last
 //!   [`DEDUPE_CAPACITY`] entries.
+//! - **One `pending` in a row.** A `pending` is not posted over a `pending`
+//!   already posted for the same `(sha, context)`, whatever its text: a
+//!   server waiting for its rollout wave ("4m left") or retrying a fault
+//!   would otherwise write again at every poll (SPEC §8 allows two writes
+//!   per host and commit), and GitLab refuses a repeated state anyway.
 //!
 //! [`Reporter::flush`] lets a short-lived `hoist once` wait for the queue to
 //! drain before exiting; it counts every status from `report` until it is
@@ -191,7 +196,7 @@ impl Worker {
         if superseded.is_some() {
             self.finished(1);
         }
-        if self.posted.is_last(&status) {
+        if self.posted.is_last(&status) || self.posted.pending_again(&status) {
             tracing::debug!(
                 sha = %status.sha,
                 context = %status.context,
@@ -383,6 +388,18 @@ impl Posted {
         })
     }
 
+    /// Whether `s` is a `pending` and the last status posted for its
+    /// `(sha, context)` is one too.
+    fn pending_again(&self, s: &Status) -> bool {
+        s.state == State::Pending
+            && self
+                .records
+                .iter()
+                .rev()
+                .find(|r| r.sha == s.sha && r.context == s.context)
+                .is_some_and(|r| r.state == State::Pending)
+    }
+
     async fn record(&mut self, s: &Status) {
         self.records
             .retain(|r| !(r.sha == s.sha && r.context == s.context));
@@ -551,6 +568,46 @@ mod tests {
         restarted.report(status(State::Success, "web live"));
         restarted.flush(Duration::from_secs(5)).await;
         assert_eq!(fake.accepted().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_pending_is_not_posted_over_a_pending_even_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dedupe = dir.path().join("posted.json");
+        let fake = FakeForge::start(Flavor::Github).await;
+        let reporter = Reporter::spawn(github(&fake), Some(dedupe.clone()));
+        reporter.report(status(
+            State::Pending,
+            "web 1.4.0 waits for wave 1 (web-1), 4m left",
+        ));
+        reporter.flush(Duration::from_secs(5)).await;
+        reporter.report(status(
+            State::Pending,
+            "web 1.4.0 waits for wave 1 (web-1), 3m left",
+        ));
+        reporter.flush(Duration::from_secs(5)).await;
+        assert_eq!(fake.accepted().len(), 1);
+        drop(reporter);
+
+        let restarted = Reporter::spawn(github(&fake), Some(dedupe));
+        restarted.report(status(
+            State::Pending,
+            "web 1.4.0 waits for wave 1 (web-1), 1m left",
+        ));
+        restarted.flush(Duration::from_secs(5)).await;
+        assert_eq!(
+            fake.accepted().len(),
+            1,
+            "still one pending after a restart"
+        );
+
+        // After another state, a pending is news again (a halt that ends).
+        restarted.report(status(State::Failure, "web 1.4.0 halted: web-1 failed"));
+        restarted.flush(Duration::from_secs(5)).await;
+        restarted.report(status(State::Pending, "deploying web"));
+        restarted.flush(Duration::from_secs(5)).await;
+        let states: Vec<String> = fake.accepted().into_iter().map(|a| a.state).collect();
+        assert_eq!(states, ["pending", "failure", "pending"]);
     }
 
     #[tokio::test]

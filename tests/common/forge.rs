@@ -117,6 +117,22 @@ impl FakeForge {
         self.shared.store.lock().unwrap().all_counters()
     }
 
+    /// Store a status as another system (CI) would post it, counted under
+    /// its own identity: `state` in the forge's words.
+    pub fn seed(&self, sha: &str, context: &str, state: &str, description: &str) {
+        let posted = Accepted {
+            sha: sha.into(),
+            state: state.into(),
+            context: context.into(),
+            description: description.into(),
+            target_url: None,
+        };
+        let mut store = self.shared.store.lock().unwrap();
+        if store.post(posted, "ci").is_err() {
+            panic!("the fake forge refused a seeded status");
+        }
+    }
+
     /// Statuses stored for (`sha`, `context`).
     pub fn writes_for(&self, sha: &str, context: &str) -> u64 {
         self.shared.store.lock().unwrap().writes_for(sha, context)

@@ -9,10 +9,12 @@
 //! by `git_cgi`),
 //! `sshd` (OpenSSH), `s3` (s3s-fs, SigV4), `forge` (a strict fake of the
 //! three status APIs) and `serve` (plain or TLS serving, and the test CA).
+//! `fleet` builds several servers on this machine for tests/rollout.rs.
 //! `raw_tar` writes the hostile archives of tests/hostile.rs.
 
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod forge;
 pub mod git_cgi;
 pub mod git_http;
