@@ -1433,9 +1433,14 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        assert_eq!(
-            lines.first().map(String::as_str),
-            Some("web 2.0.0: wave 1 baking, 2s left · wave 2 waiting")
+        // How much of the bake is left when first seen depends on how busy
+        // this machine is; that it is seen baking, and the next wave
+        // waiting, does not.
+        let first = lines.first().map(String::as_str).unwrap_or_default();
+        assert!(
+            first.starts_with("web 2.0.0: wave 1 baking, ")
+                && first.ends_with("s left · wave 2 waiting"),
+            "{lines:?}"
         );
         assert_eq!(
             lines.last().map(String::as_str),
