@@ -171,8 +171,8 @@ fn hoist_run(ctx: &Ctx, art: &Artifact, s3: Option<&S3>, work: &Path) -> Result<
             s.s3_url("tree.tar.zst"),
             FetchSettings {
                 allow_http: true,
-                ca_file: None,
                 s3: Some(s.settings()),
+                ..FetchSettings::default()
             },
         ),
         None => (art.url(), FetchSettings::default()),
