@@ -338,11 +338,6 @@ impl Engine {
                 self.post(tip, report::State::Pending, None, &desc);
             }
         }
-        if deploying.len() > 1 {
-            // One process list first: the first pm2 command starts pm2's
-            // daemon, and several starting it at once would race.
-            let _ = self.watch.snapshot_after(tokio::time::Instant::now()).await;
-        }
         let runs: Vec<_> = plans.iter().map(|p| self.run_plan(p, tip, &apps)).collect();
         let results: Vec<(String, Result<Outcome, EngineError>)> = futures::stream::iter(runs)
             .buffered(PARALLEL_DEPLOYS)
