@@ -773,6 +773,9 @@ enum WaveState {
     Baked,
     /// Every host reported and none runs the release.
     Failed,
+    /// Not opened, yet every host already runs the release (it ran there
+    /// before this commit, so there was nothing to wait for).
+    Live,
 }
 
 impl WaveState {
@@ -785,6 +788,7 @@ impl WaveState {
             WaveState::Baking(_) => "baking",
             WaveState::Baked => "baked",
             WaveState::Failed => "failed",
+            WaveState::Live => "live",
         }
     }
 }
@@ -793,7 +797,11 @@ fn wave_state(w: &rollout::WaveProgress, now: SystemTime) -> WaveState {
     if w.skipped() {
         return WaveState::Skipped;
     }
+    let all_live = !w.hosts.is_empty() && w.hosts.iter().all(|h| h.state == HostState::Live);
     match &w.opening {
+        Opening::Waiting { .. } | Opening::Baking { .. } | Opening::Blocked if all_live => {
+            WaveState::Live
+        }
         Opening::Blocked => WaveState::Blocked,
         Opening::Waiting { .. } | Opening::Baking { .. } => WaveState::Waiting,
         Opening::Open { .. } => {
@@ -929,6 +937,9 @@ fn to_text(snap: &Snapshot) -> String {
             head.push_str(": ");
             head.push_str(&match (state, &w.opening) {
                 (WaveState::Skipped, _) => "skipped, no host".to_string(),
+                (WaveState::Live, _) => {
+                    "live: its servers already ran this release".to_string()
+                }
                 (_, Opening::Baking { until, after }) => format!(
                     "opens at {} after wave {}'s bake",
                     when(*until, now),
@@ -1293,6 +1304,24 @@ mod tests {
             Verdict::Failed,
             "superseded: never what the branch runs"
         );
+
+        // A commit naming the release every server already runs (a revert
+        // of a halted one, say): the waiting wave's servers have nothing to
+        // wait for, and the view says so instead of "waiting".
+        let again = format!("{}# the same release\n", manifest("1.1.0", ROLLOUT));
+        let c3 = w.commit(&[("apps/web.yaml", &again)]);
+        for (i, h) in ["web-1", "web-2", "web-3"].iter().enumerate() {
+            w.post(&c3, h, State::Success, "web unchanged", t(900 + i as u64))
+                .await;
+        }
+        w.forge.set_time(t(910));
+        let snap = w.look(None).await;
+        assert_eq!(
+            summary(&snap.apps[0]),
+            "wave 1 baking, 9m left · wave 2 2/2 live · rolled out",
+            "{flavor:?}"
+        );
+        assert_eq!(snap.verdict(), Verdict::RolledOut);
     }
 
     #[tokio::test]
