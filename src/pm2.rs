@@ -229,7 +229,13 @@ pub struct Pm2 {
     home: Option<PathBuf>,
     ecosystem_dir: PathBuf,
     run_as: Option<Arc<RunAs>>,
+    /// The last `pm2 jlist` and when it started, shared by every caller
+    /// (see [`Pm2::jlist`]).
+    listed: Arc<tokio::sync::Mutex<Option<Listed>>>,
 }
+
+/// A `pm2 jlist`: when it started, and what it showed.
+type Listed = (Instant, Vec<Proc>);
 
 const PM2_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -243,6 +249,7 @@ impl Pm2 {
             home,
             ecosystem_dir: ecosystem_dir.to_path_buf(),
             run_as: None,
+            listed: Arc::default(),
         }
     }
 
@@ -392,9 +399,26 @@ impl Pm2 {
         Ok(())
     }
 
+    /// The processes, as listed by a `pm2 jlist` started after this call.
+    /// Each list is a node process costing about 0.2 s of CPU: when the
+    /// apps of a commit deploy at once, each reload's check for stopped
+    /// processes asks at about the same moment, and one list, run while
+    /// the others wait, answers all who asked before it started. Every
+    /// command of ours starts with a list, so when several apps deploy
+    /// at once the first list alone starts pm2's daemon, and they never
+    /// race to start it.
     pub async fn jlist(&self) -> Result<Vec<Proc>, Pm2Error> {
-        let out = self.run(&["jlist"]).await?;
-        parse_jlist(&out)
+        let asked = Instant::now();
+        let mut last = self.listed.lock().await;
+        if let Some((started, procs)) = &*last
+            && *started >= asked
+        {
+            return Ok(procs.clone());
+        }
+        let started = Instant::now();
+        let procs = parse_jlist(&self.run(&["jlist"]).await?)?;
+        *last = Some((started, procs.clone()));
+        Ok(procs)
     }
 }
 
@@ -539,6 +563,12 @@ pub enum HealthError {
     Pm2(String),
 }
 
+/// How often the health gate lists the processes while something is wrong
+/// (not online yet, restarted, the URL not answering), and at most how
+/// long it waits between lists while all looks well.
+const GATE_POLL: Duration = Duration::from_millis(250);
+const GATE_CALM_POLL_MAX: Duration = Duration::from_secs(1);
+
 /// Waits until every process of the app is `online` and has not restarted
 /// for `stable_for`, and `health.http` answers 2xx, all within `timeout`.
 /// A process pm2 gave up on (`errored`) fails at once.
@@ -622,16 +652,29 @@ pub async fn health_gate(
                 },
             }
         }
+        let calm = problem.is_none();
         if let Some(p) = problem {
             last_problem = p;
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             return Err(HealthError::Timeout(
                 crate::config::Dur(health.timeout.0).to_string(),
                 last_problem.to_string(),
             ));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // While all looks well, the next list matters only once the window
+        // can be complete (a restart meanwhile still shows in the restart
+        // counts), or a second on: each list is a node process, and on two
+        // cores fewer of them leave more for the apps starting meanwhile.
+        let pause = if calm {
+            (window_start + health.stable_for.0)
+                .saturating_duration_since(now)
+                .clamp(GATE_POLL, GATE_CALM_POLL_MAX)
+        } else {
+            GATE_POLL
+        };
+        tokio::time::sleep(pause.min(deadline - now)).await;
     }
 }
 
@@ -663,6 +706,153 @@ mod tests {
         assert_eq!(p["env"]["PORT"], "3000");
         assert_eq!(p["env"]["HOIST_APP"], "web");
         assert_eq!(p["env"]["HOIST_RELEASE"], "v1");
+    }
+
+    /// A pm2 that counts its `jlist` calls and takes a while to answer.
+    fn slow_counting_pm2(dir: &Path) -> Pm2 {
+        use std::os::unix::fs::PermissionsExt;
+        let script = dir.join("pm2");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho x >> '{}'\nsleep 0.3\necho '[]'\n",
+                dir.join("calls").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Pm2::new(&script.to_string_lossy(), None, dir)
+    }
+
+    fn calls(dir: &Path) -> usize {
+        std::fs::read_to_string(dir.join("calls"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lists_asked_for_at_once_share_one_pm2_jlist() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pm2 = slow_counting_pm2(tmp.path());
+        let lists = (0..8).map(|_| pm2.jlist());
+        for l in futures::future::join_all(lists).await {
+            assert_eq!(l.unwrap(), vec![]);
+        }
+        // The first caller's list, then one for all who asked while it ran.
+        assert!(calls(tmp.path()) <= 2, "{} lists", calls(tmp.path()));
+        // A list that started before the call is never the answer.
+        let before = calls(tmp.path());
+        pm2.jlist().await.unwrap();
+        assert_eq!(calls(tmp.path()), before + 1);
+    }
+
+    /// A process manager whose one process `web` is online, restarts at
+    /// the lists named in `restart_at` (1-based), and is errored from the
+    /// list `errored_from` on; it counts the lists.
+    #[derive(Debug, Default)]
+    struct Scripted {
+        lists: std::sync::Mutex<i64>,
+        restart_at: Vec<i64>,
+        errored_from: Option<i64>,
+    }
+
+    impl ProcessManager for Scripted {
+        fn start_or_reload<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a Path,
+            _: &'a str,
+            _: &'a Manifest,
+        ) -> BoxFuture<'a, Result<(), Pm2Error>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn delete<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, Result<(), Pm2Error>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn list(&self) -> BoxFuture<'_, Result<Vec<Proc>, Pm2Error>> {
+            let mut n = self.lists.lock().unwrap();
+            *n += 1;
+            let restarts = self.restart_at.iter().filter(|&&k| k <= *n).count() as i64;
+            let errored = self.errored_from.is_some_and(|k| *n >= k);
+            let p = Proc {
+                name: "web".into(),
+                pm_id: 0,
+                status: if errored { "errored" } else { "online" }.into(),
+                restarts,
+                cwd: "/srv/web/current".into(),
+                hoist_app: Some("web".into()),
+            };
+            Box::pin(async move { Ok(vec![p]) })
+        }
+    }
+
+    fn gate_settings(stable_for_ms: u64) -> Health {
+        Health {
+            http: None,
+            timeout: crate::config::Dur(Duration::from_secs(30)),
+            stable_for: crate::config::Dur(Duration::from_millis(stable_for_ms)),
+        }
+    }
+
+    /// Runs the gate over `pm`: its verdict, how long it took, how many
+    /// lists it asked for.
+    async fn gate(pm: Scripted, stable_for_ms: u64) -> (Result<(), HealthError>, u128, i64) {
+        let pm = Arc::new(pm);
+        let watch = ProcessWatch::new(pm.clone());
+        let t0 = Instant::now();
+        let settings = gate_settings(stable_for_ms);
+        let verdict = health_gate(&watch, &["web".to_string()], &settings).await;
+        let lists = *pm.lists.lock().unwrap();
+        (verdict, t0.elapsed().as_millis(), lists)
+    }
+
+    /// `took` is `expected` ms, give or take a busy machine's delays.
+    fn about(took: u128, expected: u128) -> bool {
+        (expected..expected + 200).contains(&took)
+    }
+
+    #[tokio::test]
+    async fn a_calm_gate_lists_the_processes_only_when_the_window_can_end() {
+        let (verdict, took, lists) = gate(Scripted::default(), 600).await;
+        assert_eq!(verdict, Ok(()));
+        assert!(about(took, 600), "{took} ms");
+        assert_eq!(lists, 2);
+        // A long window is still checked every second.
+        let (verdict, took, lists) = gate(Scripted::default(), 2500).await;
+        assert_eq!(verdict, Ok(()));
+        assert!(about(took, 2500), "{took} ms");
+        assert_eq!(lists, 4);
+    }
+
+    #[tokio::test]
+    async fn a_restart_between_two_lists_starts_the_window_again() {
+        // The process restarted while the gate waited: the second list
+        // shows it only in the count, and the window starts over then.
+        let pm = Scripted {
+            restart_at: vec![2],
+            ..Scripted::default()
+        };
+        let (verdict, took, lists) = gate(pm, 600).await;
+        assert_eq!(verdict, Ok(()));
+        assert!(about(took, 1200), "{took} ms");
+        // At 0, 600 (the restart), 850 (soon after a problem), 1200 ms.
+        assert_eq!(lists, 4);
+    }
+
+    #[tokio::test]
+    async fn an_errored_process_fails_the_gate_within_a_second() {
+        let pm = Scripted {
+            errored_from: Some(3),
+            ..Scripted::default()
+        };
+        let (verdict, took, _) = gate(pm, 10_000).await;
+        assert_eq!(
+            verdict,
+            Err(HealthError::Down("web".into(), "errored".into()))
+        );
+        assert!(about(took, 2000), "{took} ms");
     }
 
     #[test]

@@ -76,6 +76,25 @@ impl Progress {
     }
 }
 
+/// Downloads report to a progress line (`once`, `demo`: see `setup`).
+impl crate::artifact::Watch for Progress {
+    fn total(&mut self, bytes: Option<u64>) {
+        self.set_total(bytes);
+    }
+    fn advanced(&mut self, bytes: u64) {
+        self.add(bytes);
+    }
+    fn done(&mut self) {
+        self.finish();
+    }
+}
+
+/// A watcher drawing a progress line per transfer (only where [`enable`]
+/// turned them on, on a terminal).
+pub fn watcher() -> crate::artifact::Watcher {
+    crate::artifact::Watcher::new(|label| Box::new(Progress::new(label, None)))
+}
+
 impl Drop for Progress {
     fn drop(&mut self) {
         // An error path: end the line so the error message starts clean.

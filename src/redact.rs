@@ -3,7 +3,11 @@
 //! one place they can leak into text is a URL with userinfo or a token in a
 //! query string, which this module strips.
 
-/// A URL with any `user:password@` part and any query string removed.
+/// A URL as it may be shown: any `user:password@` part removed, a query
+/// string (where presigned URLs keep their signature) replaced by
+/// `?[redacted]`, a fragment dropped. Not parsed, so anything that looks
+/// like a URL is cut the same way, a malformed one too; text without
+/// `://` (a path, `git@host:repo`) is shown as it is.
 pub fn url(u: &str) -> String {
     let (scheme, rest) = match u.find("://") {
         Some(i) => (&u[..i + 3], &u[i + 3..]),
@@ -19,10 +23,14 @@ pub fn url(u: &str) -> String {
         None => authority,
     };
     let mut path = &rest[authority_end..];
+    let mut hidden = "";
     if let Some(q) = path.find(['?', '#']) {
+        if path[q..].starts_with('?') {
+            hidden = "?[redacted]";
+        }
         path = &path[..q];
     }
-    format!("{scheme}{host}{path}")
+    format!("{scheme}{host}{path}{hidden}")
 }
 
 /// `text` with every occurrence of each secret replaced by `***`.
@@ -43,7 +51,12 @@ mod tests {
     #[test]
     fn strips_userinfo_and_query() {
         assert_eq!(url("https://u:p@host/x.git"), "https://host/x.git");
-        assert_eq!(url("https://tok@host:8443/a?b=c"), "https://host:8443/a");
+        assert_eq!(
+            url("https://tok@host:8443/a?b=c#d"),
+            "https://host:8443/a?[redacted]"
+        );
+        assert_eq!(url("https://host/a#frag"), "https://host/a");
+        assert_eq!(url("https://u:p@[bad/x?q"), "https://[bad/x?[redacted]");
         assert_eq!(url("s3://bucket/key"), "s3://bucket/key");
         assert_eq!(url("/local/path"), "/local/path");
         assert_eq!(url("https://host"), "https://host");

@@ -79,6 +79,7 @@ pub fn parts(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Parts, String> {
         allow_http: cfg.allow_http,
         ca_file: cfg.ca_file.clone(),
         s3,
+        watch: crate::progress::watcher(),
     };
     let provider = build_provider(cfg)?;
     let mut pm2 = Pm2::new(

@@ -191,10 +191,18 @@ fn put(dir: &Path, rel: &str, data: &[u8], count: &mut Counter) -> Result<(), St
     Ok(())
 }
 
-/// Writes the node_modules-like tree into `dir`.
-fn write_tree(ctx: &Ctx, dir: &Path) -> Result<Counter, String> {
+/// How big a node_modules-like tree is: regular files, and bytes of text
+/// and of incompressible binaries in them.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub files: usize,
+    pub text_bytes: u64,
+    pub binary_bytes: u64,
+}
+
+/// Writes the node_modules-like tree of shape `s` into `dir`.
+fn write_tree(s: Shape, dir: &Path) -> Result<Counter, String> {
     use std::os::unix::fs::{PermissionsExt, symlink};
-    let s = &ctx.scale;
     let mut rng = Rng::new(0x686f_6973_7400_0001);
     let mut count = Counter { files: 0, bytes: 0 };
     write_app(dir, "tree")?;
@@ -202,8 +210,8 @@ fn write_tree(ctx: &Ctx, dir: &Path) -> Result<Counter, String> {
 
     // Native addons and wasm: incompressible, a few MB each.
     let blob = 4u64 << 20;
-    let blobs = (s.tree_binary_bytes / blob).max(2);
-    let blob_size = (s.tree_binary_bytes / blobs) as usize;
+    let blobs = (s.binary_bytes / blob).max(2);
+    let blob_size = (s.binary_bytes / blobs) as usize;
     let mut buf = vec![0u8; blob_size];
     for i in 0..blobs {
         rng.fill(&mut buf);
@@ -215,8 +223,8 @@ fn write_tree(ctx: &Ctx, dir: &Path) -> Result<Counter, String> {
         put(dir, &rel, &buf, &mut count)?;
     }
 
-    let text_files = (s.tree_files as u64).saturating_sub(count.files).max(1);
-    let avg = (s.tree_text_bytes / text_files).max(64) as f64;
+    let text_files = (s.files as u64).saturating_sub(count.files).max(1);
+    let avg = (s.text_bytes / text_files).max(64) as f64;
     let per_pkg = 18u64;
     let pkgs = (text_files / per_pkg).max(1);
     let mut written = 0u64;
@@ -264,13 +272,13 @@ fn write_tree(ctx: &Ctx, dir: &Path) -> Result<Counter, String> {
 }
 
 /// Writes `bytes` of incompressible data in files of at most 128 MiB.
-fn write_big(ctx: &Ctx, dir: &Path) -> Result<Counter, String> {
+fn write_big(bytes: u64, dir: &Path) -> Result<Counter, String> {
     let mut rng = Rng::new(0x686f_6973_7400_0002);
     let mut count = Counter { files: 0, bytes: 0 };
     write_app(dir, "big")?;
     count.files += 2;
     let part = 128u64 << 20;
-    let mut left = ctx.scale.big_bytes;
+    let mut left = bytes;
     let mut i = 0;
     let mut buf = vec![0u8; 1 << 20];
     while left > 0 {
@@ -297,7 +305,7 @@ fn write_big(ctx: &Ctx, dir: &Path) -> Result<Counter, String> {
 fn cached(
     ctx: &Ctx,
     name: &str,
-    write: fn(&Ctx, &Path) -> Result<Counter, String>,
+    write: impl FnOnce(&Path) -> Result<Counter, String>,
 ) -> Result<Artifact, String> {
     let path = ctx.data.join(format!("{name}-{GENERATION}.tar.zst"));
     if let Some(a) = Artifact::load(&path) {
@@ -306,7 +314,7 @@ fn cached(
     let t0 = std::time::Instant::now();
     let dir = ctx.data.join(format!("{name}-build"));
     let _ = fs::remove_dir_all(&dir);
-    let mut count = write(ctx, &dir)?;
+    let mut count = write(&dir)?;
     // Counted again on disk: two generated names may coincide.
     count.files = count_files(&dir);
     let sha256 = hoist::producer::pack(&dir, &path).map_err(|e| e.to_string())?;
@@ -343,14 +351,22 @@ pub fn remove_builds(ctx: &Ctx) {
     }
 }
 
-/// The ~200 MB node_modules-like artifact.
+/// The ~200 MB node_modules-like artifact (36,000 files).
 pub fn tree(ctx: &Ctx) -> Result<Artifact, String> {
-    cached(ctx, "tree", write_tree)
+    let shape = ctx.scale.tree;
+    cached(ctx, "tree", |dir| write_tree(shape, dir))
+}
+
+/// The smaller node_modules-like artifact (20,000 files, ~156 MB unpacked).
+pub fn tree20k(ctx: &Ctx) -> Result<Artifact, String> {
+    let shape = ctx.scale.tree20k;
+    cached(ctx, "tree20k", |dir| write_tree(shape, dir))
 }
 
 /// The ~1 GB incompressible artifact.
 pub fn big(ctx: &Ctx) -> Result<Artifact, String> {
-    cached(ctx, "big", write_big)
+    let bytes = ctx.scale.big_bytes;
+    cached(ctx, "big", |dir| write_big(bytes, dir))
 }
 
 /// The sample app alone as release `release`, packed into `store`.

@@ -13,6 +13,9 @@
 //! Knobs, for developing the harness (the documented run uses none):
 //! - `HOIST_BENCH_SCALE=small`: tiny artifacts, few daemons, short windows;
 //! - `HOIST_BENCH_ROWS=fetch-s3,idle,...`: only these rows (names in `ROWS`);
+//! - `--unpack-once ARCHIVE DEST` (after `--bench`): one fetch and unpack of
+//!   ARCHIVE into DEST by hoist's library, nothing else, for profiling it
+//!   (strace, perf, valgrind); see docs/benchmarks.md.
 //! - `HOIST_BENCH_KEEP=1`: keep the scratch directory.
 
 mod generate;
@@ -28,14 +31,16 @@ use std::time::Instant;
 #[derive(Clone, Debug)]
 pub struct Scale {
     pub name: &'static str,
-    /// Files and bytes of the node_modules-like tree.
-    pub tree_files: usize,
-    pub tree_text_bytes: u64,
-    pub tree_binary_bytes: u64,
+    /// The node_modules-like trees: the ~200 MB one, and the smaller one
+    /// (20,000 files) that the prune row deploys.
+    pub tree: generate::Shape,
+    pub tree20k: generate::Shape,
     /// The big incompressible artifact.
     pub big_bytes: u64,
-    /// Repetitions of the fetch rows (median reported).
+    /// Runs per side of the fetch rows (median and spread reported).
     pub reps: usize,
+    /// Rounds of the apps-in-one-commit row (each deploys 1, 4 and 8 apps).
+    pub multi_rounds: usize,
     pub idle_window_secs: u64,
     pub webhook_reps: usize,
     pub wrk_deploys: usize,
@@ -50,11 +55,19 @@ impl Scale {
     fn full() -> Scale {
         Scale {
             name: "full",
-            tree_files: 36_000,
-            tree_text_bytes: 420 << 20,
-            tree_binary_bytes: 110 << 20,
+            tree: generate::Shape {
+                files: 36_000,
+                text_bytes: 420 << 20,
+                binary_bytes: 110 << 20,
+            },
+            tree20k: generate::Shape {
+                files: 20_000,
+                text_bytes: 118 << 20,
+                binary_bytes: 31 << 20,
+            },
             big_bytes: 1 << 30,
-            reps: 3,
+            reps: 7,
+            multi_rounds: 5,
             idle_window_secs: 40,
             webhook_reps: 3,
             wrk_deploys: 10,
@@ -69,11 +82,19 @@ impl Scale {
     fn small() -> Scale {
         Scale {
             name: "small",
-            tree_files: 1_500,
-            tree_text_bytes: 12 << 20,
-            tree_binary_bytes: 4 << 20,
+            tree: generate::Shape {
+                files: 1_500,
+                text_bytes: 12 << 20,
+                binary_bytes: 4 << 20,
+            },
+            tree20k: generate::Shape {
+                files: 1_000,
+                text_bytes: 6 << 20,
+                binary_bytes: 2 << 20,
+            },
             big_bytes: 48 << 20,
             reps: 1,
+            multi_rounds: 1,
             idle_window_secs: 8,
             webhook_reps: 2,
             wrk_deploys: 2,
@@ -137,9 +158,12 @@ type RowFn = fn(&Ctx) -> Vec<Row>;
 const ROWS: &[(&str, RowFn)] = &[
     ("fetch-s3", rows::fetch::from_s3),
     ("fetch-file", rows::fetch::from_file),
+    ("fetch-file-20k", rows::fetch::from_file_20k),
+    ("healthz-prune", rows::pass::healthz_while_pruning),
     ("big-rss", rows::daemon::big_artifact_rss),
     ("idle", rows::daemon::idle),
     ("webhook", rows::daemon::webhook_to_live),
+    ("multi-app", rows::pass::apps_in_one_commit),
     ("revert", rows::daemon::revert_to_kept),
     ("wrk", rows::load::cluster_reloads_under_load),
     ("many-apps", rows::fleet::many_apps),
@@ -151,6 +175,14 @@ fn main() {
     // the benchmark is not a test, so it does nothing then.
     if !std::env::args().any(|a| a == "--bench") {
         println!("hoist benchmarks: run them with `cargo bench --bench compare`");
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--unpack-once") {
+        match (args.get(at + 1), args.get(at + 2)) {
+            (Some(archive), Some(dest)) => unpack_once(archive.as_ref(), dest.as_ref()),
+            _ => eprintln!("--unpack-once needs an archive and a destination"),
+        }
         return;
     }
     let scale = match std::env::var("HOIST_BENCH_SCALE").as_deref() {
@@ -244,6 +276,49 @@ fn main() {
     if std::env::var_os("HOIST_BENCH_KEEP").is_some() {
         let kept = scratch.keep();
         println!("scratch kept in {}", kept.display());
+    }
+}
+
+/// One `Cache::fetch_and_unpack` of `archive` (from file://, into a fresh
+/// cache beside `dest`), exactly the hoist side of the fetch rows, for
+/// profiling it alone: `strace -c -f`, `perf record -g`, or
+/// `valgrind --tool=callgrind`, which counts instructions whatever the load.
+fn unpack_once(archive: &std::path::Path, dest: &std::path::Path) {
+    let archive = match archive.canonicalize() {
+        Ok(a) => a,
+        Err(e) => return eprintln!("{}: {e}", archive.display()),
+    };
+    let sha256 = match std::fs::read(&archive) {
+        Ok(bytes) => {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        }
+        Err(e) => return eprintln!("{}: {e}", archive.display()),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("start tokio");
+    let cache = hoist::artifact::Cache::new(dest.with_extension("cache"));
+    let t0 = Instant::now();
+    let result = rt.block_on(cache.fetch_and_unpack(
+        &format!("file://{}", archive.display()),
+        &sha256,
+        &hoist::artifact::FetchSettings::default(),
+        dest,
+        &hoist::artifact::UnpackLimits::default(),
+    ));
+    match result {
+        Ok((_, stats)) => println!(
+            "unpacked {} files, {} dirs, {} links, {} bytes in {:.3} s",
+            stats.files,
+            stats.dirs,
+            stats.links,
+            stats.bytes,
+            t0.elapsed().as_secs_f64()
+        ),
+        Err(e) => eprintln!("{e}"),
     }
 }
 

@@ -464,3 +464,62 @@ pub fn rss_by_mapping(pid: i32) -> Vec<(String, u64)> {
     v.sort_by_key(|e| std::cmp::Reverse(e.1));
     v
 }
+
+/// (utime, stime, cutime, cstime, ppid) of a live process, in seconds, from
+/// /proc/<pid>/stat: its own CPU, and that of its children it has reaped.
+fn stat_cpu(pid: i32) -> Option<(f64, f64, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let num = |i: usize| -> Option<f64> { fields.get(i)?.parse().ok() };
+    // SAFETY: sysconf reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let own = (num(11)? + num(12)?) / ticks;
+    let reaped = (num(13)? + num(14)?) / ticks;
+    Some((own, reaped, fields.get(1)?.parse().ok()?))
+}
+
+/// CPU seconds of a process tree: `pid` and its live descendants, each with
+/// the children it has reaped (so processes that came and went, like the pm2
+/// commands hoist runs, count too): (the process itself, reaped children,
+/// live descendants).
+pub fn tree_cpu(pid: i32) -> (f64, f64, f64) {
+    let Some((own, reaped, _)) = stat_cpu(pid) else {
+        return (0.0, 0.0, 0.0);
+    };
+    let mut parent_of: Vec<(i32, i32, f64)> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            if let Some((o, r, ppid)) = stat_cpu(p) {
+                parent_of.push((p, ppid, o + r));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut live = 0.0;
+    let mut i = 0;
+    while i < tree.len() {
+        let at = tree[i];
+        for (p, ppid, cpu) in &parent_of {
+            if *ppid == at && !tree.contains(p) {
+                tree.push(*p);
+                live += cpu;
+            }
+        }
+        i += 1;
+    }
+    (own, reaped, live)
+}
+
+/// The `q` quantile (0..=1) of `v`, nearest rank.
+pub fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}

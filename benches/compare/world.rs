@@ -281,3 +281,43 @@ pub fn pm2_stub(dir: &Path, home: &Path, names: &[String]) -> Result<PathBuf, St
         .map_err(|e| e.to_string())?;
     Ok(stub)
 }
+
+/// A wrapper around the real pm2 that appends `<time> <args>` to `log` for
+/// every call, then runs pm2 in its place (bash's `$EPOCHREALTIME`, no extra
+/// process): the rows about several apps count the pm2 commands a deploy
+/// runs, each a node process on the same two cores as the apps.
+pub fn pm2_counting(dir: &Path, pm2: &Path, log: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("pm2-counting");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/bash\n# Counts pm2 calls for the benchmark, then runs pm2.\n\
+             printf '%s %s\\n' \"$EPOCHREALTIME\" \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            pm2.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    Ok(script)
+}
+
+/// The pm2 calls logged by [`pm2_counting`] from line `from` on, counted by
+/// subcommand, e.g. `jlist 12, startOrReload 4`; and how many lines there are.
+pub fn pm2_calls(log: &Path, from: usize) -> (String, usize) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    for l in lines.iter().skip(from) {
+        let sub = l.split_whitespace().nth(1).unwrap_or("?").to_string();
+        *by.entry(sub).or_default() += 1;
+    }
+    let shown = by
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (shown, lines.len())
+}

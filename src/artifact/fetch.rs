@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -56,6 +57,59 @@ pub struct FetchSettings {
     /// Extra PEM CA certificates trusted for https and the S3 endpoint.
     pub ca_file: Option<PathBuf>,
     pub s3: Option<S3Settings>,
+    /// Who is told how a download goes (a terminal line, for the commands
+    /// a person watches); nobody by default.
+    pub watch: Watcher,
+}
+
+/// What one transfer reports as it goes. The artifact stage only reports;
+/// how it is shown (`progress::Progress` draws a line on a terminal) is
+/// the caller's business.
+pub trait Watch: Send {
+    /// The size, once known.
+    fn total(&mut self, bytes: Option<u64>);
+    /// `bytes` more arrived.
+    fn advanced(&mut self, bytes: u64);
+    /// All of it arrived.
+    fn done(&mut self);
+}
+
+/// Makes a [`Watch`] for each transfer, given its label
+/// (`downloading web-1.4.0.tar.zst`).
+#[derive(Clone, Default)]
+pub struct Watcher(Option<Arc<MakeWatch>>);
+
+type MakeWatch = dyn Fn(String) -> Box<dyn Watch> + Send + Sync;
+
+impl Watcher {
+    pub fn new(make: impl Fn(String) -> Box<dyn Watch> + Send + Sync + 'static) -> Watcher {
+        Watcher(Some(Arc::new(make)))
+    }
+
+    fn start(&self, label: String) -> Box<dyn Watch> {
+        match &self.0 {
+            Some(make) => make(label),
+            None => Box::new(Unwatched),
+        }
+    }
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Watcher(on)"
+        } else {
+            "Watcher(off)"
+        })
+    }
+}
+
+struct Unwatched;
+
+impl Watch for Unwatched {
+    fn total(&mut self, _: Option<u64>) {}
+    fn advanced(&mut self, _: u64) {}
+    fn done(&mut self) {}
 }
 
 /// The host config's `storage.s3`. `Debug` leaves the secret out.
@@ -160,7 +214,7 @@ impl Cache {
         settings: &FetchSettings,
         unpack_into: Option<(PathBuf, UnpackLimits)>,
     ) -> Result<(PathBuf, Option<UnpackStats>), ArtifactError> {
-        let shown = redact(url);
+        let shown = crate::redact::url(url);
         let expected = normalize_sha256(sha256).ok_or_else(|| ArtifactError::BadSha256 {
             value: sha256.to_string(),
         })?;
@@ -204,7 +258,7 @@ impl Cache {
             file: tokio::fs::File::from_std(file),
             hash: Sha256Stream::default(),
             context: cache_error.clone(),
-            progress: crate::progress::Progress::new(format!("downloading {name}"), None),
+            progress: settings.watch.start(format!("downloading {name}")),
             limit: u64::MAX,
             tee: None,
         };
@@ -224,7 +278,7 @@ impl Cache {
             Source::Http(url) => from_http(url, &shown, settings, &mut sink).await,
             Source::S3 { bucket, key } => from_s3(&bucket, &key, &shown, settings, &mut sink).await,
         };
-        sink.progress.finish();
+        sink.progress.done();
         if downloaded.is_ok()
             && let Some(tee) = sink.tee.take()
         {
@@ -344,7 +398,7 @@ pub async fn fetch_small(
     settings: &FetchSettings,
     limit: u64,
 ) -> Result<Vec<u8>, ArtifactError> {
-    let shown = redact(url);
+    let shown = crate::redact::url(url);
     let source = Source::parse(url, &shown, settings)?;
     let context = "cannot write a temporary file".to_string();
     let temp = tempfile::tempfile().map_err(ArtifactError::io(context.clone()))?;
@@ -355,7 +409,7 @@ pub async fn fetch_small(
         file: tokio::fs::File::from_std(temp),
         hash: Sha256Stream::default(),
         context: context.clone(),
-        progress: crate::progress::Progress::new("downloading the signature", None),
+        progress: settings.watch.start("downloading the signature".into()),
         limit,
         tee: None,
     };
@@ -374,37 +428,6 @@ pub async fn fetch_small(
     let mut out = Vec::new();
     io::Read::read_to_end(&mut reader, &mut out).map_err(ArtifactError::io(context))?;
     Ok(out)
-}
-
-/// `url` for messages and logs: without userinfo, query or fragment.
-pub(crate) fn redact(url: &str) -> String {
-    let Ok(mut parsed) = Url::parse(url) else {
-        // Unparsable: cut what could be credentials by hand.
-        let end = url.find(['?', '#']).unwrap_or(url.len());
-        let url = &url[..end];
-        return match url.find("://") {
-            Some(i) => {
-                let rest = &url[i + 3..];
-                let authority_end = rest.find('/').unwrap_or(rest.len());
-                match rest[..authority_end].rfind('@') {
-                    Some(at) => format!("{}{}", &url[..i + 3], &rest[at + 1..]),
-                    None => url.to_string(),
-                }
-            }
-            None => url.to_string(),
-        };
-    };
-    let had_query = parsed.query().is_some();
-    // Fails only for URLs that cannot have credentials anyway.
-    let _ = parsed.set_username("");
-    let _ = parsed.set_password(None);
-    parsed.set_query(None);
-    parsed.set_fragment(None);
-    let mut shown = parsed.to_string();
-    if had_query {
-        shown.push_str("?[redacted]");
-    }
-    shown
 }
 
 /// A URL, checked against this server's settings, before any I/O.
@@ -462,8 +485,8 @@ struct Sink {
     file: tokio::fs::File,
     hash: Sha256Stream,
     context: String,
-    /// Drawn only by commands that enabled it, on a terminal.
-    progress: crate::progress::Progress,
+    /// Told how the download goes.
+    progress: Box<dyn Watch>,
     /// Most bytes accepted (u64::MAX for artifacts; small for signatures).
     limit: u64,
     /// Where the bytes also go when they are unpacked as they arrive; None
@@ -495,7 +518,7 @@ impl Sink {
             });
         }
         self.hash.update(chunk);
-        self.progress.add(chunk.len() as u64);
+        self.progress.advanced(chunk.len() as u64);
         if let Some(tee) = &self.tee
             && tee.send(Tee::Bytes(chunk.to_vec())).await.is_err()
         {
@@ -527,7 +550,7 @@ async fn from_file(path: &Path, shown: &str, sink: &mut Sink) -> Result<(), Arti
     };
     let mut file = tokio::fs::File::open(path).await.map_err(source_error)?;
     let meta = file.metadata().await.map_err(source_error)?;
-    sink.progress.set_total(Some(meta.len()));
+    sink.progress.total(Some(meta.len()));
     if meta.is_dir() {
         return Err(ArtifactError::BadUrl {
             url: shown.to_string(),
@@ -571,12 +594,12 @@ fn http_client(settings: &FetchSettings, shown: &str) -> Result<reqwest::Client,
                 format!(
                     "it redirects to {}, and plain http is refused unless allow_http is true \
                      in the host config",
-                    redact(attempt.url().as_str())
+                    crate::redact::url(attempt.url().as_str())
                 )
             } else {
                 format!(
                     "it redirects to {}, and only https:// redirects are followed",
-                    redact(attempt.url().as_str())
+                    crate::redact::url(attempt.url().as_str())
                 )
             };
             attempt.error(RedirectRefused(reason))
@@ -623,7 +646,7 @@ async fn from_http(
         });
     }
     let announced = response.content_length();
-    sink.progress.set_total(announced);
+    sink.progress.total(announced);
     while let Some(chunk) = response.chunk().await.map_err(|e| http_error(e, shown))? {
         sink.write(&chunk).await?;
     }
@@ -736,7 +759,7 @@ pub(crate) fn s3_store(
         if plain && !settings.allow_http {
             return Err(refuse(format!(
                 "the S3 endpoint {} is plain http, which is refused unless allow_http is true",
-                redact(endpoint)
+                crate::redact::url(endpoint)
             )));
         }
         // Self-hosted stores (MinIO, Garage, Ceph) want path-style requests.
@@ -792,7 +815,7 @@ async fn from_s3(
     let store = s3_store(bucket, settings, shown)?;
     let result = store.get(key).await.map_err(|e| s3_error(e, shown))?;
     let expected = result.range.end - result.range.start;
-    sink.progress.set_total(Some(expected));
+    sink.progress.total(Some(expected));
     let mut stream = result.into_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| s3_error(e, shown))?;

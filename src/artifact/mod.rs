@@ -26,8 +26,8 @@ pub(crate) mod verify;
 #[path = "../../tests/common/raw_tar.rs"]
 mod raw_tar;
 
-pub use fetch::{Cache, FetchSettings, S3Settings, fetch_small};
-pub(crate) use fetch::{redact, s3_store};
+pub(crate) use fetch::s3_store;
+pub use fetch::{Cache, FetchSettings, S3Settings, Watch, Watcher, fetch_small};
 pub use unpack::{UnpackLimits, UnpackStats, unpack};
 
 use std::io;

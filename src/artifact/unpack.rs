@@ -18,6 +18,17 @@
 //! copied, and the bytes the `tar` crate reads on its own (headers, PAX and
 //! GNU long-name records, which it buffers in memory) are capped per entry by
 //! [`Meter`]. On any error `dest` is removed, so a failed unpack leaves nothing.
+//!
+//! Three threads besides the caller's share the work, because on a
+//! node_modules tree creating files (inode allocation, directory entries)
+//! costs the kernel more than decompressing them: one decompresses, and two
+//! only create and fill the small regular files the reading thread hands
+//! them, whole, in batches ([`Writers`]). Every decision stays on the
+//! reading thread (paths, the map, limits, directories, links); a writing
+//! thread opens exactly the path it was given, with the same flags.
+//! Hardlinks are made once every file is written, since the file they name
+//! may still be in a queue. `dest` is created private (0700) and gets its
+//! mode last, so nothing of a half-written release is reachable.
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -29,6 +40,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::Duration;
 
@@ -77,6 +89,27 @@ const DECODED_CHUNK: usize = 256 * 1024;
 const DECODED_AHEAD: usize = 8;
 /// How often written data is pushed to disk while unpacking.
 const WRITEBACK_EVERY: Duration = Duration::from_millis(250);
+/// Regular files up to this size are read whole and handed to the writing
+/// threads; bigger ones are streamed to disk by the reading thread itself,
+/// so what waits in memory stays small whatever the archive holds (about
+/// `WRITERS * (WRITER_QUEUE + 1) + 1` batches of at most
+/// `BATCH_BYTES + HANDED_OFF_MAX`: about 4 MiB).
+const HANDED_OFF_MAX: u64 = 128 * 1024;
+/// Files are handed over in batches of this many files or bytes: one
+/// hand-over (and thread wake-up) per file would cost about as much as
+/// creating a small file.
+const BATCH_FILES: usize = 32;
+const BATCH_BYTES: usize = 256 * 1024;
+/// Threads creating the handed-off files, and how many may wait for each.
+/// Creating a file costs the kernel far more than parsing its header
+/// (inode allocation, the directory entry): in a node_modules tree that,
+/// not decompression, is what bounds an unpack, and two threads spread it
+/// over two cores.
+const WRITERS: usize = 2;
+const WRITER_QUEUE: usize = 4;
+/// The mode of the release root and of directories the archive implies
+/// without naming them.
+const IMPLIED_DIR_MODE: u32 = 0o755;
 
 /// Unpacks a .tar.zst or .tar.gz (detected by magic bytes, not name; anything
 /// else is an error) into `dest`, which must not exist yet (its parent must).
@@ -118,7 +151,7 @@ pub(crate) fn unpack_reader<R: Read + Send>(
         Err(e) => return Err(read_error(e)),
     };
     DirBuilder::new()
-        .mode(0o755)
+        .mode(0o700)
         .create(dest)
         .map_err(ArtifactError::io(format!(
             "cannot create the unpack directory {}",
@@ -199,6 +232,45 @@ impl MeterState {
 struct Meter<R> {
     inner: R,
     state: Rc<MeterState>,
+    /// Bytes read so far: the stream position, for `Seek`.
+    pos: u64,
+}
+
+/// Only forward skips from where the stream is, read through `read` (and so
+/// metered) and dropped. The `tar` crate skips an entry's padding before
+/// every header; without `Seek` it does so through a 32 KiB buffer it
+/// zeroes on each call, which cost more than everything else it does.
+impl<R: Read> io::Seek for Meter<R> {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let io::SeekFrom::Current(skip) = to else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the archive stream only skips forward",
+            ));
+        };
+        let mut left = u64::try_from(skip).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the archive stream only skips forward",
+            )
+        })?;
+        let mut scratch = [0u8; 512];
+        while left > 0 {
+            let want = left.min(scratch.len() as u64) as usize;
+            match self.read(&mut scratch[..want]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the archive ends inside an entry",
+                    ));
+                }
+                Ok(n) => left -= n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.pos)
+    }
 }
 
 impl<R: Read> Read for Meter<R> {
@@ -220,6 +292,7 @@ impl<R: Read> Read for Meter<R> {
         if st.capped.get() {
             st.remaining.set(st.remaining.get() - n as u64);
         }
+        self.pos += n as u64;
         Ok(n)
     }
 }
@@ -271,19 +344,34 @@ fn decompress<R: Read>(
         Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(source)),
     };
     loop {
+        // Chunks are sent full (but the last): a recycled one then needs
+        // no zeroing, and the reading side fewer wake-ups.
         let mut chunk = spare.try_recv().unwrap_or_default();
         chunk.resize(DECODED_CHUNK, 0);
-        let message = match decoder.read(&mut chunk) {
-            Ok(0) => Decoded::End,
-            Ok(n) => {
-                chunk.truncate(n);
-                Decoded::Bytes(chunk)
+        let mut filled = 0;
+        let mut end = None;
+        while filled < chunk.len() {
+            match decoder.read(&mut chunk[filled..]) {
+                Ok(0) => {
+                    end = Some(Decoded::End);
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    end = Some(fail(e));
+                    break;
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => fail(e),
-        };
-        let last = !matches!(message, Decoded::Bytes(_));
-        if out.send(message).is_err() || last {
+        }
+        if filled > 0 {
+            chunk.truncate(filled);
+            if out.send(Decoded::Bytes(chunk)).is_err() {
+                return;
+            }
+        }
+        if let Some(end) = end {
+            let _ = out.send(end);
             return;
         }
     }
@@ -369,6 +457,176 @@ fn decompressed(
     })
 }
 
+/// The error of an I/O call on `path`; its message is only built on failure
+/// (this runs for every file of the archive).
+fn io_at<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> ArtifactError + 'p {
+    move |error| ArtifactError::Io {
+        context: format!("{what} {}", path.display()),
+        error,
+    }
+}
+
+/// The process umask, from /proc (umask(2) can only read it by changing it,
+/// for every thread at once). None when unknown: then every mode is set
+/// explicitly after creation.
+fn current_umask() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(value.trim(), 8).ok()
+}
+
+/// Creates the regular file `full`, which must not exist yet, never through a
+/// symlink, with `mode` if the umask keeps it whole; returns it, and whether
+/// its mode must still be set (`set_mode`) once it is written.
+fn create_file(full: &Path, mode: u32, umask: Option<u32>) -> Result<(File, bool), ArtifactError> {
+    let exact = umask.is_some_and(|u| mode & u == 0);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if exact { mode } else { 0o600 })
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(full)
+        .map_err(io_at("cannot write", full))?;
+    Ok((file, !exact))
+}
+
+fn set_mode(file: &File, full: &Path, mode: u32) -> Result<(), ArtifactError> {
+    // fchmod, so the umask plays no part.
+    file.set_permissions(Permissions::from_mode(mode))
+        .map_err(io_at("cannot set the mode of", full))
+}
+
+/// A regular file read whole from the archive (already checked against the
+/// archive's tree and the limits), for a writing thread to create.
+struct FileJob {
+    full: PathBuf,
+    data: Vec<u8>,
+    mode: u32,
+}
+
+/// One writing thread: creates the files queued for it, until the queue
+/// closes or one fails (then it returns that failure, and the reading
+/// thread finds the queue gone).
+fn write_files(
+    batches: Receiver<Vec<FileJob>>,
+    queued: &AtomicUsize,
+    umask: Option<u32>,
+) -> Result<(), ArtifactError> {
+    for batch in batches {
+        for job in batch {
+            let (mut file, chmod) = create_file(&job.full, job.mode, umask)?;
+            file.write_all(&job.data)
+                .map_err(io_at("cannot write", &job.full))?;
+            if chmod {
+                set_mode(&file, &job.full, job.mode)?;
+            }
+        }
+        queued.fetch_sub(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// The writing threads, seen from the reading thread: each batch goes to
+/// the thread with the fewest batches waiting.
+struct Writers<'scope> {
+    lanes: Vec<Lane<'scope>>,
+    /// Files not handed over yet, and their bytes.
+    batch: Vec<FileJob>,
+    batch_bytes: usize,
+}
+
+struct Lane<'scope> {
+    queue: Option<SyncSender<Vec<FileJob>>>,
+    /// Batches handed to this lane and not written yet.
+    queued: &'scope AtomicUsize,
+    thread: Option<std::thread::ScopedJoinHandle<'scope, Result<(), ArtifactError>>>,
+}
+
+impl<'scope> Writers<'scope> {
+    fn start<'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        counters: &'scope [AtomicUsize],
+        umask: Option<u32>,
+    ) -> Result<Writers<'scope>, ArtifactError> {
+        let mut lanes = Vec::with_capacity(counters.len());
+        for queued in counters {
+            let (queue, batches) = mpsc::sync_channel(WRITER_QUEUE);
+            let thread = std::thread::Builder::new()
+                .name("hoist-unpack".into())
+                .spawn_scoped(scope, move || write_files(batches, queued, umask))
+                .map_err(ArtifactError::io("cannot start a file-writing thread"))?;
+            lanes.push(Lane {
+                queue: Some(queue),
+                queued,
+                thread: Some(thread),
+            });
+        }
+        Ok(Writers {
+            lanes,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        })
+    }
+
+    /// Queues `job`.
+    fn send(&mut self, job: FileJob) -> Result<(), ArtifactError> {
+        self.batch_bytes += job.data.len();
+        self.batch.push(job);
+        if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    fn hand_over(&mut self) -> Result<(), ArtifactError> {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let lane = (0..self.lanes.len())
+            .min_by_key(|&i| self.lanes[i].queued.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        let l = &self.lanes[lane];
+        l.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = l.queue.as_ref().is_some_and(|q| q.send(batch).is_ok());
+        if sent {
+            return Ok(());
+        }
+        // That thread stopped on a failure: it is the error to report.
+        match self.finish() {
+            Err(e) => Err(e),
+            Ok(()) => Err(ArtifactError::Io {
+                context: "cannot write the unpacked files".into(),
+                error: io::Error::other("a file-writing thread stopped"),
+            }),
+        }
+    }
+
+    /// Waits until every queued file is written; the first failure.
+    fn finish(&mut self) -> Result<(), ArtifactError> {
+        let mut result = Ok(());
+        if !self.batch.is_empty() && self.lanes.iter().all(|l| l.queue.is_some()) {
+            result = self.hand_over();
+        }
+        for lane in &mut self.lanes {
+            lane.queue = None;
+        }
+        for lane in &mut self.lanes {
+            let Some(thread) = lane.thread.take() else {
+                continue;
+            };
+            let done = thread.join().unwrap_or_else(|_| {
+                Err(ArtifactError::Io {
+                    context: "cannot write the unpacked files".into(),
+                    error: io::Error::other("a file-writing thread panicked"),
+                })
+            });
+            if result.is_ok() {
+                result = done;
+            }
+        }
+        result
+    }
+}
+
 struct Unpacker<'a> {
     /// Names the archive stream in errors.
     source: &'a str,
@@ -378,9 +636,14 @@ struct Unpacker<'a> {
     tree: Tree,
     /// Directories we created because an entry needed them, not (yet) named by an entry.
     implied: HashSet<NodeId>,
-    /// Directory modes, applied at the end so a read-only directory in the
-    /// archive cannot stop us from filling it.
+    /// Directories whose mode on disk is not yet the one they must end with
+    /// (the umask took bits away, or an entry named an implied directory),
+    /// set at the end.
     dir_modes: HashMap<NodeId, u32>,
+    /// Hardlinks (the file they name, the link), made once every file is
+    /// written: a writing thread may still be creating the file.
+    hardlinks: Vec<(PathBuf, PathBuf)>,
+    umask: Option<u32>,
     stats: UnpackStats,
     entries: u64,
     buf: Vec<u8>,
@@ -396,6 +659,8 @@ impl<'a> Unpacker<'a> {
             tree: Tree::default(),
             implied: HashSet::new(),
             dir_modes: HashMap::new(),
+            hardlinks: Vec::new(),
+            umask: current_umask(),
             stats: UnpackStats::default(),
             entries: 0,
             buf: vec![0; COPY_BUFFER],
@@ -405,6 +670,7 @@ impl<'a> Unpacker<'a> {
     fn run<R: Read + Send>(self, archive: R, format: Format) -> Result<UnpackStats, ArtifactError> {
         let (to_tar, from_decoder) = mpsc::sync_channel(DECODED_AHEAD);
         let (spare_tx, spare_rx) = mpsc::channel();
+        let counters: Vec<AtomicUsize> = (0..WRITERS).map(|_| AtomicUsize::new(0)).collect();
         std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .name("hoist-decompress".into())
@@ -430,21 +696,31 @@ impl<'a> Unpacker<'a> {
                         }
                     });
             }
+            let mut writers = Writers::start(scope, &counters, self.umask)?;
             // `extract` owns the receiving end, so when it returns, early or
-            // not, the decompressing thread sees it gone and stops.
-            let unpacked = self.extract(decompressed);
+            // not, the decompressing thread's next send fails and it stops.
+            // On an early return `writers` is dropped, which closes their
+            // queues: they stop too, and the scope waits for them all.
+            let unpacked = self.extract(decompressed, &mut writers);
             drop(unpacking);
             unpacked
         })
     }
 
-    fn extract(mut self, decompressed: impl Read) -> Result<UnpackStats, ArtifactError> {
+    fn extract(
+        mut self,
+        decompressed: impl Read,
+        writers: &mut Writers<'_>,
+    ) -> Result<UnpackStats, ArtifactError> {
         let meter = Meter {
             inner: decompressed,
             state: Rc::clone(&self.state),
+            pos: 0,
         };
         let mut archive = tar::Archive::new(meter);
-        let mut entries = archive.entries().map_err(|e| self.read_error(e))?;
+        let mut entries = archive
+            .entries_with_seek()
+            .map_err(|e| self.read_error(e))?;
         loop {
             self.state.cap(METADATA_BUDGET);
             let next = entries.next();
@@ -454,7 +730,7 @@ impl<'a> Unpacker<'a> {
                 Some(entry) => entry.map_err(|e| self.read_error(e))?,
             };
             self.count_entry()?;
-            self.add(&mut entry)?;
+            self.add(&mut entry, writers)?;
         }
         // The tar crate takes a clean end of stream between entries for the end
         // of the archive; a real archive ends with zero blocks instead.
@@ -469,13 +745,24 @@ impl<'a> Unpacker<'a> {
         let mut rest = archive.into_inner();
         io::copy(&mut rest, &mut io::sink()).map_err(|e| self.read_error(e))?;
 
+        writers.finish()?;
+        for (original, link) in &self.hardlinks {
+            fs::hard_link(original, link).map_err(ArtifactError::io(format!(
+                "cannot create the hardlink {}",
+                link.display()
+            )))?;
+        }
         self.check_symlinks()?;
         self.apply_dir_modes()?;
         self.sync()?;
         Ok(self.stats)
     }
 
-    fn add<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ArtifactError> {
+    fn add<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        writers: &mut Writers<'_>,
+    ) -> Result<(), ArtifactError> {
         let kind = entry.header().entry_type();
         let raw_path = entry.path_bytes().into_owned();
         let refuse = |reason: &str| ArtifactError::UnsafeEntry {
@@ -539,18 +826,27 @@ impl<'a> Unpacker<'a> {
         let full = self.dest.join(path.to_path_buf());
         match kind {
             EntryType::Directory => {
-                let id = match existing {
+                // Owner rwx stays, so that hoist can fill the directory and
+                // always prune the release later.
+                let wanted = mode | 0o700;
+                match existing {
                     Some(id) => {
                         self.implied.remove(&id);
-                        id
+                        if wanted == IMPLIED_DIR_MODE {
+                            self.dir_modes.remove(&id);
+                        } else {
+                            self.dir_modes.insert(id, wanted);
+                        }
                     }
                     None => {
-                        self.mkdir(&full)?;
+                        let exact = self.mkdir(&full, wanted)?;
                         self.stats.dirs += 1;
-                        self.tree.insert(parent, name, Kind::Dir)
+                        let id = self.tree.insert(parent, name, Kind::Dir);
+                        if !exact {
+                            self.dir_modes.insert(id, wanted);
+                        }
                     }
-                };
-                self.dir_modes.insert(id, mode);
+                }
                 self.drain(entry)
             }
             EntryType::Symlink => {
@@ -582,16 +878,13 @@ impl<'a> Unpacker<'a> {
                     )));
                 }
                 let original = self.dest.join(target.to_path_buf());
-                fs::hard_link(&original, &full).map_err(ArtifactError::io(format!(
-                    "cannot create the hardlink {}",
-                    full.display()
-                )))?;
+                self.hardlinks.push((original, full));
                 self.tree.insert(parent, name, Kind::File);
                 self.stats.links += 1;
                 self.drain(entry)
             }
             _ => {
-                self.write_file(entry, &path, &full, mode)?;
+                self.write_file(entry, &path, full, mode, writers)?;
                 self.tree.insert(parent, name, Kind::File);
                 self.stats.files += 1;
                 Ok(())
@@ -628,11 +921,13 @@ impl<'a> Unpacker<'a> {
                         .iter()
                         .map(|n| OsStr::from_bytes(n))
                         .collect();
-                    self.mkdir(&self.dest.join(relative))?;
+                    let exact = self.mkdir(&self.dest.join(relative), IMPLIED_DIR_MODE)?;
                     self.stats.dirs += 1;
                     let id = self.tree.insert(at, name, Kind::Dir);
                     self.implied.insert(id);
-                    self.dir_modes.insert(id, 0o755);
+                    if !exact {
+                        self.dir_modes.insert(id, IMPLIED_DIR_MODE);
+                    }
                     id
                 }
             };
@@ -650,37 +945,50 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    fn mkdir(&self, full: &Path) -> Result<(), ArtifactError> {
+    /// Creates the directory `full` with `mode` as far as the umask lets
+    /// it; returns whether it got `mode` exactly.
+    fn mkdir(&self, full: &Path, mode: u32) -> Result<bool, ArtifactError> {
         // mkdir(2) never follows a symlink in the last component; it fails with EEXIST.
+        let exact = self.umask.is_some_and(|u| mode & u == 0);
         DirBuilder::new()
-            .mode(0o700)
+            .mode(if exact { mode } else { 0o700 })
             .create(full)
-            .map_err(ArtifactError::io(format!(
-                "cannot create the directory {}",
-                full.display()
-            )))
+            .map_err(io_at("cannot create the directory", full))?;
+        Ok(exact)
     }
 
+    /// Creates the file `path` with the entry's data: small ones by a
+    /// writing thread, big ones streamed here.
     fn write_file<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
         path: &RelPath,
-        full: &Path,
+        full: PathBuf,
         mode: u32,
+        writers: &mut Writers<'_>,
     ) -> Result<(), ArtifactError> {
         let announced = entry.size();
         self.charge(announced)?;
-        let write_error = ArtifactError::io(format!("cannot write {}", full.display()));
-        let mut file = match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(full)
-        {
-            Ok(file) => file,
-            Err(e) => return Err(write_error(e)),
+        let truncated = |copied: u64| ArtifactError::CorruptArchive {
+            detail: format!(
+                "the file {} ends after {copied} of its {announced} bytes",
+                path.display()
+            ),
         };
+        if announced <= HANDED_OFF_MAX && !writers.lanes.is_empty() {
+            // The header's size is at most HANDED_OFF_MAX here, and the tar
+            // crate never reads past it.
+            let mut data = Vec::with_capacity(announced as usize);
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| self.read_error(e))?;
+            if data.len() as u64 != announced {
+                return Err(truncated(data.len() as u64));
+            }
+            return writers.send(FileJob { full, data, mode });
+        }
+        let (mut file, chmod) = create_file(&full, mode, self.umask)?;
+        let write_error = io_at("cannot write", &full);
         let mut copied = 0u64;
         loop {
             let n = match entry.read(&mut self.buf) {
@@ -695,19 +1003,12 @@ impl<'a> Unpacker<'a> {
             }
         }
         if copied != announced {
-            return Err(ArtifactError::CorruptArchive {
-                detail: format!(
-                    "the file {} ends after {copied} of its {announced} bytes",
-                    path.display()
-                ),
-            });
+            return Err(truncated(copied));
         }
-        // fchmod, so the umask plays no part.
-        file.set_permissions(Permissions::from_mode(mode))
-            .map_err(ArtifactError::io(format!(
-                "cannot set the mode of {}",
-                full.display()
-            )))
+        if chmod {
+            set_mode(&file, &full, mode)?;
+        }
+        Ok(())
     }
 
     /// Counts `bytes` of data against the limit before they are read, so an
@@ -726,7 +1027,10 @@ impl<'a> Unpacker<'a> {
     /// like file data: directories and links normally have none.
     fn drain<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ArtifactError> {
         self.charge(entry.size())?;
-        io::copy(entry, &mut io::sink()).map_err(|e| self.read_error(e))?;
+        // io::copy zeroes a buffer of its own first: not for nothing.
+        if entry.size() > 0 {
+            io::copy(entry, &mut io::sink()).map_err(|e| self.read_error(e))?;
+        }
         Ok(())
     }
 
@@ -760,12 +1064,12 @@ impl<'a> Unpacker<'a> {
     }
 
     fn apply_dir_modes(&self) -> Result<(), ArtifactError> {
-        // The root's mode is ours, whatever the umask or a `./` entry say.
-        let root = std::iter::once((&Tree::ROOT, &0o755));
+        // The root's mode is ours, whatever the umask or a `./` entry say;
+        // it was created private, so nothing was reachable while unpacking.
+        let root = std::iter::once((&Tree::ROOT, &IMPLIED_DIR_MODE));
         for (id, mode) in root.chain(&self.dir_modes) {
             let full = self.dest.join(self.tree.path(*id).to_path_buf());
-            // Owner rwx stays so that hoist itself can always prune the release.
-            fs::set_permissions(&full, Permissions::from_mode(mode | 0o700)).map_err(
+            fs::set_permissions(&full, Permissions::from_mode(*mode)).map_err(
                 ArtifactError::io(format!("cannot set the mode of {}", full.display())),
             )?;
         }

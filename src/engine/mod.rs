@@ -408,11 +408,6 @@ impl Engine {
                 self.post(tip, report::State::Pending, None, &parts.join("; "));
             }
         }
-        if deploying.len() > 1 {
-            // One process list first: the first pm2 command starts pm2's
-            // daemon, and several starting it at once would race.
-            let _ = self.watch.snapshot_after(tokio::time::Instant::now()).await;
-        }
         let runs: Vec<_> = plans
             .iter()
             .map(|p| self.run_plan(p, tip, &apps, &wanted))

@@ -57,7 +57,7 @@ pub async fn publish(
     release: Option<&str>,
 ) -> Result<(), String> {
     let p = run(config, dir, to, manifest, release).await?;
-    println!("{}  {}", p.sha256, artifact::redact(&p.url));
+    println!("{}  {}", p.sha256, crate::redact::url(&p.url));
     if !p.uploaded {
         eprintln!("hoist: the same artifact was already published there; nothing uploaded");
     }
@@ -153,7 +153,7 @@ pub fn destination(to: &str, dir_name: &str, release: Option<&str>) -> Result<St
     if !(to.starts_with("file://") || to.starts_with("s3://")) {
         return Err(format!(
             "--to {} is not a file:// or s3:// URL",
-            artifact::redact(to)
+            crate::redact::url(to)
         ));
     }
     if !to.ends_with('/') {
@@ -193,7 +193,7 @@ pub fn destination(to: &str, dir_name: &str, release: Option<&str>) -> Result<St
     if !inside {
         return Err(format!(
             "{name:?} is not a plain file name under --to {}; name DIR differently or give --to the artifact's full URL",
-            artifact::redact(to)
+            crate::redact::url(to)
         ));
     }
     Ok(url)
@@ -221,7 +221,7 @@ enum Target {
 
 impl Target {
     fn parse(url: &str) -> Result<Target, String> {
-        let shown = artifact::redact(url);
+        let shown = crate::redact::url(url);
         let parsed = Url::parse(url).map_err(|e| format!("{shown} is not a valid URL ({e})"))?;
         match parsed.scheme() {
             "file" => {
@@ -280,6 +280,7 @@ fn s3_settings(config: &Path) -> Result<FetchSettings, String> {
             allow_http: cfg.allow_http,
             ca_file: cfg.ca_file.clone(),
             s3,
+            ..FetchSettings::default()
         });
     }
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -295,6 +296,7 @@ fn s3_settings(config: &Path) -> Result<FetchSettings, String> {
             access_key_id: None,
             secret_access_key: None,
         }),
+        ..FetchSettings::default()
     })
 }
 
@@ -366,7 +368,7 @@ async fn upload_s3(
     url: &str,
     settings: &FetchSettings,
 ) -> Result<(), String> {
-    let shown = artifact::redact(url);
+    let shown = crate::redact::url(url);
     let store = artifact::s3_store(bucket, settings, &shown).map_err(|e| e.to_string())?;
     let fail = |e: object_store::Error| format!("uploading to {shown} failed: {e}");
     let size = std::fs::metadata(src)

@@ -17,7 +17,7 @@ use crate::servers::{GitHttp, S3};
 use crate::world::{self, ConfigRepo, Host, HostOpts, Pm2Home};
 use crate::{Ctx, Row, Verdict};
 
-fn pm2_path(ctx: &Ctx) -> Result<std::path::PathBuf, String> {
+pub fn pm2_path(ctx: &Ctx) -> Result<std::path::PathBuf, String> {
     ctx.tools.pm2.clone().ok_or_else(|| "pm2 is missing".into())
 }
 
@@ -165,7 +165,7 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-fn tail(log: &str) -> String {
+pub fn tail(log: &str) -> String {
     let log = strip_ansi(log);
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(5)..].join(" / ")
@@ -300,7 +300,7 @@ pub fn idle(ctx: &Ctx) -> Vec<Row> {
 
 // ---------------------------------------------------------------------------
 
-fn github_hook(port: u16, secret: &str, body: &str) -> Result<u16, String> {
+pub fn github_hook(port: u16, secret: &str, body: &str) -> Result<u16, String> {
     let mut mac =
         <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).map_err(|e| e.to_string())?;
     mac.update(body.as_bytes());

@@ -1,13 +1,17 @@
-//! Fetch + verify + unpack of the ~200 MB node_modules-like artifact, hoist's
+//! Fetch + verify + unpack of the node_modules-like artifacts, hoist's
 //! library (`Cache::fetch_and_unpack`, what a deploy runs) against what a
 //! deploy script does: `curl -o`, `sha256sum`, `tar --zstd -xf`.
 //!
 //! Both sides start from the same state: the artifact in the page cache of
 //! the source (the S3 server's directory or the file:// store), dirty pages
 //! of the previous run written out (`sync`, not timed), a fresh destination.
-//! The sides alternate which goes first. hoist's unpack ends with syncfs(2)
-//! (its crash-safety contract); the script does not sync, so the time a
-//! `sync` takes after it is reported too.
+//! The sides alternate which goes first, and each row runs `Scale::reps`
+//! pairs: on this shared machine single runs vary by ±30%, so the row gives
+//! medians, the spread of each side, and the ratio within each pair (the two
+//! runs of a pair are seconds apart, so they share most of the machine's
+//! load). hoist's unpack ends with syncfs(2) (its crash-safety contract);
+//! the script does not sync, so the time a `sync` takes after it is
+//! reported too.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,7 +33,10 @@ pub fn from_s3(ctx: &Ctx) -> Vec<Row> {
         ctx,
         &[(measure, TARGET)],
         &["tar", "zstd", "sha256sum", "curl", "s3s-fs"],
-        || row(ctx, measure, true).map(|r| vec![r]),
+        || {
+            let art = generate::tree(ctx)?;
+            row(ctx, measure, "fetch-s3", &art, true).map(|r| vec![r])
+        },
     )
 }
 
@@ -39,7 +46,23 @@ pub fn from_file(ctx: &Ctx) -> Vec<Row> {
         ctx,
         &[(measure, TARGET)],
         &["tar", "zstd", "sha256sum"],
-        || row(ctx, measure, false).map(|r| vec![r]),
+        || {
+            let art = generate::tree(ctx)?;
+            row(ctx, measure, "fetch-file", &art, false).map(|r| vec![r])
+        },
+    )
+}
+
+pub fn from_file_20k(ctx: &Ctx) -> Vec<Row> {
+    let measure = "same, smaller artifact (20,000 files) from file://";
+    guarded(
+        ctx,
+        &[(measure, TARGET)],
+        &["tar", "zstd", "sha256sum"],
+        || {
+            let art = generate::tree20k(ctx)?;
+            row(ctx, measure, "fetch-file-20k", &art, false).map(|r| vec![r])
+        },
     )
 }
 
@@ -49,12 +72,40 @@ struct Run {
     phases: Vec<(&'static str, f64)>,
     /// `sync` right after, not part of `total`.
     sync: f64,
+    /// The 1-minute load average when the run started.
+    load: f64,
 }
 
-fn row(ctx: &Ctx, measure: &str, s3: bool) -> Result<Row, String> {
-    let art = generate::tree(ctx)?;
-    let dir = ctx.scratch.join(if s3 { "fetch-s3" } else { "fetch-file" });
+/// How long ext4 (this machine's root file system has no journal) avoids
+/// reusing a freed inode once its inode table block is written out: 60 s
+/// (`recently_deleted()` in fs/ext4/ialloc.c; 300 s more while the block is
+/// dirty). Creating files inside that window skips over the freed inodes,
+/// measurably slower with tens of thousands of them.
+const INODE_REUSE_GUARD: Duration = Duration::from_secs(65);
+
+fn row(ctx: &Ctx, measure: &str, name: &str, art: &Artifact, s3: bool) -> Result<Row, String> {
+    let dir = ctx.scratch.join(name);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let result = measure_row(ctx, measure, &dir, art, s3);
+    // Nothing is removed while the row runs: creating files right after
+    // deleting tens of thousands would tax whichever side runs next (see
+    // INODE_REUSE_GUARD). At the end the trees go, so the disk holds one
+    // row's worth at a time, and the next row waits out the guard.
+    let _ = std::fs::remove_dir_all(&dir);
+    procs::sync();
+    if ctx.scale.name == "full" {
+        std::thread::sleep(INODE_REUSE_GUARD);
+    }
+    result
+}
+
+fn measure_row(
+    ctx: &Ctx,
+    measure: &str,
+    dir: &Path,
+    art: &Artifact,
+    s3: bool,
+) -> Result<Row, String> {
     let server = if s3 {
         let s3s = ctx.tools.s3s_fs.as_deref().ok_or("s3s-fs is missing")?;
         let curl = ctx.tools.curl.as_deref().ok_or("curl is missing")?;
@@ -76,11 +127,13 @@ fn row(ctx: &Ctx, measure: &str, s3: bool) -> Result<Row, String> {
                 if hoist_side { "hoist" } else { "base" }
             ));
             std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-            let run = if hoist_side {
-                hoist_run(ctx, &art, server.as_ref(), &work)?
+            let load = procs::load_average().unwrap_or(f64::NAN);
+            let mut run = if hoist_side {
+                hoist_run(ctx, art, server.as_ref(), &work)?
             } else {
-                baseline_run(ctx, &art, server.as_ref(), &work)?
+                baseline_run(ctx, art, server.as_ref(), &work)?
             };
+            run.load = load;
             if i == 0 {
                 let files = generate::count_files(&work.join("dest"));
                 if files != art.files {
@@ -91,10 +144,6 @@ fn row(ctx: &Ctx, measure: &str, s3: bool) -> Result<Row, String> {
                     ));
                 }
             }
-            // Nothing is removed until the whole run ends: ext4 makes
-            // creating files right after deleting tens of thousands
-            // measurably slower (it avoids reusing recently freed inodes),
-            // which would penalise whichever side runs after a removal.
             if hoist_side {
                 mine.push(run);
             } else {
@@ -103,10 +152,16 @@ fn row(ctx: &Ctx, measure: &str, s3: bool) -> Result<Row, String> {
         }
     }
 
-    let m = median(mine.iter().map(|r| r.total).collect());
-    let b = median(base.iter().map(|r| r.total).collect());
+    let totals = |runs: &[Run]| runs.iter().map(|r| r.total).collect::<Vec<f64>>();
+    let m = median(totals(&mine));
+    let b = median(totals(&base));
     let b_sync = median(base.iter().map(|r| r.total + r.sync).collect());
     let ratio = m / b;
+    let pairs: Vec<f64> = mine
+        .iter()
+        .zip(&base)
+        .map(|(h, b)| h.total / b.total)
+        .collect();
     let phases = |runs: &[Run]| -> String {
         let names: Vec<&str> = runs[0].phases.iter().map(|p| p.0).collect();
         names
@@ -121,6 +176,17 @@ fn row(ctx: &Ctx, measure: &str, s3: bool) -> Result<Row, String> {
             .collect::<Vec<_>>()
             .join(" + ")
     };
+    let spread = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::MAX, f64::min);
+        let hi = v.iter().copied().fold(0f64, f64::max);
+        format!("{lo:.2}–{hi:.2}")
+    };
+    let runs = |runs: &[Run]| {
+        runs.iter()
+            .map(|r| format!("{:.2} (load {:.1})", r.total, r.load))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     Ok(Row {
         measure: measure.into(),
         hoist: format!("{} ({ratio:.2}×)", secs(m)),
@@ -133,7 +199,7 @@ fn row(ctx: &Ctx, measure: &str, s3: bool) -> Result<Row, String> {
         },
         details: vec![
             format!(
-                "artifact: {} files, {:.0} MB unpacked, {:.0} MB as tar.zst; median of {} runs per side, alternating which goes first",
+                "artifact: {} files, {:.0} MB unpacked, {:.0} MB as tar.zst; {} runs per side, alternating which goes first; medians",
                 art.files,
                 art.unpacked as f64 / 1e6,
                 art.bytes as f64 / 1e6,
@@ -142,19 +208,19 @@ fn row(ctx: &Ctx, measure: &str, s3: bool) -> Result<Row, String> {
             format!("hoist: {} (unpack ends with syncfs)", phases(&mine)),
             format!("baseline: {}", phases(&base)),
             format!(
+                "spread, seconds: hoist {}, baseline {}; hoist ÷ baseline within each pair: median {:.2}, {}",
+                spread(&totals(&mine)),
+                spread(&totals(&base)),
+                median(pairs.clone()),
+                spread(&pairs)
+            ),
+            format!(
                 "baseline followed by `sync` (the durability hoist gives): {} (hoist {:.2}× of it)",
                 secs(b_sync),
                 m / b_sync
             ),
-            format!(
-                "all runs, seconds: hoist {:?}, baseline {:?}",
-                mine.iter()
-                    .map(|r| (r.total * 100.0).round() / 100.0)
-                    .collect::<Vec<_>>(),
-                base.iter()
-                    .map(|r| (r.total * 100.0).round() / 100.0)
-                    .collect::<Vec<_>>()
-            ),
+            format!("hoist runs, seconds: {}", runs(&mine)),
+            format!("baseline runs, seconds: {}", runs(&base)),
         ],
     })
 }
@@ -171,8 +237,8 @@ fn hoist_run(ctx: &Ctx, art: &Artifact, s3: Option<&S3>, work: &Path) -> Result<
             s.s3_url("tree.tar.zst"),
             FetchSettings {
                 allow_http: true,
-                ca_file: None,
                 s3: Some(s.settings()),
+                ..FetchSettings::default()
             },
         ),
         None => (art.url(), FetchSettings::default()),
@@ -195,6 +261,7 @@ fn hoist_run(ctx: &Ctx, art: &Artifact, s3: Option<&S3>, work: &Path) -> Result<
             t0.elapsed().as_secs_f64(),
         )],
         sync: timed_sync(),
+        load: f64::NAN,
     })
 }
 
@@ -242,5 +309,6 @@ fn baseline_run(ctx: &Ctx, art: &Artifact, s3: Option<&S3>, work: &Path) -> Resu
         total: t0.elapsed().as_secs_f64(),
         phases,
         sync: timed_sync(),
+        load: f64::NAN,
     })
 }

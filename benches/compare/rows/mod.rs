@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod fetch;
 pub mod fleet;
 pub mod load;
+pub mod pass;
 
 use crate::{Ctx, Row};
 

@@ -720,3 +720,96 @@ fn a_large_archive_streams_through_the_decompressing_thread_intact() {
         );
     }
 }
+
+#[test]
+fn modes_the_umask_would_strip_are_kept() {
+    // Group-writable modes lose bits to a umask of 022 when given at
+    // creation; they must still end exactly as the archive says.
+    let tar = RawTar::default()
+        .entry("shared/", b'5', 0o775, "", b"")
+        .entry("shared/notes", b'0', 0o664, "", b"small")
+        .entry(
+            "shared/big.bin",
+            b'0',
+            0o666,
+            "",
+            &noise(HANDED_OFF_MAX as usize + 1),
+        )
+        .entry("shared/run", b'0', 0o775, "", b"#!/bin/sh\n")
+        .entry("plain/", b'5', 0o755, "", b"")
+        .entry("plain/file", b'0', 0o644, "", b"x")
+        .finish();
+    let world = World::new(&zst(&tar));
+    world.unpack(&defaults()).unwrap();
+    let mode = |p: &str| fs::symlink_metadata(world.dest.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("shared"), 0o775);
+    assert_eq!(mode("shared/notes"), 0o664);
+    assert_eq!(mode("shared/big.bin"), 0o666);
+    assert_eq!(mode("shared/run"), 0o775);
+    assert_eq!(mode("plain"), 0o755);
+    assert_eq!(mode("plain/file"), 0o644);
+    assert_eq!(mode(""), 0o755);
+}
+
+#[test]
+fn files_from_the_writing_threads_and_the_reading_one_all_arrive_intact() {
+    // Small files (handed to the writing threads) in many directories, in
+    // runs and interleaved, big ones (streamed by the reading thread) among
+    // them, and hardlinks to both kinds, made before their files could
+    // possibly be written had they not waited.
+    let mut tar = RawTar::default();
+    let mut expected = Vec::new();
+    for i in 0..600usize {
+        let dir = if i % 50 < 30 { i / 50 } else { i % 7 };
+        let size = match i % 97 {
+            0 => HANDED_OFF_MAX as usize + 1 + i,
+            1 => HANDED_OFF_MAX as usize,
+            _ => (i * 131) % 3000,
+        };
+        let data = noise(size + 1)[1..].to_vec();
+        let path = format!("pkg{dir}/f{i}");
+        tar = tar.file(&path, &data);
+        if i % 101 == 0 || i % 97 == 0 {
+            let link = format!("links/l{i}");
+            tar = tar.hardlink(&link, &path);
+            expected.push((link, data.clone()));
+        }
+        expected.push((path, data));
+    }
+    let world = World::new(&zst(&tar.finish()));
+    let stats = world.unpack(&defaults()).unwrap();
+    assert_eq!(stats.files, 600);
+    for (path, data) in &expected {
+        assert_eq!(&fs::read(world.dest.join(path)).unwrap(), data, "{path}");
+    }
+}
+
+#[test]
+fn a_file_that_cannot_be_created_fails_the_unpack_and_leaves_nothing() {
+    // A path within the archive's limits (4095 bytes) but over the kernel's
+    // once under `dest`: its directories can be made, and only creating the
+    // file fails, on a writing thread for a small file, on the reading
+    // thread for a big one.
+    let dirs = vec!["d".repeat(250); 16].join("/");
+    let name = "n".repeat(4090 - dirs.len() - 1);
+    let path = format!("{dirs}/{name}");
+    for size in [10, HANDED_OFF_MAX as usize + 1] {
+        let mut tar = RawTar::default();
+        for i in 0..100 {
+            tar = tar.file(&format!("d{}/f{i}", i % 3), b"fine");
+        }
+        let tar = tar
+            .long_name(path.as_bytes())
+            .file("truncated", &noise(size))
+            .file("after", b"more")
+            .finish();
+        let world = World::new(&zst(&tar));
+        let err = world.unpack(&defaults()).unwrap_err();
+        assert!(
+            matches!(&err, ArtifactError::Io { context, error }
+                if context.contains(&name) && error.raw_os_error() == Some(libc::ENAMETOOLONG)),
+            "{err}"
+        );
+        assert!(!world.dest.exists(), "size {size}");
+    }
+}
