@@ -5,7 +5,10 @@
 //! libgit2, so no git binary is needed), packs the sample app twice into a
 //! file:// store, and drives the real engine: deploy 1.0.0, deploy 2.0.0,
 //! revert. pm2 runs with a PM2_HOME of the demo's own and is killed at the
-//! end, so the user's pm2 is never touched.
+//! end, so the user's pm2 is never touched. `hoist demo --fleet` is the
+//! same on several servers, rolling out in waves ([`fleet`]).
+
+pub mod fleet;
 
 use crate::config::HostConfig;
 use crate::metrics::Metrics;
@@ -71,6 +74,59 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A tree holding each (path, bytes), folders made as needed.
+fn tree_of(repo: &Repository, files: &[(String, Vec<u8>)]) -> Result<git2::Oid, String> {
+    let e = |e: git2::Error| e.message().to_string();
+    let mut here = repo.treebuilder(None).map_err(e)?;
+    let mut folders: std::collections::BTreeMap<&str, Vec<(String, Vec<u8>)>> =
+        std::collections::BTreeMap::new();
+    for (path, bytes) in files {
+        match path.split_once('/') {
+            Some((dir, rest)) => folders
+                .entry(dir)
+                .or_default()
+                .push((rest.to_string(), bytes.clone())),
+            None => {
+                let blob = repo.blob(bytes).map_err(e)?;
+                here.insert(path, blob, 0o100644).map_err(e)?;
+            }
+        }
+    }
+    for (dir, inner) in folders {
+        let id = tree_of(repo, &inner)?;
+        here.insert(dir, id, 0o040000).map_err(e)?;
+    }
+    here.write().map_err(e)
+}
+
+/// Commits `tree` on `main`, after its tip.
+fn commit_tree(repo: &Repository, message: &str, tree: &git2::Tree<'_>) -> Result<String, String> {
+    let e = |e: git2::Error| e.message().to_string();
+    let sig = Signature::now("hoist demo", "demo@hoist.invalid").map_err(e)?;
+    let parent = repo
+        .find_reference("refs/heads/main")
+        .ok()
+        .and_then(|r| r.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    let id = repo
+        .commit(Some("refs/heads/main"), &sig, &sig, message, tree, &parents)
+        .map_err(e)?;
+    Ok(id.to_string())
+}
+
+/// `git revert HEAD` for a history of whole-tree commits: a new commit
+/// with the tree of HEAD's parent.
+fn revert_head(repo: &Repository) -> Result<String, String> {
+    let e = |e: git2::Error| e.message().to_string();
+    let head = repo
+        .find_reference("refs/heads/main")
+        .and_then(|r| r.peel_to_commit())
+        .map_err(e)?;
+    let parent = head.parent(0).map_err(e)?;
+    let msg = format!("Revert \"{}\"", head.summary().ok().flatten().unwrap_or(""));
+    commit_tree(repo, &msg, &parent.tree().map_err(e)?)
+}
+
 fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -132,67 +188,12 @@ impl World {
             .map(|(name, text)| (format!("apps/{name}"), text.as_bytes().to_vec()))
             .collect();
         all.extend(self.sealed.iter().cloned());
-        let id = self.tree_of(&all)?;
+        let id = tree_of(&self.repo, &all)?;
         let tree = self
             .repo
             .find_tree(id)
             .map_err(|e| e.message().to_string())?;
-        self.commit_tree(message, &tree)
-    }
-
-    /// A tree holding each (path, bytes), folders made as needed.
-    fn tree_of(&self, files: &[(String, Vec<u8>)]) -> Result<git2::Oid, String> {
-        let e = |e: git2::Error| e.message().to_string();
-        let mut here = self.repo.treebuilder(None).map_err(e)?;
-        let mut folders: std::collections::BTreeMap<&str, Vec<(String, Vec<u8>)>> =
-            std::collections::BTreeMap::new();
-        for (path, bytes) in files {
-            match path.split_once('/') {
-                Some((dir, rest)) => folders
-                    .entry(dir)
-                    .or_default()
-                    .push((rest.to_string(), bytes.clone())),
-                None => {
-                    let blob = self.repo.blob(bytes).map_err(e)?;
-                    here.insert(path, blob, 0o100644).map_err(e)?;
-                }
-            }
-        }
-        for (dir, inner) in folders {
-            let id = self.tree_of(&inner)?;
-            here.insert(dir, id, 0o040000).map_err(e)?;
-        }
-        here.write().map_err(e)
-    }
-
-    fn commit_tree(&self, message: &str, tree: &git2::Tree<'_>) -> Result<String, String> {
-        let e = |e: git2::Error| e.message().to_string();
-        let sig = Signature::now("hoist demo", "demo@hoist.invalid").map_err(e)?;
-        let parent = self
-            .repo
-            .find_reference("refs/heads/main")
-            .ok()
-            .and_then(|r| r.peel_to_commit().ok());
-        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-        let id = self
-            .repo
-            .commit(Some("refs/heads/main"), &sig, &sig, message, tree, &parents)
-            .map_err(e)?;
-        Ok(id.to_string())
-    }
-
-    /// `git revert HEAD` for a history of whole-tree commits: a new commit
-    /// with the tree of HEAD's parent.
-    fn revert_head(&self) -> Result<String, String> {
-        let e = |e: git2::Error| e.message().to_string();
-        let head = self
-            .repo
-            .find_reference("refs/heads/main")
-            .and_then(|r| r.peel_to_commit())
-            .map_err(e)?;
-        let parent = head.parent(0).map_err(e)?;
-        let msg = format!("Revert \"{}\"", head.summary().ok().flatten().unwrap_or(""));
-        self.commit_tree(&msg, &parent.tree().map_err(e)?)
+        commit_tree(&self.repo, message, &tree)
     }
 
     async fn app_says(&self, port: u16) -> String {
@@ -330,7 +331,7 @@ async fn demo(root: &Path, pm2: PathBuf) -> Result<(), String> {
                     ("api.yaml", w.manifest(API_MANIFEST, "2.0.0", &url2, &sha2)?),
                 ],
             )?,
-            _ => w.revert_head()?,
+            _ => revert_head(&w.repo)?,
         };
         println!("· commit {} on main", &commit[..12]);
         let report = engine.pass().await.map_err(|e| e.to_string())?;

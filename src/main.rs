@@ -92,7 +92,11 @@ enum Command {
     /// Ask the running daemon to poll now.
     Trigger,
     /// A self-contained demo on this machine.
-    Demo,
+    Demo {
+        /// Several servers, a canary wave and a halted bad release.
+        #[arg(long)]
+        fleet: bool,
+    },
     /// Every server of the environment for one commit, by app and wave.
     Fleet {
         /// A commit id or the branch name (default: the branch tip).
@@ -189,7 +193,7 @@ fn main() -> ExitCode {
     hoist::source::set_network_timeouts();
     if matches!(
         cli.command,
-        Command::Once | Command::Publish { .. } | Command::Demo
+        Command::Once | Command::Publish { .. } | Command::Demo { .. }
     ) {
         hoist::progress::enable();
     }
@@ -365,7 +369,13 @@ async fn dispatch(cli: Cli) -> Res {
             .map_err(|m| fail(1, m))?;
             Ok(0)
         }
-        Command::Demo => hoist::demo::run().await.map(|()| 0).map_err(|m| fail(1, m)),
+        Command::Demo { fleet: false } => {
+            hoist::demo::run().await.map(|()| 0).map_err(|m| fail(1, m))
+        }
+        Command::Demo { fleet: true } => hoist::demo::fleet::run()
+            .await
+            .map(|()| 0)
+            .map_err(|m| fail(1, m)),
         Command::Fleet {
             reference,
             json,
