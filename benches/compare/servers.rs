@@ -24,6 +24,17 @@ mod git_cgi;
 
 use git_cgi::Backend;
 
+// The GitHub-shaped fake forge of the rollout tests (statuses kept and
+// served back with `Date`, `ETag`/`304` and `Link` pages, requests counted
+// per token), with the test server it runs on: the rollout row holds hoist
+// to the same forge the tests do.
+#[allow(dead_code)]
+#[path = "../../tests/common/forge.rs"]
+pub mod forge;
+#[allow(dead_code)]
+#[path = "../../tests/common/serve.rs"]
+mod serve;
+
 pub struct S3 {
     pub endpoint: String,
     pub key_id: String,

@@ -180,10 +180,16 @@ impl Host {
         serde_json::from_slice(&std::fs::read(self.state.join("state.json")).ok()?).ok()
     }
 
-    /// The release `app` runs, by hoist's state.
+    /// The release `app` runs, by hoist's state (state.json version 2:
+    /// `apps.<app>.life.live.release` while it runs; version 1 had
+    /// `apps.<app>.release`).
     pub fn release_of(&self, app: &str) -> Option<String> {
         let s = self.state_json()?;
-        s["apps"][app]["release"].as_str().map(str::to_string)
+        let a = &s["apps"][app];
+        a["life"]["live"]["release"]
+            .as_str()
+            .or_else(|| a["release"].as_str())
+            .map(str::to_string)
     }
 
     /// The `seconds` of the last `deploy` event in the history.
@@ -320,4 +326,52 @@ pub fn pm2_calls(log: &Path, from: usize) -> (String, usize) {
         .collect::<Vec<_>>()
         .join(", ");
     (shown, lines.len())
+}
+
+/// The marker a manifest's pm2 `env` carries to make [`pm2_stub_crashing`]
+/// report its process `errored`: a crash-looping release.
+pub const CRASH_LOOP: &str = "HOIST_BENCH_CRASH_LOOP";
+
+/// A pm2 stand-in like [`pm2_stub`] that can also fail a release, for the
+/// rollout row: one process `name` per `$PM2_HOME` (one home per server),
+/// listed `online` after a `startOrReload` of an ecosystem file, or
+/// `errored` (what pm2 shows once it gives up on a process that keeps
+/// crashing) when that file carries [`CRASH_LOOP`]; `delete` empties the
+/// list. Each server's home is prepared by [`pm2_stub_home`].
+pub fn pm2_stub_crashing(dir: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let stub = dir.join("pm2-stub-crashing");
+    std::fs::write(
+        &stub,
+        format!(
+            "#!/bin/sh\n# Stand-in for pm2 (benchmark rollout row only).\n\
+             h=\"$PM2_HOME\"\n\
+             case \"$1\" in\n\
+             jlist) cat \"$h/jlist.json\" ;;\n\
+             startOrReload)\n\
+             \x20 if grep -q {CRASH_LOOP} \"$2\"; then s=errored; else s=online; fi\n\
+             \x20 cp \"$h/$s.json\" \"$h/jlist.tmp\" && mv \"$h/jlist.tmp\" \"$h/jlist.json\" ;;\n\
+             delete) echo '[]' > \"$h/jlist.tmp\" && mv \"$h/jlist.tmp\" \"$h/jlist.json\" ;;\n\
+             esac\nexit 0\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    Ok(stub)
+}
+
+/// A pm2 home for [`pm2_stub_crashing`] running process `name`: nothing
+/// listed yet.
+pub fn pm2_stub_home(home: &Path, name: &str) -> Result<(), String> {
+    std::fs::create_dir_all(home).map_err(|e| e.to_string())?;
+    for status in ["online", "errored"] {
+        let list = serde_json::json!([{
+            "name": name, "pm_id": 0,
+            "pm2_env": { "status": status, "restart_time": 0, "pm_cwd": "/" }
+        }]);
+        std::fs::write(home.join(format!("{status}.json")), format!("{list}\n"))
+            .map_err(|e| e.to_string())?;
+    }
+    std::fs::write(home.join("jlist.json"), "[]\n").map_err(|e| e.to_string())
 }

@@ -148,6 +148,12 @@ impl FakeForge {
         self.shared.store.lock().unwrap().clock.advance(d);
     }
 
+    /// GitHub: serve pages with `ETag`s and answer `If-None-Match` with
+    /// `304` (the default), or not.
+    pub fn set_etags(&self, on: bool) {
+        self.shared.store.lock().unwrap().etags = on;
+    }
+
     /// Run the forge's clock `offset_secs` off this machine's.
     pub fn skew(&self, offset_secs: i64) {
         self.shared.store.lock().unwrap().clock.skew(offset_secs);
