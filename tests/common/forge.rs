@@ -59,6 +59,8 @@ struct Shared {
     accepted: Mutex<Vec<Accepted>>,
     /// (HTTP status, the forge's message) for every request.
     attempts: Mutex<Vec<(u16, String)>>,
+    /// (method, path and query) of every request, in order.
+    targets: Mutex<Vec<(String, String)>>,
 }
 
 impl FakeForge {
@@ -67,6 +69,7 @@ impl FakeForge {
             store: Mutex::new(Store::new(flavor, token, MAIN_IDENTITY)),
             accepted: Mutex::new(Vec::new()),
             attempts: Mutex::new(Vec::new()),
+            targets: Mutex::new(Vec::new()),
         });
         let handler = Arc::clone(&shared);
         let router = axum::Router::new().fallback(
@@ -95,6 +98,12 @@ impl FakeForge {
 
     pub fn attempts(&self) -> Vec<(u16, String)> {
         self.shared.attempts.lock().unwrap().clone()
+    }
+
+    /// (method, path and query) of every request so far, oldest first: a
+    /// read's page is in its query.
+    pub fn targets(&self) -> Vec<(String, String)> {
+        self.shared.targets.lock().unwrap().clone()
     }
 
     /// Every status the forge keeps, oldest first (GitLab: a job moved on
@@ -193,6 +202,12 @@ fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
+    shared.targets.lock().unwrap().push((
+        method.to_string(),
+        uri.path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+    ));
     let mut store = shared.store.lock().unwrap();
     let date = store.date_header();
     let answer = match store.check(method, uri, headers, body) {
