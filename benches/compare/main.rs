@@ -168,6 +168,7 @@ const ROWS: &[(&str, RowFn)] = &[
     ("wrk", rows::load::cluster_reloads_under_load),
     ("many-apps", rows::fleet::many_apps),
     ("fleet", rows::fleet::hundred_daemons),
+    ("rsync-ssh", rows::rsync::rsync_over_ssh),
 ];
 
 fn main() {

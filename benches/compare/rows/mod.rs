@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod fleet;
 pub mod load;
 pub mod pass;
+pub mod rsync;
 
 use crate::{Ctx, Row};
 
