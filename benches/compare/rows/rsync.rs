@@ -388,6 +388,13 @@ pub fn rsync_over_ssh(ctx: &Ctx) -> Vec<Row> {
                 .iter()
                 .all(|s| by.get(&s.context).is_some_and(|(st, _)| st == want))
         };
+        // Whether every server has said how its deploy of `sha` ended.
+        let finished = |sha: &str| {
+            let by = states(&statuses, sha);
+            hoist_servers
+                .iter()
+                .all(|s| by.get(&s.context).is_some_and(|(st, _)| st != "pending"))
+        };
         let logs = |servers: &[HoistServer]| {
             servers
                 .iter()
@@ -508,7 +515,7 @@ pub fn rsync_over_ssh(ctx: &Ctx) -> Vec<Row> {
         hooks(&sha)?;
         let (hoist_down, hoist_watch) =
             watch_down(&hoist_ports, &good, Duration::from_secs(120), || {
-                all_states(&sha, "failure")
+                finished(&sha)
             });
         let hoist_failed = all_states(&sha, "failure");
         let hoist_rolled = t0.elapsed().as_secs_f64();
@@ -584,15 +591,17 @@ pub fn rsync_over_ssh(ctx: &Ctx) -> Vec<Row> {
                 hoist_watch
             ));
         }
-        bad_details.push(format!(
-            "hoist: all three servers reported `failure` {} after the publish began ({})",
-            secs(hoist_rolled),
-            if hoist_failed {
-                "and rolled back"
-            } else {
-                "NOT within 120 s"
-            }
-        ));
+        bad_details.push(if hoist_failed {
+            format!(
+                "hoist: all three servers had reported `failure` (rolled back) {} after the publish began",
+                secs(hoist_rolled)
+            )
+        } else {
+            format!(
+                "hoist: NOT every server reported `failure` ({} after the publish began)",
+                secs(hoist_rolled)
+            )
+        });
         Ok(vec![
             Row {
                 measure: m1.into(),
