@@ -16,8 +16,9 @@
 #     `npm install pm2@7` into .tools/pm2/;
 #   - s3s-fs, the S3 server the S3 rows download from, when HOIST_TEST_S3S is
 #     unset: `cargo install s3s-fs@0.14.1` into .tools/s3s/;
-#   - curl, wrk, zstd and git, when missing and only if run as root on a
-#     system with apt-get. Otherwise it names what is missing and stops.
+#   - curl, wrk, zstd, git, rsync and OpenSSH (client and server), when
+#     missing and only if run as root on a system with apt-get. Otherwise it
+#     names what is missing and stops.
 # .tools/ is git-ignored; delete it to remove what was installed.
 set -euo pipefail
 
@@ -28,9 +29,12 @@ script=scripts/bench.sh
 source scripts/lib.sh
 
 missing_apt=()
-for tool in git zstd curl wrk; do
+for tool in git zstd curl wrk rsync; do
     command -v "$tool" >/dev/null 2>&1 || missing_apt+=("$tool")
 done
+# The rsync-over-SSH row's servers sit behind a real sshd.
+command -v ssh >/dev/null 2>&1 || missing_apt+=(openssh-client)
+[[ -x /usr/sbin/sshd ]] || missing_apt+=(openssh-server)
 apt_install "${missing_apt[@]}"
 need_cargo_and_node
 

@@ -937,9 +937,7 @@ fn to_text(snap: &Snapshot) -> String {
             head.push_str(": ");
             head.push_str(&match (state, &w.opening) {
                 (WaveState::Skipped, _) => "skipped, no host".to_string(),
-                (WaveState::Live, _) => {
-                    "live: its servers already ran this release".to_string()
-                }
+                (WaveState::Live, _) => "live: its servers already ran this release".to_string(),
                 (_, Opening::Baking { until, after }) => format!(
                     "opens at {} after wave {}'s bake",
                     when(*until, now),

@@ -169,6 +169,7 @@ const ROWS: &[(&str, RowFn)] = &[
     ("many-apps", rows::fleet::many_apps),
     ("fleet", rows::fleet::hundred_daemons),
     ("rollout", rows::rollout::waves),
+    ("rsync-ssh", rows::rsync::rsync_over_ssh),
 ];
 
 fn main() {

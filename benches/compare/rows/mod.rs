@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod load;
 pub mod pass;
 pub mod rollout;
+pub mod rsync;
 
 use crate::{Ctx, Row};
 
