@@ -1303,17 +1303,36 @@ mod tests {
             "superseded: never what the branch runs"
         );
 
-        // A commit naming the release every server already runs (a revert
-        // of a halted one, say): the waiting wave's servers have nothing to
-        // wait for, and the view says so instead of "waiting".
-        let again = format!("{}# the same release\n", manifest("1.1.0", ROLLOUT));
-        let c3 = w.commit(&[("apps/web.yaml", &again)]);
+        // A bad release halts at the canary, and its revert names the
+        // release every server still runs: the second wave's servers have
+        // nothing to wait for, and the view says so instead of "waiting".
+        let c3 = w.commit(&[("apps/web.yaml", &manifest("1.2.0", ROLLOUT))]);
+        w.post(
+            &c3,
+            "web-1",
+            State::Failure,
+            "web 1.2.0 failed (process web is errored); rolled back to 1.1.0",
+            t(850),
+        )
+        .await;
+        for h in ["web-2", "web-3"] {
+            w.post(
+                &c3,
+                h,
+                State::Failure,
+                "web 1.2.0 halted: web-1 failed",
+                t(851),
+            )
+            .await;
+        }
+        let c4 = w.commit(&[("apps/web.yaml", &manifest("1.1.0", ROLLOUT))]);
         for (i, h) in ["web-1", "web-2", "web-3"].iter().enumerate() {
-            w.post(&c3, h, State::Success, "web unchanged", t(900 + i as u64))
+            w.post(&c4, h, State::Success, "web unchanged", t(900 + i as u64))
                 .await;
         }
-        w.forge.set_time(t(910));
+        w.forge.set_time(t(960));
         let snap = w.look(None).await;
+        assert_eq!(snap.commit, c4);
         assert_eq!(
             summary(&snap.apps[0]),
             "wave 1 baking, 9m left · wave 2 2/2 live · rolled out",
