@@ -231,21 +231,47 @@ impl World {
 }
 
 pub async fn run() -> Result<(), String> {
+    in_a_folder(
+        "hoist demo",
+        "hoist-demo-",
+        "· cleaning up: stopping the demo's pm2",
+        &["pm2home"],
+        |root, pm2| async move { demo(&root, pm2).await },
+    )
+    .await
+}
+
+/// Runs a demo in a fresh folder (`title in <folder>` first), then kills
+/// the pm2 of each home under it and removes the folder, unless
+/// `HOIST_DEMO_KEEP` is set: whatever the demo did, nothing is left running.
+async fn in_a_folder<F, Fut>(
+    title: &str,
+    prefix: &str,
+    cleaning: &str,
+    pm2_homes: &[&str],
+    demo: F,
+) -> Result<(), String>
+where
+    F: FnOnce(PathBuf, PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let pm2 = find_pm2()?;
     let dir = tempfile::Builder::new()
-        .prefix("hoist-demo-")
+        .prefix(prefix)
         .tempdir()
         .map_err(|e| format!("cannot make a folder for the demo: {e}"))?;
     let keep = std::env::var_os("HOIST_DEMO_KEEP").is_some();
     let root = dir.path().to_path_buf();
-    println!("hoist demo in {}", root.display());
-    let result = demo(&root, pm2.clone()).await;
-    println!("· cleaning up: stopping the demo's pm2");
-    let _ = tokio::process::Command::new(&pm2)
-        .arg("kill")
-        .env("PM2_HOME", root.join("pm2home"))
-        .output()
-        .await;
+    println!("{title} in {}", root.display());
+    let result = demo(root.clone(), pm2.clone()).await;
+    println!("{cleaning}");
+    for home in pm2_homes {
+        let _ = tokio::process::Command::new(&pm2)
+            .arg("kill")
+            .env("PM2_HOME", root.join(home))
+            .output()
+            .await;
+    }
     if keep {
         let kept = dir.keep();
         println!("· kept {} (HOIST_DEMO_KEEP)", kept.display());

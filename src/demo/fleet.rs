@@ -19,7 +19,7 @@
 //! which the operator owns, as on real servers. Every pm2 home is killed
 //! at the end, and the folder removed unless `HOIST_DEMO_KEEP` is set.
 
-use super::{APP_FILES, commit_tree, find_pm2, free_port, revert_head, tree_of};
+use super::{APP_FILES, commit_tree, free_port, revert_head, tree_of};
 use crate::config::HostConfig;
 use crate::engine::Engine;
 use crate::fleet::{self, Fleet, Snapshot, Verdict};
@@ -97,28 +97,16 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 pub async fn run() -> Result<(), String> {
-    let pm2 = find_pm2()?;
-    let dir = tempfile::Builder::new()
-        .prefix("hoist-demo-fleet-")
-        .tempdir()
-        .map_err(|e| format!("cannot make a folder for the demo: {e}"))?;
-    let keep = std::env::var_os("HOIST_DEMO_KEEP").is_some();
-    let root = dir.path().to_path_buf();
-    println!("hoist demo --fleet in {}", root.display());
-    let result = demo(&root, &pm2).await;
-    println!("\n· cleaning up: stopping the servers' pm2s");
-    for host in HOSTS {
-        let _ = tokio::process::Command::new(&pm2)
-            .arg("kill")
-            .env("PM2_HOME", root.join(host).join("pm2home"))
-            .output()
-            .await;
-    }
-    if keep {
-        let kept = dir.keep();
-        println!("· kept {} (HOIST_DEMO_KEEP)", kept.display());
-    }
-    result
+    let homes = HOSTS.map(|host| format!("{host}/pm2home"));
+    let homes: Vec<&str> = homes.iter().map(String::as_str).collect();
+    super::in_a_folder(
+        "hoist demo --fleet",
+        "hoist-demo-fleet-",
+        "\n· cleaning up: stopping the servers' pm2s",
+        &homes,
+        |root, pm2| async move { demo(&root, &pm2).await },
+    )
+    .await
 }
 
 /// One server of the fleet, as the demo sees it from outside.
