@@ -381,24 +381,9 @@ fn tail(text: &str, lines: usize) -> String {
 impl Drop for Fleet {
     fn drop(&mut self) {
         for s in &mut self.servers {
-            if let Some(mut c) = s.daemon.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-            let _ = Command::new(&self.pm2)
-                .arg("kill")
-                .env("PM2_HOME", s.path("pm2home"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let home = s.path("pm2home");
+            super::stop_server(&mut s.daemon, &self.pm2, &home);
         }
-        if std::env::var_os("HOIST_TEST_KEEP").is_some() {
-            let p = self.dir.path().to_path_buf();
-            eprintln!("kept test fleet {}", p.display());
-            std::mem::forget(std::mem::replace(
-                &mut self.dir,
-                tempfile::tempdir().unwrap(),
-            ));
-        }
+        super::keep_if_asked(&mut self.dir, "test fleet");
     }
 }

@@ -434,23 +434,31 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = Command::new(&self.pm2)
-            .arg("kill")
-            .env("PM2_HOME", self.path("pm2home"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if std::env::var_os("HOIST_TEST_KEEP").is_some() {
-            let p = self.dir.path().to_path_buf();
-            eprintln!("kept test world {}", p.display());
-            std::mem::forget(std::mem::replace(
-                &mut self.dir,
-                tempfile::tempdir().unwrap(),
-            ));
-        }
+        let home = self.path("pm2home");
+        stop_server(&mut self.daemon, &self.pm2, &home);
+        keep_if_asked(&mut self.dir, "test world");
+    }
+}
+
+/// Stops one test server: its daemon, then its pm2 (and so its apps).
+pub fn stop_server(daemon: &mut Option<Child>, pm2: &Path, pm2_home: &Path) {
+    if let Some(mut c) = daemon.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = Command::new(pm2)
+        .arg("kill")
+        .env("PM2_HOME", pm2_home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Leaves `dir` on disk when `HOIST_TEST_KEEP` is set (to look at after a
+/// failure); otherwise it is removed as usual.
+pub fn keep_if_asked(dir: &mut tempfile::TempDir, what: &str) {
+    if std::env::var_os("HOIST_TEST_KEEP").is_some() {
+        eprintln!("kept {what} {}", dir.path().display());
+        std::mem::forget(std::mem::replace(dir, tempfile::tempdir().unwrap()));
     }
 }
