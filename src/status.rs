@@ -137,6 +137,105 @@ pub fn truncate_description(s: &str) -> String {
     out
 }
 
+/// What a status says about an app, in a form every server reads the same
+/// way: the machine-readable head at the start of a description
+/// (`[hoist:halt web 1.4.0] web 1.4.0 halted: web-1 failed`). Only the
+/// description reaches every forge, so the fleet's coordination (halts,
+/// apps that are down, local rollbacks, run-once steps) rests on this head,
+/// never on a phrase of the human text: "public-api 2.0 halted" must never
+/// read as a halt of `api`. App names (`[a-z0-9][a-z0-9_-]*`) and release
+/// names (`[A-Za-z0-9._-]+`) hold no space or bracket, so a head parses
+/// without ambiguity; a description may carry several (one host status
+/// covering several apps).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub kind: HeadKind,
+    pub app: String,
+    pub release: String,
+}
+
+/// The kinds of [`Head`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadKind {
+    /// The rollout of the release is halted (a waiting host's `failure`).
+    Halt,
+    /// The app is down on that host (SPEC's staying-converged failures).
+    Down,
+    /// The host is held at another release by a local rollback.
+    Held,
+    /// A report about the release's run-once step.
+    Once,
+}
+
+impl HeadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeadKind::Halt => "halt",
+            HeadKind::Down => "down",
+            HeadKind::Held => "held",
+            HeadKind::Once => "once",
+        }
+    }
+
+    fn parse(s: &str) -> Option<HeadKind> {
+        Some(match s {
+            "halt" => HeadKind::Halt,
+            "down" => HeadKind::Down,
+            "held" => HeadKind::Held,
+            "once" => HeadKind::Once,
+            _ => return None,
+        })
+    }
+}
+
+impl Head {
+    pub fn new(kind: HeadKind, app: &str, release: &str) -> Head {
+        Head {
+            kind,
+            app: app.to_string(),
+            release: release.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[hoist:{} {} {}]", self.kind.as_str(), self.app, self.release)
+    }
+}
+
+/// The heads at the start of `description`, in order; an unknown kind or a
+/// malformed head ends the list (a newer hoist's kinds are not guessed at).
+pub fn heads(description: &str) -> Vec<Head> {
+    let mut out = Vec::new();
+    let mut rest = description;
+    while let Some(after) = rest.strip_prefix("[hoist:") {
+        let Some(end) = after.find(']') else { break };
+        let mut words = after[..end].split(' ');
+        let (Some(kind), Some(app), Some(release), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            break;
+        };
+        let Some(kind) = HeadKind::parse(kind) else {
+            break;
+        };
+        if app.is_empty() || release.is_empty() {
+            break;
+        }
+        out.push(Head::new(kind, app, release));
+        rest = after[end + 1..].trim_start_matches(' ');
+    }
+    out
+}
+
+/// Whether `description` carries a head of `kind` about `app`'s `release`.
+pub fn has_head(description: &str, kind: HeadKind, app: &str, release: &str) -> bool {
+    heads(description)
+        .iter()
+        .any(|h| h.kind == kind && h.app == app && h.release == release)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +326,37 @@ mod tests {
         };
         assert_eq!(read.get("b").map(|s| s.state), Some(State::Failure));
         assert_eq!(read.get("c"), None);
+    }
+
+    #[test]
+    fn heads_are_read_by_structure_not_by_phrase() {
+        let d = format!(
+            "{}{} web 1.4.0 halted: web-1 failed",
+            Head::new(HeadKind::Halt, "web", "1.4.0"),
+            Head::new(HeadKind::Down, "api", "2.0")
+        );
+        assert_eq!(
+            heads(&d),
+            vec![
+                Head::new(HeadKind::Halt, "web", "1.4.0"),
+                Head::new(HeadKind::Down, "api", "2.0")
+            ]
+        );
+        assert!(has_head(&d, HeadKind::Halt, "web", "1.4.0"));
+        assert!(!has_head(&d, HeadKind::Halt, "api", "2.0"));
+        // A phrase in the text is not a head, nor is a head elsewhere.
+        assert!(heads("public-api 2.0 halted: web-1 failed").is_empty());
+        assert!(heads("web live; [hoist:halt web 1.4.0]").is_empty());
+        assert!(!has_head(
+            "[hoist:halt public-api 2.0] public-api 2.0 halted",
+            HeadKind::Halt,
+            "api",
+            "2.0"
+        ));
+        // Unknown kinds and broken heads end the list.
+        assert!(heads("[hoist:future web 1] x").is_empty());
+        assert!(heads("[hoist:halt web] x").is_empty());
+        assert!(heads("[hoist:halt web 1 2] x").is_empty());
+        assert!(heads("[hoist:halt web 1").is_empty());
     }
 }
