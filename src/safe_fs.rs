@@ -103,12 +103,12 @@ pub struct Meta {
 impl Meta {
     fn of(st: &rfs::Stat) -> Meta {
         Meta {
-            kind: Kind::of(st.st_mode as u32),
+            kind: Kind::of(st.st_mode),
             uid: st.st_uid,
             gid: st.st_gid,
-            mode: st.st_mode as u32 & 0o7777,
-            dev: st.st_dev as u64,
-            ino: st.st_ino as u64,
+            mode: st.st_mode & 0o7777,
+            dev: st.st_dev,
+            ino: st.st_ino,
             len: st.st_size as u64,
         }
     }
@@ -284,11 +284,12 @@ fn one_name(name: &str) -> std::io::Result<&str> {
 }
 
 impl Dir {
-    /// Opens a directory whose way there hoist trusts (the host config's
-    /// `root` and `state_dir`, and what hoist itself made below them): only
-    /// the last component is refused when it is a link.
+    /// Opens a directory whose way there hoist trusts: the host config's
+    /// `root` and `state_dir` (links in them are the operator's), or a
+    /// folder hoist made and only hoist can change. Everything below is
+    /// then opened from the handle.
     pub fn open(path: &Path) -> Result<Dir> {
-        let fd = rfs::open(path, DIR, Mode::empty())
+        let fd = rfs::open(path, DIR.difference(OFlags::NOFOLLOW), Mode::empty())
             .map_err(|e| Error::new("open", path.to_path_buf(), e))?;
         Ok(Dir {
             fd,
@@ -382,7 +383,7 @@ impl Dir {
             let kind = match entry.file_type() {
                 rfs::FileType::Unknown => {
                     match rfs::statat(&self.fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
-                        Ok(st) => Kind::of(st.st_mode as u32),
+                        Ok(st) => Kind::of(st.st_mode),
                         Err(Errno::NOENT) => continue,
                         Err(e) => return Err(err(e)),
                     }
@@ -481,7 +482,7 @@ impl Dir {
         )
         .map_err(|e| Error::new("read", path.clone(), e))?;
         let st = rfs::fstat(&fd).map_err(|e| Error::new("read", path.clone(), e))?;
-        if Kind::of(st.st_mode as u32) != Kind::File {
+        if Kind::of(st.st_mode) != Kind::File {
             return Err(Error::new(
                 "read",
                 path,
@@ -592,6 +593,13 @@ impl Dir {
         }
     }
 
+    /// Takes an exclusive lock on this directory (`flock`), held while the
+    /// handle is open; an error when another handle holds it.
+    pub fn try_lock(&self) -> std::io::Result<()> {
+        rfs::flock(&self.fd, rfs::FlockOperation::NonBlockingLockExclusive)?;
+        Ok(())
+    }
+
     /// fsyncs this directory (its entries' names).
     pub fn sync(&self) -> Result<()> {
         rfs::fsync(&self.fd).map_err(|e| Error::new("sync", self.path.clone(), e))
@@ -612,7 +620,7 @@ impl Dir {
             Err(Errno::NOENT) => return Ok(()),
             Err(e) => return Err(Error::new("remove", path, e)),
         };
-        if Kind::of(st.st_mode as u32) != Kind::Dir {
+        if Kind::of(st.st_mode) != Kind::Dir {
             return match rfs::unlinkat(&self.fd, name, AtFlags::empty()) {
                 Ok(()) | Err(Errno::NOENT) => Ok(()),
                 Err(e) => Err(Error::new("remove", path, e)),
@@ -783,7 +791,7 @@ pub fn as_user<T: Send>(owner: Option<Owner>, f: impl FnOnce() -> T + Send) -> s
 pub fn user_can_use_dir(owner: Option<Owner>, path: &Path) -> std::io::Result<()> {
     as_user(owner, || {
         let st = rfs::stat(path)?;
-        if Kind::of(st.st_mode as u32) != Kind::Dir {
+        if Kind::of(st.st_mode) != Kind::Dir {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "it is not a folder",
