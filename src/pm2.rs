@@ -514,18 +514,64 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[start..].join(" / ")
 }
 
-/// Makes a missing pm2 home, as `user` (mode 0700).
+/// Makes a missing pm2 home (mode 0700), as `user` itself: it may be the
+/// only one who can write its parent (the shipped /var/lib/hoist-apps).
+/// When it cannot (a parent of root's), hoist makes the last folder in the
+/// parent the host config names and hands it over through its handle.
 fn make_home(user: &RunAs, home: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
+    let as_user =
+        crate::safe_fs::as_user(Some(user.owner()), || {
+            match std::fs::symlink_metadata(home) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(home),
+                _ => Ok(()),
+            }
+        })?;
+    let Err(e) = as_user else { return Ok(()) };
+    let (Some(parent), Some(name)) = (home.parent(), home.file_name().and_then(|n| n.to_str()))
+    else {
+        return Err(e);
+    };
+    let (dir, created) = crate::safe_fs::Dir::open(parent)
+        .and_then(|p| p.ensure_dir(name, 0o700))
+        .map_err(|_| e)?;
+    if created {
+        dir.chmod(0o700).map_err(std::io::Error::from)?;
+        dir.chown(user.owner()).map_err(std::io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Whether `user` can reach the apps' `root` (read and enter it): the apps
+/// and their hooks run from there. Under the shipped unit's umask only the
+/// root's group (set-group-ID, pm2.user's) lets them.
+pub fn check_root(user: Option<&RunAs>, root: &Path) -> Result<(), String> {
+    let Some(user) = user else { return Ok(()) };
     crate::safe_fs::as_user(Some(user.owner()), || {
-        match std::fs::symlink_metadata(home) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(home),
-            _ => Ok(()),
-        }
-    })?
+        rustix::fs::accessat(
+            rustix::fs::CWD,
+            root,
+            rustix::fs::Access::READ_OK | rustix::fs::Access::EXEC_OK,
+            rustix::fs::AtFlags::EACCESS,
+        )
+    })
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| std::io::Error::from(e).to_string()))
+    .map_err(|why| {
+        let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(user.gid))
+            .ok()
+            .flatten()
+            .map(|g| g.name)
+            .unwrap_or_else(|| user.gid.to_string());
+        format!(
+            "pm2.user {name} cannot read root {root} ({why}), where its apps run from; give root to its group, set-group-ID, as the package does: chgrp {group} {root} && chmod 2750 {root}",
+            name = user.name,
+            root = root.display(),
+        )
+    })
 }
 
 /// Whether pm2, run as `user` (or as hoist), can use its home: `home`, or

@@ -106,9 +106,23 @@ impl AppDir {
     pub fn ensure_layout(&self, owner: Option<Owner>) -> Result<(), ReleaseError> {
         let app = self.handle()?;
         app.ensure_dir("releases", 0o755)?;
-        let (shared, created) = app.ensure_dir("shared", 0o755)?;
-        if created && let Some(o) = owner {
-            shared.chown(o)?;
+        // Looked at, not opened: hoist may not be able to enter the app's
+        // shared/ (0750 under the shipped umask), and need not.
+        match app.meta_of("shared")? {
+            Some(m) if m.kind == Kind::Dir => {}
+            Some(m) => {
+                return Err(ReleaseError::Conflict(format!(
+                    "{} is {}, not a folder",
+                    self.shared().display(),
+                    m.kind.describe()
+                )));
+            }
+            None => {
+                let shared = app.create_dir("shared", 0o755)?;
+                if let Some(o) = owner {
+                    shared.chown(o)?;
+                }
+            }
         }
         Ok(())
     }
@@ -217,8 +231,10 @@ impl AppDir {
     ) -> Result<Vec<String>, ReleaseError> {
         let mut missing = Vec::new();
         if !shared.is_empty() {
-            let shared_dir = self.handle()?.open_dir("shared")?;
-            missing = safe_fs::as_user(owner, || make_shared(&shared_dir, shared))
+            // Opened as the owner too: hoist itself may not even be able to
+            // enter the app's shared/ (0750 under the shipped umask).
+            let app = self.handle()?;
+            missing = safe_fs::as_user(owner, || make_shared(&app.open_dir("shared")?, shared))
                 .map_err(io("cannot act in", &self.shared()))??;
         }
         let staged = Dir::open(dir)?;

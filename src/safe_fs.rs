@@ -165,6 +165,12 @@ fn reason(e: &std::io::Error) -> String {
     }
 }
 
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> std::io::Error {
+        std::io::Error::new(e.source.kind(), e.to_string())
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// A directory, held open. Every path below it is resolved from the

@@ -206,6 +206,7 @@ pub async fn engine_for(
     let settings = settings(cfg).map_err(EngineError::Other)?;
     crate::pm2::check_home(settings.pm2_user.as_deref(), cfg.pm2.home.as_deref())
         .map_err(EngineError::Other)?;
+    crate::pm2::check_root(settings.pm2_user.as_deref(), &cfg.root).map_err(EngineError::Other)?;
     let parts = parts_for(cfg, metrics, need).map_err(EngineError::Other)?;
     Engine::new(settings, parts).await
 }

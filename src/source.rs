@@ -182,7 +182,9 @@ impl Source {
         if e.code() == git2::ErrorCode::Auth {
             return SourceError::Auth { url, message: msg };
         }
-        if e.code() == git2::ErrorCode::Owner {
+        // libgit2's local transport passes the ownership check's error on
+        // without its code.
+        if e.code() == git2::ErrorCode::Owner || e.message().contains("not owned by current user") {
             return self.not_owned(url);
         }
         SourceError::Remote { url, message: msg }
