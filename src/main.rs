@@ -110,7 +110,7 @@ enum Command {
         #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
         timeout: Option<std::time::Duration>,
     },
-    /// Write a new server identity (mode 0600) and print its public key.
+    /// Write a new server identity (mode 0600) and print its public key (and, on stderr, the inventory entry to paste).
     Keygen {
         /// Where to write it (default: the host config's identity_file).
         #[arg(short = 'o', long = "output")]
@@ -559,7 +559,7 @@ async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
 
 async fn cmd_plan(config: &Path, json: bool) -> Res {
     let cfg = load_runnable(config, Preflight::Local)?;
-    let e = engine(&cfg, hoist::setup::Need::Local).await?;
+    let e = engine(&cfg, hoist::setup::Need::Look).await?;
     let tip = e.poll().await.map_err(|e| fail(1, e.to_string()))?;
     let signed = e
         .check_commit_signature(&tip)

@@ -60,11 +60,15 @@ pub enum Need {
     /// A pass (`run`, `once`, `retry`): every credential file it names
     /// must be readable.
     Pass,
-    /// A command that moves between what is on disk or only looks
-    /// (`rollback`, `plan`): the forge token and the S3 keys are read when
-    /// they can be and left out when not (under the unit they are systemd
-    /// credentials a shell cannot see); nothing is posted or downloaded.
+    /// A command that moves between what is on disk (`rollback`): the
+    /// forge token and the S3 keys are read when they can be and left out
+    /// when not (under the unit they are systemd credentials a shell cannot
+    /// see); nothing is posted or downloaded.
     Local,
+    /// A command that only looks (`plan`): as `Local`, and it starts no pm2,
+    /// so it does not check that pm2.user can use pm2's home (it may run
+    /// as `sudo -u hoist`, without the capabilities to act as that user).
+    Look,
 }
 
 /// A credential file: an error for a pass, left out (said at debug level)
@@ -73,7 +77,7 @@ fn credential(path: &Option<PathBuf>, key: &str, need: Need) -> Result<Option<St
     match (read_secret(path, key), need) {
         (Ok(v), _) => Ok(v),
         (Err(e), Need::Pass) => Err(e),
-        (Err(e), Need::Local) => {
+        (Err(e), Need::Local | Need::Look) => {
             tracing::debug!("{e}; not needed here");
             Ok(None)
         }
@@ -117,7 +121,7 @@ pub fn parts_for(cfg: &HostConfig, metrics: Arc<Metrics>, need: Need) -> Result<
         (Err(e), Need::Pass) => return Err(e),
         // Nothing is posted: a provider that keeps nothing, and no record
         // of "posted" that the daemon would trust later.
-        (Err(e), Need::Local) => {
+        (Err(e), Need::Local | Need::Look) => {
             tracing::debug!("{e}; not needed here");
             (
                 report::build_provider(&ProviderSettings {
@@ -204,9 +208,12 @@ pub async fn engine_for(
     }
     warn_about_exposed_secrets(cfg);
     let settings = settings(cfg).map_err(EngineError::Other)?;
-    crate::pm2::check_home(settings.pm2_user.as_deref(), cfg.pm2.home.as_deref())
-        .map_err(EngineError::Other)?;
-    crate::pm2::check_root(settings.pm2_user.as_deref(), &cfg.root).map_err(EngineError::Other)?;
+    if need != Need::Look {
+        crate::pm2::check_home(settings.pm2_user.as_deref(), cfg.pm2.home.as_deref())
+            .map_err(EngineError::Other)?;
+        crate::pm2::check_root(settings.pm2_user.as_deref(), &cfg.root)
+            .map_err(EngineError::Other)?;
+    }
     let parts = parts_for(cfg, metrics, need).map_err(EngineError::Other)?;
     Engine::new(settings, parts).await
 }

@@ -378,6 +378,39 @@ fn a_link_planted_in_shared_gets_nothing_outside_created_or_handed_over() {
     assert_eq!(w.app_says().as_deref(), Some("v1"));
 }
 
+/// The same link, with hoist as root (no unit, the apps as `nobody`):
+/// with path-based calls this one link, planted once, was enough to get a
+/// folder of root's made and handed to the app.
+#[test]
+fn a_link_planted_once_gets_nothing_from_hoist_as_root_either() {
+    let w = root_world_with_apps_user();
+    let outside = w.path("outside");
+    std::fs::create_dir_all(outside.join("dir")).unwrap();
+    std::fs::set_permissions(outside.join("dir"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let before = snapshot(&outside);
+    let (u1, s1) = w.make_release("v1", true, &[]);
+    manifest(&w, "v1", &u1, &s1, "shared: [logs/]\n");
+    w.commit("v1");
+    w.once(0);
+    let plant = format!(
+        "/symlink?t={}&p={}",
+        outside.join("dir").display(),
+        w.path("srv/web/shared/data").display()
+    );
+    assert_eq!(http_get(w.app_port, &plant).unwrap(), (200, "ok".into()));
+    let (u2, s2) = w.make_release("v2", true, &[]);
+    manifest(&w, "v2", &u2, &s2, "shared: [logs/, data/uploads/]\n");
+    let c2 = w.commit("v2");
+    w.once(1);
+    assert_eq!(w.final_status(&c2).unwrap().0, "error");
+    assert_eq!(
+        snapshot(&outside),
+        before,
+        "something outside shared/ changed"
+    );
+    assert_eq!(w.app_says().as_deref(), Some("v1"));
+}
+
 /// A local config repository that belongs to another user than hoist's:
 /// git refuses it, and hoist says in one line what to change.
 #[test]

@@ -176,7 +176,7 @@ pub fn hosts_without_labels(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// SPEC's rule for labels: while any manifest targets labels (`targets.labels`
+/// The rule for labels: while any manifest targets labels (`targets.labels`
 /// or a wave's `labels`), an inventory entry without `labels` would drop
 /// that server out of those apps (adding a key would remove an app), so it
 /// is an error naming the entry and an app that targets labels.

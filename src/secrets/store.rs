@@ -26,7 +26,7 @@
 //! it). A generation is written while it is still hoist's alone, then
 //! handed over bottom up through handles (`safe_fs`), so the app can enter
 //! nothing before all of it is the app's. hoist, running as its own user
-//! with the capabilities SPEC §1 names, then reads a generation back
+//! with the capabilities the host config's `pm2.user` asks for, then reads a generation back
 //! (`same_as`) as the owner (`safe_fs::as_user`, needs
 //! CAP_SETUID/CAP_SETGID), and removes one by taking each directory back
 //! through a handle first (needs CAP_CHOWN). It never needs to read what
