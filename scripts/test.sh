@@ -22,6 +22,10 @@
 #     install -y git zstd minisign age openssh-server openssh-client`. Otherwise it names what is missing and
 #     stops. The S3 server the tests use (s3s-fs) is a dev-dependency, built
 #     by cargo like the rest.
+# Run it as root: tests/least_privilege.rs (and a few others) run hoist as
+# the systemd unit does, as the stock user `daemon` with the unit's
+# capabilities (setpriv, from util-linux), and the apps as `nobody`; they
+# fail without root.
 # The tests use the pm2 named by HOIST_TEST_PM2 (exported here; set it
 # yourself to use another pm2). Each test runs pm2 with its own PM2_HOME, so
 # the pm2 processes of the user running the tests are left alone.

@@ -110,7 +110,7 @@ enum Command {
         #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
         timeout: Option<std::time::Duration>,
     },
-    /// Write a new server identity (mode 0600) and print its public key.
+    /// Write a new server identity (mode 0600) and print its public key (and, on stderr, the inventory entry to paste).
     Keygen {
         /// Where to write it (default: the host config's identity_file).
         #[arg(short = 'o', long = "output")]
@@ -274,10 +274,16 @@ fn lock(cfg: &HostConfig) -> Result<StateLock, Failure> {
     })
 }
 
-async fn engine(cfg: &HostConfig) -> Result<Engine, Failure> {
-    hoist::setup::engine(cfg, Arc::new(Metrics::new()))
+/// The engine, reading the credentials `need` asks for. A state.json that
+/// cannot be read is exit 1 naming the file, as for `status`; the rest is
+/// the config's (2).
+async fn engine(cfg: &HostConfig, need: hoist::setup::Need) -> Result<Engine, Failure> {
+    hoist::setup::engine_for(cfg, Arc::new(Metrics::new()), need)
         .await
-        .map_err(|e| fail(2, e.to_string()))
+        .map_err(|e| match e {
+            hoist::engine::EngineError::State(_) => fail(1, e.to_string()),
+            e => fail(2, e.to_string()),
+        })
 }
 
 async fn dispatch(cli: Cli) -> Res {
@@ -293,7 +299,7 @@ async fn dispatch(cli: Cli) -> Res {
         Command::Once => {
             let cfg = load_runnable(&cli.config, Preflight::Pass)?;
             let _lock = lock(&cfg)?;
-            let e = engine(&cfg).await?;
+            let e = engine(&cfg, hoist::setup::Need::Pass).await?;
             e.recover().await.map_err(|e| fail(1, e.to_string()))?;
             let r = e.pass().await;
             e.reporter().flush(std::time::Duration::from_secs(30)).await;
@@ -393,7 +399,7 @@ async fn dispatch(cli: Cli) -> Res {
                 .map_err(|e| fail(e.exit_code(), e.to_string()))
         }
         Command::Keygen { output } => cmd_keygen(&cli.config, output),
-        Command::Secrets { command } => cmd_secrets(&cli.config, command),
+        Command::Secrets { command } => cmd_secrets(&cli.config, command).await,
     }
 }
 
@@ -408,6 +414,7 @@ fn secrets_failure(e: hoist::secrets::SecretsError) -> Failure {
 }
 
 fn cmd_keygen(config: &Path, output: Option<PathBuf>) -> Res {
+    let loaded = HostConfig::load(config);
     let path = match output {
         Some(p) => p,
         None => load_config(config)?.identity_file.ok_or_else(|| {
@@ -420,7 +427,23 @@ fn cmd_keygen(config: &Path, output: Option<PathBuf>) -> Res {
             )
         })?,
     };
-    hoist::secrets::commands::keygen_cmd(&path).map_err(secrets_failure)?;
+    // The entry to paste into the inventory: this server, with its labels.
+    let host = match &loaded {
+        Ok(c) => hoist::secrets::commands::ThisHost {
+            host: c.host_name(),
+            environment: c.environment_name(),
+            labels: Some(c.labels.clone()),
+        },
+        Err(_) => hoist::secrets::commands::ThisHost {
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "this-host".into()),
+            environment: "<environment>".into(),
+            labels: None,
+        },
+    };
+    hoist::secrets::commands::keygen_cmd(&path, &host).map_err(secrets_failure)?;
     Ok(0)
 }
 
@@ -431,7 +454,7 @@ fn config_repo(config: &Path, repo: Option<PathBuf>) -> hoist::secrets::repo::Co
     hoist::secrets::repo::ConfigRepo::new(&repo.unwrap_or_else(|| PathBuf::from(".")), &apps_path)
 }
 
-fn cmd_secrets(config: &Path, command: SecretsCommand) -> Res {
+async fn cmd_secrets(config: &Path, command: SecretsCommand) -> Res {
     use hoist::secrets::commands as c;
     let ok = match command {
         SecretsCommand::Seal {
@@ -462,6 +485,7 @@ fn cmd_secrets(config: &Path, command: SecretsCommand) -> Res {
             env.as_deref(),
             app.as_deref(),
         )
+        .await
         .map(|()| true),
         SecretsCommand::Rekey { identity, repo } => {
             c::rekey_cmd(&config_repo(config, repo), &identity)
@@ -475,13 +499,13 @@ async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
     match StateLock::acquire(&cfg.state_dir) {
         Ok(_lock) => {
             // A retry applies the commit again (a pass); a rollback only
-            // moves between releases on disk.
-            let scope = match req {
-                Request::Retry { .. } => Preflight::Pass,
-                _ => Preflight::Local,
+            // moves between releases on disk, and needs no credential.
+            let (scope, need) = match req {
+                Request::Retry { .. } => (Preflight::Pass, hoist::setup::Need::Pass),
+                _ => (Preflight::Local, hoist::setup::Need::Local),
             };
             preflight(&cfg, scope)?;
-            let e = engine(&cfg).await?;
+            let e = engine(&cfg, need).await?;
             e.recover().await.map_err(|e| fail(1, e.to_string()))?;
             let r = match req {
                 Request::Retry { app } => {
@@ -535,7 +559,7 @@ async fn local_or_daemon(cfg: HostConfig, req: Request) -> Res {
 
 async fn cmd_plan(config: &Path, json: bool) -> Res {
     let cfg = load_runnable(config, Preflight::Local)?;
-    let e = engine(&cfg).await?;
+    let e = engine(&cfg, hoist::setup::Need::Look).await?;
     let tip = e.poll().await.map_err(|e| fail(1, e.to_string()))?;
     let signed = e
         .check_commit_signature(&tip)
@@ -747,6 +771,9 @@ fn cmd_history(config: &Path, app: Option<&str>, json: bool) -> Res {
         }
         if let Some(m) = &e.message {
             line.push_str(&format!(": {m}"));
+        }
+        if let Some(o) = &e.output {
+            line.push_str(&format!(" (hooks' output: {o})"));
         }
         println!("{line}");
     }

@@ -213,13 +213,12 @@ impl RunAs {
         }
     }
 
-    pub fn ids(&self) -> (u32, u32) {
-        (self.uid, self.gid)
-    }
-
-    /// Hands `path` to this user.
-    pub fn chown(&self, path: &Path) -> std::io::Result<()> {
-        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
+    /// Its ids, as the owner of what hoist hands over.
+    pub fn owner(&self) -> crate::safe_fs::Owner {
+        crate::safe_fs::Owner {
+            uid: self.uid,
+            gid: self.gid,
+        }
     }
 }
 
@@ -253,23 +252,52 @@ impl Pm2 {
         }
     }
 
-    /// pm2 (and so the apps) run as `user`. A missing pm2 home that hoist
-    /// can create is made for that user; one hoist cannot see into (the
-    /// shipped /var/lib/hoist-apps is that user's alone) is left to pm2,
-    /// which creates its home itself.
+    /// pm2 (and so the apps) run as `user`. A missing pm2 home is made by
+    /// that user itself (hoist may not even see into its parent: the
+    /// shipped /var/lib/hoist-apps is that user's alone); whether the user
+    /// can use it is [`check_home`]'s question, asked at start.
     pub fn run_as(mut self, user: Arc<RunAs>) -> Pm2 {
         if let Some(h) = &self.home
-            && matches!(std::fs::symlink_metadata(h), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-            && let Err(e) = std::fs::create_dir_all(h).and_then(|()| user.chown(h))
+            && let Err(e) = make_home(&user, h)
         {
             tracing::debug!(
-                "cannot make pm2.home {} for pm2.user {} ({e}); pm2 makes it",
+                "cannot make pm2.home {} as pm2.user {} ({e}); pm2 makes it",
                 h.display(),
                 user.name
             );
         }
         self.run_as = Some(user);
         self
+    }
+
+    /// Writes the app's ecosystem file: hoist's, readable by pm2.user
+    /// through its group (0640 in a 0750 folder of that group), whatever
+    /// the umask, since pm2 reads it as that user.
+    fn write_ecosystem(&self, app: &str, bytes: &[u8]) -> Result<(), Pm2Error> {
+        let err = |e: crate::safe_fs::Error| Pm2Error::Ecosystem {
+            path: e.path.clone(),
+            source: e.source,
+        };
+        let dir = &self.ecosystem_dir;
+        let (parent, name) = match (dir.parent(), dir.file_name().and_then(|n| n.to_str())) {
+            (Some(p), Some(n)) => (p, n),
+            _ => {
+                return Err(Pm2Error::Ecosystem {
+                    path: dir.clone(),
+                    source: std::io::Error::other("not a folder inside root"),
+                });
+            }
+        };
+        let gid = self.run_as.as_ref().map(|u| u.gid);
+        let (eco, _) = crate::safe_fs::Dir::open(parent)
+            .and_then(|p| p.ensure_dir(name, 0o750))
+            .map_err(err)?;
+        if let Some(g) = gid {
+            eco.chgrp(g).map_err(err)?;
+        }
+        eco.chmod(0o750).map_err(err)?;
+        eco.write_atomic(&format!("{app}.json"), bytes, 0o640, gid)
+            .map_err(err)
     }
 
     async fn run(&self, args: &[&str]) -> Result<String, Pm2Error> {
@@ -344,29 +372,14 @@ impl Pm2 {
         let path = self.ecosystem_dir.join(format!("{app}.json"));
         let eco = Pm2::ecosystem(app, current, release, manifest);
         let bytes = serde_json::to_vec_pretty(&eco).unwrap_or_default();
-        let (dir, file) = (self.ecosystem_dir.clone(), path.clone());
-        tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::create_dir_all(&dir)
-                // pm2 reads it as pm2.user: no secrets are in it (those are
-                // files under <root>/<app>/secrets/).
-                .and_then(|()| {
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
-                })
-                .map_err(|source| Pm2Error::Ecosystem {
-                    path: dir.clone(),
-                    source,
-                })?;
-            crate::fsutil::write_atomic(&file, &bytes).map_err(|source| Pm2Error::Ecosystem {
-                path: file.clone(),
-                source,
-            })
-        })
-        .await
-        .map_err(|e| Pm2Error::Ecosystem {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })??;
+        let this = self.clone();
+        let a = app.to_string();
+        tokio::task::spawn_blocking(move || this.write_ecosystem(&a, &bytes))
+            .await
+            .map_err(|e| Pm2Error::Ecosystem {
+                path: path.clone(),
+                source: std::io::Error::other(e),
+            })??;
         // A process pm2 stopped or gave up on (`errored`) has nothing left
         // to keep serving through a graceful reload, and reloading it can
         // leave it stopped: start it afresh instead.
@@ -492,10 +505,97 @@ impl ProcessWatch {
     }
 }
 
+/// The last `n` lines of pm2's output, as plain text: pm2 colours its
+/// messages, and they end up in statuses and the history.
 fn last_lines(text: &str, n: usize) -> String {
+    let text = crate::redact::printable(text);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let start = lines.len().saturating_sub(n);
     lines[start..].join(" / ")
+}
+
+/// Makes a missing pm2 home (mode 0700), as `user` itself: it may be the
+/// only one who can write its parent (the shipped /var/lib/hoist-apps).
+/// When it cannot (a parent of root's), hoist makes the last folder in the
+/// parent the host config names and hands it over through its handle.
+fn make_home(user: &RunAs, home: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let as_user =
+        crate::safe_fs::as_user(Some(user.owner()), || {
+            match std::fs::symlink_metadata(home) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(home),
+                _ => Ok(()),
+            }
+        })?;
+    let Err(e) = as_user else { return Ok(()) };
+    let (Some(parent), Some(name)) = (home.parent(), home.file_name().and_then(|n| n.to_str()))
+    else {
+        return Err(e);
+    };
+    let (dir, created) = crate::safe_fs::Dir::open(parent)
+        .and_then(|p| p.ensure_dir(name, 0o700))
+        .map_err(|_| e)?;
+    if created {
+        dir.chmod(0o700).map_err(std::io::Error::from)?;
+        dir.chown(user.owner()).map_err(std::io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Whether `user` can reach the apps' `root` (read and enter it): the apps
+/// and their hooks run from there. Under the shipped unit's umask only the
+/// root's group (set-group-ID, pm2.user's) lets them.
+pub fn check_root(user: Option<&RunAs>, root: &Path) -> Result<(), String> {
+    let Some(user) = user else { return Ok(()) };
+    crate::safe_fs::as_user(Some(user.owner()), || {
+        rustix::fs::accessat(
+            rustix::fs::CWD,
+            root,
+            rustix::fs::Access::READ_OK | rustix::fs::Access::EXEC_OK,
+            rustix::fs::AtFlags::EACCESS,
+        )
+    })
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| std::io::Error::from(e).to_string()))
+    .map_err(|why| {
+        let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(user.gid))
+            .ok()
+            .flatten()
+            .map(|g| g.name)
+            .unwrap_or_else(|| user.gid.to_string());
+        format!(
+            "pm2.user {name} cannot read root {root} ({why}), where its apps run from; give root to its group, set-group-ID, as the package does: chgrp {group} {root} && chmod 2750 {root}",
+            name = user.name,
+            root = root.display(),
+        )
+    })
+}
+
+/// Whether pm2, run as `user` (or as hoist), can use its home: `home`, or
+/// `~/.pm2` of that user. A home that is missing is made first, as that
+/// user. The error is one sentence naming the home, the user and the fix.
+pub fn check_home(user: Option<&RunAs>, home: Option<&Path>) -> Result<(), String> {
+    let Some(user) = user else { return Ok(()) };
+    let home = match home {
+        Some(h) => h.to_path_buf(),
+        None => user.home.join(".pm2"),
+    };
+    let _ = make_home(user, &home);
+    crate::safe_fs::user_can_use_dir(Some(user.owner()), &home).map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::NotFound {
+            "does not exist and cannot be made by that user".to_string()
+        } else {
+            e.to_string()
+        };
+        format!(
+            "pm2.user {name} cannot use pm2's home {home} ({why}); make it that user's: install -d -o {name} -m 0700 {home}, or set pm2.home to a folder {name} owns",
+            name = user.name,
+            home = home.display(),
+        )
+    })
 }
 
 /// Parses `pm2 jlist`, which may print warnings before the JSON array.

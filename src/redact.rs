@@ -44,9 +44,69 @@ pub fn secrets(text: &str, secrets: &[&str]) -> String {
     out
 }
 
+/// `text` without terminal escape sequences (ANSI colours, cursor moves:
+/// `ESC [ ... letter`, `ESC ] ... BEL`) and without any other control
+/// character but newlines, which become line ends; tabs become spaces.
+/// What a tool such as pm2 prints for a terminal can then go into a commit
+/// status, the history or a log line as plain text.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.peek() {
+                // CSI: parameters and intermediates, then one final byte.
+                Some('[') => {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC: up to BEL or ESC \.
+                Some(']') => {
+                    chars.next();
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                        if c == '\u{1b}' {
+                            chars.next_if_eq(&'\\');
+                            break;
+                        }
+                    }
+                }
+                // Any other escape: the escape and the one character after it.
+                Some(_) => {
+                    chars.next();
+                }
+                None => {}
+            },
+            '\n' => out.push('\n'),
+            '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_drops_escapes_and_control_characters() {
+        let pm2 = "\u{1b}[31m[PM2][ERROR]\u{1b}[39m File /srv/hoist/.ecosystems/web.json not found\r\n\u{1b}]0;title\u{7}ok\tdone\u{0}\u{7f}";
+        assert_eq!(
+            printable(pm2),
+            "[PM2][ERROR] File /srv/hoist/.ecosystems/web.json not found\nok done"
+        );
+        assert!(printable(pm2).chars().all(|c| c == '\n' || !c.is_control()));
+        assert_eq!(printable("web 1.2.0 live"), "web 1.2.0 live");
+        assert_eq!(printable("\u{1b}"), "");
+    }
 
     #[test]
     fn strips_userinfo_and_query() {

@@ -11,9 +11,14 @@
 //! and fsynced staging directory, and only disappears by a rename to a trash
 //! name first, so `releases/<name>` is always complete. `current` is only
 //! ever replaced by renaming a new symlink over it.
+//!
+//! `shared/` belongs to the app (`pm2.user`): whatever hoist does there goes
+//! through `safe_fs` handles, and creating inside it is done as that user,
+//! so a link the app planted never leads hoist anywhere else.
 
 use crate::config::SharedPath;
 use crate::fsutil;
+use crate::safe_fs::{self, Dir, Kind, Owner};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
@@ -25,6 +30,25 @@ pub enum ReleaseError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Fs(#[from] safe_fs::Error),
+    /// The manifest asks for something this release cannot hold (a secret
+    /// whose `to` is a file of the release): the same at every try.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl ReleaseError {
+    /// Whether trying again later cannot help until someone changes
+    /// something (the manifest, the artifact, or what the app planted in
+    /// `shared/`), as opposed to a passing fault of the disk.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ReleaseError::Conflict(_) => true,
+            ReleaseError::Fs(e) => e.is_link_on_the_way(),
+            ReleaseError::Io { .. } => false,
+        }
+    }
 }
 
 fn io<'a>(
@@ -40,14 +64,25 @@ fn io<'a>(
 
 #[derive(Debug, Clone)]
 pub struct AppDir {
+    root: PathBuf,
+    name: String,
     dir: PathBuf,
 }
 
 impl AppDir {
     pub fn new(root: &Path, app: &str) -> AppDir {
         AppDir {
+            root: root.to_path_buf(),
+            name: app.to_string(),
             dir: root.join(app),
         }
+    }
+
+    /// A handle on `<root>/<app>` (a real directory, not a link), created
+    /// when missing. hoist's own: the app cannot change its entries.
+    pub fn handle(&self) -> Result<Dir, ReleaseError> {
+        let root = Dir::open(&self.root)?;
+        Ok(root.ensure_dir(&self.name, 0o755)?.0)
     }
 
     pub fn path(&self) -> &Path {
@@ -66,14 +101,28 @@ impl AppDir {
         self.dir.join("shared")
     }
 
-    /// Creates `releases/` and `shared/` if missing; `shared/` belongs to
-    /// `owner` (pm2.user, as uid/gid) when given: the apps write there.
-    pub fn ensure_layout(&self, owner: Option<(u32, u32)>) -> Result<(), ReleaseError> {
-        std::fs::create_dir_all(self.releases()).map_err(io("cannot create", &self.releases()))?;
-        let shared = self.shared();
-        if !shared.is_dir() {
-            std::fs::create_dir_all(&shared).map_err(io("cannot create", &shared))?;
-            chown(&shared, owner)?;
+    /// Creates `releases/` and `shared/` if missing. A `shared/` made now
+    /// is handed to `owner` (pm2.user) on its handle: the apps write there.
+    pub fn ensure_layout(&self, owner: Option<Owner>) -> Result<(), ReleaseError> {
+        let app = self.handle()?;
+        app.ensure_dir("releases", 0o755)?;
+        // Looked at, not opened: hoist may not be able to enter the app's
+        // shared/ (0750 under the shipped umask), and need not.
+        match app.meta_of("shared")? {
+            Some(m) if m.kind == Kind::Dir => {}
+            Some(m) => {
+                return Err(ReleaseError::Conflict(format!(
+                    "{} is {}, not a folder",
+                    self.shared().display(),
+                    m.kind.describe()
+                )));
+            }
+            None => {
+                let shared = app.create_dir("shared", 0o755)?;
+                if let Some(o) = owner {
+                    shared.chown(o)?;
+                }
+            }
         }
         Ok(())
     }
@@ -113,29 +162,26 @@ impl AppDir {
     }
 
     /// Removes what an interrupted run left: staging and trash directories,
-    /// and temporary symlinks from an unfinished swap. Returns what it removed.
+    /// and temporary symlinks from an unfinished swap. Returns what it
+    /// removed. Through handles, without following links.
     pub fn clean_leftovers(&self) -> Vec<PathBuf> {
         let mut removed = Vec::new();
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+        let Ok(app) = Dir::open(&self.root).and_then(|r| r.open_dir(&self.name)) else {
             return removed;
         };
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            let path = e.path();
+        let Ok(entries) = app.entries() else {
+            return removed;
+        };
+        for (name, _) in entries {
             let leftover = name.starts_with(".staging-")
                 || name.starts_with(".trash-")
                 || name.starts_with(".current.swap-");
             if !leftover {
                 continue;
             }
-            let ok = match e.file_type() {
-                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path).is_ok(),
-                Ok(_) => std::fs::remove_file(&path).is_ok(),
-                Err(_) => false,
-            };
-            if ok {
-                removed.push(path);
+            match app.remove_tree(&name) {
+                Ok(()) => removed.push(self.dir.join(&name)),
+                Err(e) => tracing::warn!(app = %self.name, "cannot remove a leftover: {e}"),
             }
         }
         removed
@@ -171,56 +217,44 @@ impl AppDir {
     /// release not running) with a relative symlink into `shared/`, and
     /// each secret's `to` with one into `secrets/live/`. The links are
     /// computed for the directory's place under `releases/`. Directories
-    /// (`uploads/`) are created in `shared/` when missing; a missing shared
-    /// file is left for the operator to provide (the link dangles until
-    /// then) and reported back.
+    /// (`uploads/`, `data/uploads/`) are created in `shared/` when missing,
+    /// as `owner` (pm2.user, whose folder it is) and through handles that
+    /// never follow a link nor leave `shared/`; a missing shared file is
+    /// left for the operator to provide (the link dangles until then) and
+    /// reported back.
     pub fn link_into(
         &self,
         dir: &Path,
         shared: &[SharedPath],
         secrets: &[SharedPath],
-        owner: Option<(u32, u32)>,
+        owner: Option<Owner>,
     ) -> Result<Vec<String>, ReleaseError> {
         let mut missing = Vec::new();
-        for s in shared {
-            let rel = s.rel();
-            let target_abs = self.shared().join(rel);
-            if s.is_dir() {
-                self.make_shared_dirs(&target_abs, owner)?;
-            } else {
-                if let Some(parent) = target_abs.parent() {
-                    self.make_shared_dirs(parent, owner)?;
-                }
-                if std::fs::symlink_metadata(&target_abs).is_err() {
-                    missing.push(rel.to_string());
-                }
-            }
-            link_up(dir, rel, "shared")?;
+        if !shared.is_empty() {
+            // Opened as the owner too: hoist itself may not even be able to
+            // enter the app's shared/ (0750 under the shipped umask).
+            let app = self.handle()?;
+            missing = safe_fs::as_user(owner, || make_shared(&app.open_dir("shared")?, shared))
+                .map_err(io("cannot act in", &self.shared()))??;
         }
-        for s in secrets {
-            link_up(dir, s.rel(), "secrets/live")?;
+        let staged = Dir::open(dir)?;
+        for s in shared {
+            link_up(&staged, s.rel(), "shared")?;
+        }
+        for (i, s) in secrets.iter().enumerate() {
+            // A fresh staging directory holds only what the artifact
+            // brought: a secret never replaces a file of the release.
+            if let Some(kind) = staged.kind_of(s.rel())? {
+                return Err(ReleaseError::Conflict(format!(
+                    "secrets[{i}].to {} would replace {} of the release ({}); a secret's `to` must name a path the build does not have",
+                    s.rel(),
+                    kind.describe(),
+                    s.rel()
+                )));
+            }
+            link_up(&staged, s.rel(), "secrets/live")?;
         }
         Ok(missing)
-    }
-
-    /// Creates `dir` (inside `shared/`) and any missing parent below
-    /// `shared/`, each handed to `owner`.
-    fn make_shared_dirs(&self, dir: &Path, owner: Option<(u32, u32)>) -> Result<(), ReleaseError> {
-        let shared = self.shared();
-        let mut missing = Vec::new();
-        let mut d = dir;
-        while d != shared && !d.is_dir() {
-            missing.push(d.to_path_buf());
-            match d.parent() {
-                Some(p) => d = p,
-                None => break,
-            }
-        }
-        for m in missing.iter().rev() {
-            std::fs::create_dir_all(m).map_err(io("cannot create", m))?;
-            chown(m, owner)?;
-        }
-        Ok(())
     }
 
     /// The inode of `releases/<release>`: which of two directories of one
@@ -255,29 +289,40 @@ impl AppDir {
     }
 }
 
-fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<(), ReleaseError> {
-    match owner {
-        Some((uid, gid)) => {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("cannot chown", path))
+/// Creates the missing folders of `shared` paths inside `shared/` (run
+/// as the app's user) and returns the shared files that are not there.
+fn make_shared(shared_dir: &Dir, shared: &[SharedPath]) -> Result<Vec<String>, ReleaseError> {
+    let mut missing = Vec::new();
+    for s in shared {
+        let rel = s.rel();
+        if s.is_dir() {
+            shared_dir.make_dirs(rel, 0o755)?;
+            continue;
         }
-        None => Ok(()),
+        if let Some((parent, _)) = rel.rsplit_once('/') {
+            shared_dir.make_dirs(parent, 0o755)?;
+        }
+        if shared_dir.kind_of(rel)?.is_none() {
+            missing.push(rel.to_string());
+        }
     }
+    Ok(missing)
 }
 
 /// Makes `<dir>/<rel>` a relative symlink to `<app>/<under>/<rel>`, for a
 /// `dir` that is (or will be renamed to) `<app>/releases/<release>`:
-/// whatever the build put at that path is replaced.
-fn link_up(dir: &Path, rel: &str, under: &str) -> Result<(), ReleaseError> {
-    let link = dir.join(rel);
-    if let Some(parent) = link.parent() {
-        std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
-    }
-    match std::fs::symlink_metadata(&link) {
-        Ok(m) if m.is_dir() => {
-            std::fs::remove_dir_all(&link).map_err(io("cannot replace", &link))?
-        }
-        Ok(_) => std::fs::remove_file(&link).map_err(io("cannot replace", &link))?,
-        Err(_) => {}
+/// whatever the build put at that path is replaced. The folders on the way
+/// must be real folders of the release, not links.
+fn link_up(dir: &Dir, rel: &str, under: &str) -> Result<(), ReleaseError> {
+    let (parent_rel, name) = match rel.rsplit_once('/') {
+        Some((p, n)) => (p, n),
+        None => ("", rel),
+    };
+    let parent = dir.make_dirs(parent_rel, 0o755)?;
+    match parent.kind_of(name)? {
+        Some(Kind::Dir) => parent.remove_tree(name)?,
+        Some(_) => parent.remove_file(name)?,
+        None => {}
     }
     // From releases/<release>/<rel> up to <app>/, then down.
     let depth = 2 + rel.split('/').count() - 1;
@@ -287,10 +332,8 @@ fn link_up(dir: &Path, rel: &str, under: &str) -> Result<(), ReleaseError> {
     }
     target.push(under);
     target.push(rel);
-    std::os::unix::fs::symlink(&target, &link).map_err(io("cannot link", &link))?;
-    if let Some(parent) = link.parent() {
-        fsutil::sync_dir(parent).map_err(io("cannot sync", parent))?;
-    }
+    parent.symlink(&target, name)?;
+    parent.sync()?;
     Ok(())
 }
 

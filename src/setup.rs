@@ -50,27 +50,62 @@ pub fn settings(cfg: &HostConfig) -> Result<Settings, String> {
         allowed_signers_file: cfg.repo.allowed_signers_file.clone(),
         pm2_user: pm2_user(cfg)?,
         faults: crate::engine::Faults::from_env(),
-        identity: match &cfg.identity_file {
-            Some(p) => Some(Arc::new(
-                crate::secrets::Identity::load(p).map_err(|e| format!("identity_file: {e}"))?,
-            )),
-            None => None,
-        },
+        identity_file: cfg.identity_file.clone(),
     })
+}
+
+/// Which credentials a command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A pass (`run`, `once`, `retry`): every credential file it names
+    /// must be readable.
+    Pass,
+    /// A command that moves between what is on disk (`rollback`): the
+    /// forge token and the S3 keys are read when they can be and left out
+    /// when not (under the unit they are systemd credentials a shell cannot
+    /// see); nothing is posted or downloaded.
+    Local,
+    /// A command that only looks (`plan`): as `Local`, and it starts no pm2,
+    /// so it does not check that pm2.user can use pm2's home (it may run
+    /// as `sudo -u hoist`, without the capabilities to act as that user).
+    Look,
+}
+
+/// A credential file: an error for a pass, left out (said at debug level)
+/// for a local command.
+fn credential(path: &Option<PathBuf>, key: &str, need: Need) -> Result<Option<String>, String> {
+    match (read_secret(path, key), need) {
+        (Ok(v), _) => Ok(v),
+        (Err(e), Need::Pass) => Err(e),
+        (Err(e), Need::Local | Need::Look) => {
+            tracing::debug!("{e}; not needed here");
+            Ok(None)
+        }
+    }
 }
 
 /// Builds the engine's providers. Must run inside the tokio runtime (the
 /// reporter is a task).
 pub fn parts(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Parts, String> {
+    parts_for(cfg, metrics, Need::Pass)
+}
+
+/// [`parts`], reading only the credentials `need` asks for.
+pub fn parts_for(cfg: &HostConfig, metrics: Arc<Metrics>, need: Need) -> Result<Parts, String> {
     let trusted = TrustedKeys::parse(&cfg.storage.trusted_keys)?;
     let s3 = match &cfg.storage.s3 {
         Some(s) => Some(S3Settings {
             endpoint: s.endpoint.clone(),
             region: s.region.clone(),
-            access_key_id: read_secret(&s.access_key_id_file, "storage.s3.access_key_id_file")?,
-            secret_access_key: read_secret(
+            access_key_id: credential(
+                &s.access_key_id_file,
+                "storage.s3.access_key_id_file",
+                need,
+            )?,
+            secret_access_key: credential(
                 &s.secret_access_key_file,
                 "storage.s3.secret_access_key_file",
+                need,
             )?,
         }),
         None => None,
@@ -81,7 +116,23 @@ pub fn parts(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Parts, String> {
         s3,
         watch: crate::progress::watcher(),
     };
-    let provider = build_provider(cfg)?;
+    let (provider, dedupe) = match (build_provider(cfg), need) {
+        (Ok(p), _) => (p, Some(cfg.state_dir.join("statuses-posted.json"))),
+        (Err(e), Need::Pass) => return Err(e),
+        // Nothing is posted: a provider that keeps nothing, and no record
+        // of "posted" that the daemon would trust later.
+        (Err(e), Need::Local | Need::Look) => {
+            tracing::debug!("{e}; not needed here");
+            (
+                report::build_provider(&ProviderSettings {
+                    kind: ProviderKind::None,
+                    ..provider_settings(cfg, None)
+                })
+                .map_err(|e| e.to_string())?,
+                None,
+            )
+        }
+    };
     let mut pm2 = Pm2::new(
         &cfg.pm2.command,
         cfg.pm2.home.clone(),
@@ -90,10 +141,7 @@ pub fn parts(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Parts, String> {
     if let Some(u) = pm2_user(cfg)? {
         pm2 = pm2.run_as(u);
     }
-    let reporter = Reporter::spawn(
-        provider.clone(),
-        Some(cfg.state_dir.join("statuses-posted.json")),
-    );
+    let reporter = Reporter::spawn(provider.clone(), dedupe);
     Ok(Parts {
         source: Source::new(cfg),
         pm: Arc::new(pm2),
@@ -122,6 +170,14 @@ pub fn build_provider(cfg: &HostConfig) -> Result<Arc<dyn report::Provider>, Str
     let token = read_secret(&cfg.status.token_file, "status.token_file")?;
     report::build_provider(&ProviderSettings {
         kind,
+        ..provider_settings(cfg, token)
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn provider_settings(cfg: &HostConfig, token: Option<String>) -> ProviderSettings {
+    ProviderSettings {
+        kind: ProviderKind::None,
         api_url: cfg.status.api_url.clone(),
         repository: cfg.status.repository.clone(),
         token,
@@ -129,13 +185,22 @@ pub fn build_provider(cfg: &HostConfig) -> Result<Arc<dyn report::Provider>, Str
         allow_http: cfg.allow_http,
         ca_file: cfg.ca_file.clone(),
         target_url: None,
-    })
-    .map_err(|e| e.to_string())
+    }
 }
 
 /// The engine for this host config: creates `state_dir` and `root` when
-/// missing, reads the credentials, loads state.json.
+/// missing, checks that pm2.user can use pm2's home, reads the
+/// credentials, loads state.json.
 pub async fn engine(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Engine, EngineError> {
+    engine_for(cfg, metrics, Need::Pass).await
+}
+
+/// [`engine`], reading only the credentials `need` asks for.
+pub async fn engine_for(
+    cfg: &HostConfig,
+    metrics: Arc<Metrics>,
+    need: Need,
+) -> Result<Engine, EngineError> {
     for (key, dir) in [("state_dir", &cfg.state_dir), ("root", &cfg.root)] {
         std::fs::create_dir_all(dir).map_err(|e| {
             EngineError::Other(format!("cannot create {key} {}: {e}", dir.display()))
@@ -143,7 +208,13 @@ pub async fn engine(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Engine, E
     }
     warn_about_exposed_secrets(cfg);
     let settings = settings(cfg).map_err(EngineError::Other)?;
-    let parts = parts(cfg, metrics).map_err(EngineError::Other)?;
+    if need != Need::Look {
+        crate::pm2::check_home(settings.pm2_user.as_deref(), cfg.pm2.home.as_deref())
+            .map_err(EngineError::Other)?;
+        crate::pm2::check_root(settings.pm2_user.as_deref(), &cfg.root)
+            .map_err(EngineError::Other)?;
+    }
+    let parts = parts_for(cfg, metrics, need).map_err(EngineError::Other)?;
     Engine::new(settings, parts).await
 }
 
@@ -157,6 +228,7 @@ pub fn warn_about_exposed_secrets(cfg: &HostConfig) {
         ("repo.ssh_key_file", &cfg.repo.ssh_key_file),
         ("status.token_file", &cfg.status.token_file),
         ("webhook_secret_file", &cfg.webhook_secret_file),
+        ("identity_file", &cfg.identity_file),
     ];
     if let Some(s3) = &cfg.storage.s3 {
         files.push(("storage.s3.access_key_id_file", &s3.access_key_id_file));

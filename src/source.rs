@@ -182,7 +182,44 @@ impl Source {
         if e.code() == git2::ErrorCode::Auth {
             return SourceError::Auth { url, message: msg };
         }
+        // libgit2's local transport passes the ownership check's error on
+        // without its code.
+        if e.code() == git2::ErrorCode::Owner || e.message().contains("not owned by current user") {
+            return self.not_owned(url);
+        }
         SourceError::Remote { url, message: msg }
+    }
+
+    /// A local config repository that belongs to another user: git (and
+    /// libgit2) refuse to read one, as its hooks and config would run as
+    /// whoever reads it. Said in one line with what to change.
+    fn not_owned(&self, url: String) -> SourceError {
+        let path = local_repo_path(&self.url)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| url.clone());
+        let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| nix::unistd::geteuid().to_string());
+        let owner = std::fs::metadata(&path)
+            .ok()
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                let uid = nix::unistd::Uid::from_raw(m.uid());
+                nix::unistd::User::from_uid(uid)
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+                    .unwrap_or_else(|| m.uid().to_string())
+            })
+            .unwrap_or_else(|| "another user".into());
+        SourceError::Remote {
+            url,
+            message: format!(
+                "it belongs to {owner}, not to {me} that hoist runs as, and git refuses a repository another user owns; run `chown -R {me} {path}` (or serve it over https:// or ssh://)"
+            ),
+        }
     }
 
     fn read_token(&self) -> Result<Option<String>, SourceError> {

@@ -386,6 +386,10 @@ pub struct Event {
     pub seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The file that holds the output of the hooks this event ran (in the
+    /// app's folder; the output itself is never in the history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 impl Event {
@@ -399,6 +403,7 @@ impl Event {
             commit: None,
             seconds: None,
             message: None,
+            output: None,
         }
     }
     pub fn app(mut self, app: &str) -> Self {
@@ -423,6 +428,10 @@ impl Event {
     }
     pub fn message(mut self, m: impl Into<String>) -> Self {
         self.message = Some(m.into());
+        self
+    }
+    pub fn output(mut self, path: Option<String>) -> Self {
+        self.output = path;
         self
     }
 }

@@ -37,7 +37,7 @@ impl Pipeline {
         std::fs::create_dir_all(w.path("work/fleet")).unwrap();
         std::fs::write(
             w.path("work/fleet/test.yaml"),
-            "hosts:\n  web-1: { labels: [canary] }\n  web-2: {}\n",
+            "hosts:\n  web-1: { labels: [canary] }\n  web-2: { labels: [] }\n",
         )
         .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -12,17 +12,19 @@
 //!   must be a regular `<app>.yaml` file. A symlink is refused by its kind,
 //!   never followed or read: in CI, `hoist check` would otherwise print
 //!   whatever file of the runner a pull request points it at;
-//! - `fleet/<environment>.yaml`, when there is one, is validated like a
-//!   manifest (`hoist check` validates every `fleet/*.yaml`).
+//! - every `fleet/*.yaml` is validated like a manifest, by the server as
+//!   by `hoist check` (a server uses only its own environment's); an
+//!   entry without `labels` while a manifest targets labels is an error.
 //!
 //! Paths inside the repository are found by walking from the top through
 //! folder listings, so a symlinked folder on the way is not a folder, on
 //! disk as in git.
 
 use super::{
-    AppSet, ConfigError, EnvName, FLEET_DIR, Inventory, parse_inventory, parse_manifest,
+    AppSet, ConfigError, FLEET_DIR, Inventory, check_labels_given, parse_inventory, parse_manifest,
     validate_app_set,
 };
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// What a folder entry is, as git or the file system tells it, without
@@ -127,15 +129,29 @@ pub fn read_commit_config(
             AppSet::new()
         }
     };
+    // Every inventory is validated, whichever one is this server's, so a
+    // server and `hoist check` accept and refuse the same commits.
+    let mut every = read_every_inventory(tree, &apps, &mut errors);
     let inventory = match inventories {
-        Inventories::Of(env) => read_own_inventory(tree, env, &mut errors),
-        Inventories::All => {
-            read_every_inventory(tree, &mut errors);
-            None
-        }
+        Inventories::Of(env) => every.remove(env),
+        Inventories::All => None,
     };
     if errors.is_empty() {
         Ok(CommitConfig { apps, inventory })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Every inventory of a checkout (or commit), validated as a server and
+/// `hoist check` do, without the manifests' label rule.
+pub fn read_inventories(
+    tree: &dyn RepoTree,
+) -> Result<BTreeMap<String, Inventory>, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let out = read_every_inventory(tree, &AppSet::new(), &mut errors);
+    if errors.is_empty() {
+        Ok(out)
     } else {
         Err(errors)
     }
@@ -247,62 +263,36 @@ fn not_a_manifest(entry: &Entry) -> Option<String> {
     }
 }
 
-fn read_own_inventory(
+/// Every `fleet/*.yaml`, validated (and checked against the manifests'
+/// label targeting), by environment.
+fn read_every_inventory(
     tree: &dyn RepoTree,
-    environment: &str,
+    apps: &AppSet,
     errors: &mut Vec<ConfigError>,
-) -> Option<Inventory> {
-    // An environment that is not a valid name (a branch like release/1.x)
-    // names no inventory file.
-    EnvName::new(environment).ok()?;
-    let path = format!("{FLEET_DIR}/{environment}.yaml");
-    let shown = PathBuf::from(&path);
-    match find(tree, &path) {
-        Ok(None) => None,
-        Ok(Some(EntryKind::File)) => {
-            let text = read_text(tree, &path, &shown, errors)?;
-            match parse_inventory(&shown, &text) {
-                Ok((_, inv)) => Some(inv),
-                Err(e) => {
-                    errors.push(e);
-                    None
-                }
-            }
-        }
-        Ok(Some(kind)) => {
-            errors.push(not_an_inventory(&shown, kind));
-            None
-        }
-        Err(e) => {
-            errors.push(ConfigError::new(&shown, None, e));
-            None
-        }
-    }
-}
-
-fn read_every_inventory(tree: &dyn RepoTree, errors: &mut Vec<ConfigError>) {
+) -> BTreeMap<String, Inventory> {
+    let mut out = BTreeMap::new();
     let shown_dir = Path::new(FLEET_DIR);
     match find(tree, FLEET_DIR) {
         Ok(Some(EntryKind::Folder)) => {}
-        Ok(None) => return,
+        Ok(None) => return out,
         Ok(Some(kind)) => {
             errors.push(ConfigError::new(
                 shown_dir,
                 None,
                 format!("is {}, not the folder of inventories", kind.describe()),
             ));
-            return;
+            return out;
         }
         Err(e) => {
             errors.push(ConfigError::new(shown_dir, None, e));
-            return;
+            return out;
         }
     }
     let entries = match tree.list(FLEET_DIR) {
         Ok(e) => e,
         Err(e) => {
             errors.push(ConfigError::new(shown_dir, None, e));
-            return;
+            return out;
         }
     };
     for entry in entries {
@@ -329,10 +319,17 @@ fn read_every_inventory(tree: &dyn RepoTree, errors: &mut Vec<ConfigError>) {
         let Some(text) = read_text(tree, &path, &shown, errors) else {
             continue;
         };
-        if let Err(e) = parse_inventory(&shown, &text) {
-            errors.push(e);
+        match parse_inventory(&shown, &text) {
+            Ok((env, inv)) => {
+                if let Err(e) = check_labels_given(&shown, &text, apps) {
+                    errors.push(e);
+                }
+                out.insert(env.as_str().to_string(), inv);
+            }
+            Err(e) => errors.push(e),
         }
     }
+    out
 }
 
 fn not_an_inventory(shown: &Path, kind: EntryKind) -> ConfigError {
@@ -406,6 +403,14 @@ fn shown_path(shown: &Path, name: &str) -> PathBuf {
     }
 }
 
+/// The regular file `rel` of the checkout at `root`, read without
+/// following a link anywhere below `root` (openat2 beneath, no symlinks):
+/// the reader `hoist check` and the `hoist secrets` commands share, as a
+/// git tree's regular blobs are the server's.
+pub fn read_beneath(root: &Path, rel: &str) -> Result<Vec<u8>, crate::safe_fs::Error> {
+    crate::safe_fs::Dir::open(root)?.read(rel)
+}
+
 /// A checkout on disk, for `hoist check`. Entries are classified by their
 /// own type (`lstat`), and files are opened with `O_NOFOLLOW`, so a symlink
 /// is never followed even if it replaced a file in between.
@@ -453,17 +458,7 @@ impl RepoTree for DiskTree {
     }
 
     fn read(&self, file: &str) -> Result<Vec<u8>, String> {
-        use std::io::Read;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.at(file))
-            .map_err(|e| format!("cannot read: {e}"))?;
-        let mut bytes = Vec::new();
-        f.read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read: {e}"))?;
-        Ok(bytes)
+        read_beneath(&self.root, file).map_err(|e| format!("cannot read: {}", e.source))
     }
 }
 
@@ -560,6 +555,93 @@ mod tests {
         assert!(messages(&errs).contains("missing"), "{errs:?}");
     }
 
+    /// What a server and `hoist check` accept is the same set of commits:
+    /// each case is refused (or accepted) by both.
+    #[test]
+    fn the_server_and_check_agree_on_the_fleet_folder() {
+        type Case<'a> = (&'a str, &'a dyn Fn(&Path), Option<&'a str>);
+        let cases: &[Case] = &[
+            (
+                "fleet is a file",
+                &|d| std::fs::write(d.join("fleet"), "x").unwrap(),
+                Some("fleet: is a file, not the folder of inventories"),
+            ),
+            (
+                "a stray .yml",
+                &|d| {
+                    std::fs::create_dir(d.join("fleet")).unwrap();
+                    std::fs::write(d.join("fleet/test.yml"), "hosts: {}\n").unwrap();
+                },
+                Some("fleet/test.yml: inventories must end in .yaml"),
+            ),
+            (
+                "a folder named like an inventory",
+                &|d| {
+                    std::fs::create_dir_all(d.join("fleet/test.yaml")).unwrap();
+                },
+                Some("fleet/test.yaml: is a folder"),
+            ),
+            (
+                "another environment's broken inventory",
+                &|d| {
+                    std::fs::create_dir(d.join("fleet")).unwrap();
+                    std::fs::write(d.join("fleet/staging.yaml"), "hosts: [\n").unwrap();
+                },
+                Some("fleet/staging.yaml"),
+            ),
+            (
+                "an entry without labels while an app targets labels",
+                &|d| {
+                    std::fs::create_dir(d.join("fleet")).unwrap();
+                    std::fs::write(
+                        d.join("fleet/staging.yaml"),
+                        format!("hosts:\n  web-9: {{ key: \"{AGE}\" }}\n"),
+                    )
+                    .unwrap();
+                    let m = manifest("web") + "targets:\n  labels: [web]\n";
+                    std::fs::write(d.join("apps/web.yaml"), m).unwrap();
+                },
+                Some("fleet/staging.yaml:2: web-9 has no labels; web targets [web]"),
+            ),
+            (
+                "the same entry with labels: []",
+                &|d| {
+                    std::fs::create_dir(d.join("fleet")).unwrap();
+                    std::fs::write(
+                        d.join("fleet/staging.yaml"),
+                        "hosts:\n  web-9: { labels: [] }\n",
+                    )
+                    .unwrap();
+                    let m = manifest("web") + "targets:\n  labels: [web]\n";
+                    std::fs::write(d.join("apps/web.yaml"), m).unwrap();
+                },
+                None,
+            ),
+            (
+                "other files beside the inventories",
+                &|d| {
+                    std::fs::create_dir(d.join("fleet")).unwrap();
+                    std::fs::write(d.join("fleet/README.md"), "hi").unwrap();
+                },
+                None,
+            ),
+        ];
+        for (what, make, refused) in cases {
+            let d = checkout();
+            make(d.path());
+            for inv in [Inventories::Of("test"), Inventories::All] {
+                let got = read(&d, "apps", inv);
+                match refused {
+                    None => assert!(got.is_ok(), "{what}: {got:?}"),
+                    Some(msg) => {
+                        let errs = got.unwrap_err();
+                        assert!(messages(&errs).contains(msg), "{what}: {errs:?}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn manifests_at_the_top_live_beside_the_fleet_folder() {
         let d = tempfile::tempdir().unwrap();
@@ -591,24 +673,24 @@ mod tests {
                 .inventory,
             None
         );
-        // Another environment's broken inventory: the server does not read
-        // it, check does.
+        // Another environment's broken inventory: refused by every server
+        // and by check alike, so CI and the servers never disagree.
         std::fs::write(
             fleet.join("staging.yaml"),
             "hosts:\n  web-1: { lables: [x] }\n",
         )
         .unwrap();
-        assert!(read(&d, "apps", Inventories::Of("production")).is_ok());
-        let errs = read(&d, "apps", Inventories::Of("staging")).unwrap_err();
-        assert!(
-            messages(&errs).contains("fleet/staging.yaml:2:"),
-            "{errs:?}"
-        );
-        let errs = read(&d, "apps", Inventories::All).unwrap_err();
-        assert!(
-            messages(&errs).contains("fleet/staging.yaml:2:"),
-            "{errs:?}"
-        );
+        for inv in [
+            Inventories::Of("production"),
+            Inventories::Of("staging"),
+            Inventories::All,
+        ] {
+            let errs = read(&d, "apps", inv).unwrap_err();
+            assert!(
+                messages(&errs).contains("fleet/staging.yaml:2:"),
+                "{errs:?}"
+            );
+        }
         // A symlink is refused unread, by both.
         std::fs::remove_file(fleet.join("staging.yaml")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", fleet.join("staging.yaml")).unwrap();

@@ -29,12 +29,18 @@ pub struct Inventory {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InventoryHost {
-    #[serde(default)]
+    /// Absent and `null` read as none here; the config checks tell them
+    /// from `labels: []` (see [`check_labels_given`]).
+    #[serde(default, deserialize_with = "null_as_none")]
     pub labels: Vec<String>,
     /// The host's public key: an age X25519 recipient (`age1...`) or an
     /// OpenSSH ed25519 public key. Only needed for sealed secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+}
+
+fn null_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// The path of an environment's inventory inside the repo.
@@ -146,6 +152,71 @@ pub fn parse_inventory(file: &Path, text: &str) -> Result<(EnvName, Inventory), 
     Ok((env, inv))
 }
 
+/// The hosts of an inventory whose `labels` is absent or null (not
+/// `labels: []`, which says "no labels" on purpose), in file order. The
+/// parsed [`Inventory`] cannot tell the two apart; the text can.
+pub fn hosts_without_labels(text: &str) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(default)]
+        hosts: BTreeMap<String, Option<RawHost>>,
+    }
+    #[derive(Deserialize)]
+    struct RawHost {
+        #[serde(default)]
+        labels: Option<serde_norway::Value>,
+    }
+    let Ok(raw) = serde_norway::from_str::<Raw>(text) else {
+        return Vec::new();
+    };
+    raw.hosts
+        .into_iter()
+        .filter(|(_, h)| h.as_ref().is_none_or(|h| h.labels.is_none()))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// The rule for labels: while any manifest targets labels (`targets.labels`
+/// or a wave's `labels`), an inventory entry without `labels` would drop
+/// that server out of those apps (adding a key would remove an app), so it
+/// is an error naming the entry and an app that targets labels.
+pub fn check_labels_given(
+    file: &Path,
+    text: &str,
+    apps: &super::AppSet,
+) -> Result<(), ConfigError> {
+    let targeting = apps.iter().find_map(|(app, m)| {
+        let mut labels: Vec<&str> = m
+            .targets
+            .iter()
+            .flat_map(|t| t.labels.iter().map(String::as_str))
+            .collect();
+        if let Some(r) = &m.rollout {
+            labels.extend(
+                r.waves
+                    .iter()
+                    .flat_map(|w| w.labels.iter().map(String::as_str)),
+            );
+        }
+        labels.dedup();
+        (!labels.is_empty()).then(|| (app.to_string(), labels.join(", ")))
+    });
+    let Some((app, labels)) = targeting else {
+        return Ok(());
+    };
+    match hosts_without_labels(text).first() {
+        None => Ok(()),
+        Some(host) => Err(ConfigError::at(
+            file,
+            text,
+            &[Seg::Key("hosts"), Seg::Key(host)],
+            format!(
+                "{host} has no labels; {app} targets [{labels}]: give it its labels (write `labels: []` for none), or it would drop out of every app that targets labels"
+            ),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +258,16 @@ mod tests {
         assert!(e.message.contains("admins[0]"), "{e}");
         let e = parse_inventory(Path::new("fleet/Prod.yaml"), "hosts: {}\n").unwrap_err();
         assert!(e.message.contains("environment"), "{e}");
+    }
+
+    #[test]
+    fn absent_or_null_labels_are_told_from_empty_ones() {
+        let text = format!(
+            "hosts:\n  web-1: {{ key: \"{AGE}\" }}\n  web-2: {{ labels: [] }}\n  web-3: {{ labels: null }}\n  web-5: {{ labels: [web] }}\n"
+        );
+        assert_eq!(hosts_without_labels(&text), ["web-1", "web-3"]);
+        // All parse to no labels: the file alone tells "none on purpose".
+        let inv = parse(&text).unwrap();
+        assert_eq!(inv.labels_of("web-1"), Some(&[][..]));
     }
 }

@@ -17,14 +17,15 @@ mod types;
 
 pub use commit::{
     CommitConfig, DiskTree, Entry, EntryKind, Inventories, RepoTree, load_manifests_from_dir,
-    read_commit_config,
+    read_beneath, read_commit_config, read_inventories,
 };
 pub use host::{
     DEFAULT_CONFIG_PATH, HostConfig, LimitsConfig, Pm2Config, Preflight, ProviderName, RepoConfig,
     S3Config, StatusConfig, StorageConfig,
 };
 pub use inventory::{
-    FLEET_DIR, Inventory, InventoryHost, KeyKind, inventory_path, parse_inventory, recipient_kind,
+    FLEET_DIR, Inventory, InventoryHost, KeyKind, check_labels_given, hosts_without_labels,
+    inventory_path, parse_inventory, recipient_kind,
 };
 pub use manifest::{
     AppSet, Artifact, Health, Hooks, Manifest, Rollout, SecretFile, Targets, Wave, parse_manifest,

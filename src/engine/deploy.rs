@@ -20,7 +20,7 @@
 //! what runs; a failed reload or gate rolls back (`switch::roll_back`).
 
 use super::fault::Step;
-use super::hooks::{HookEnv, run_hook};
+use super::hooks::{HookEnv, HookLog, run_hook};
 use super::{Engine, EngineError, blocking};
 use crate::artifact::{self, ArtifactError};
 use crate::config::{Manifest, SharedPath};
@@ -60,6 +60,27 @@ struct Prepared {
 enum Stop {
     Transient(String),
     Refused(ArtifactError),
+    /// The release cannot be laid out as the manifest asks (a secret over
+    /// a file of the release, a link planted in `shared/`): status `error`
+    /// naming it; `hold` keeps it for the commit.
+    Invalid {
+        error: String,
+        hold: bool,
+    },
+}
+
+impl Stop {
+    fn layout(e: crate::release::ReleaseError) -> Stop {
+        use crate::release::ReleaseError;
+        match e {
+            ReleaseError::Conflict(error) => Stop::Invalid { error, hold: true },
+            e if e.is_permanent() => Stop::Invalid {
+                error: e.to_string(),
+                hold: false,
+            },
+            e => Stop::Transient(e.to_string()),
+        }
+    }
 }
 
 /// The paths a manifest replaces with links: shared, then secrets.
@@ -105,7 +126,11 @@ impl Engine {
         {
             Ok(p) => p,
             Err(Stop::Transient(e)) => return self.transient(app, e).await,
-            Err(Stop::Refused(e)) => return self.refused(&job, e).await,
+            Err(Stop::Refused(e)) => {
+                let hold = e.condemns_artifact();
+                return self.refused(&job, e.to_string(), hold).await;
+            }
+            Err(Stop::Invalid { error, hold }) => return self.refused(&job, error, hold).await,
         };
         // The secrets it runs with: the running generation, or a new one.
         match self.generation_for(app, &job.secrets).await {
@@ -122,11 +147,29 @@ impl Engine {
         }
         self.ledger.lock().await.staged(app, &target).await?;
 
-        // 3 (hooks): before_activate, in the release about to run.
+        // 3 (hooks): before_activate, in the release about to run. Their
+        // output goes to a file in the app's folder, never to the log.
         let secrets_dir = target
             .secrets
             .as_ref()
             .map(|g| dir.path().join("secrets").join(g));
+        let hooks = &job.manifest.hooks;
+        let hook_log = if hooks.before_activate.is_empty() && hooks.after_activate.is_empty() {
+            None
+        } else {
+            let (d, r) = (dir.clone(), job.release.to_string());
+            match blocking(move || HookLog::create(&d, &r)).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    if let Some(x) = &prepared.exchange {
+                        let staged = x.staged.clone();
+                        let _ = blocking(move || std::fs::remove_dir_all(&staged)).await;
+                    }
+                    return self.transient(app, e).await;
+                }
+            }
+        };
+        let output = hook_log.as_ref().map(|l| l.path().display().to_string());
         let hook_env = HookEnv {
             app,
             release: job.release,
@@ -135,6 +178,7 @@ impl Engine {
             shared: &dir.shared(),
             secrets: secrets_dir.as_deref(),
             user: self.settings.pm2_user.as_deref(),
+            log: hook_log.as_ref(),
         };
         for argv in &job.manifest.hooks.before_activate {
             if let Err(e) = run_hook(&hook_env, argv).await {
@@ -148,7 +192,7 @@ impl Engine {
                 self.ledger
                     .lock()
                     .await
-                    .failed_before_switch(app, failed, t0.elapsed().as_secs_f64())
+                    .failed_before_switch(app, failed, t0.elapsed().as_secs_f64(), output)
                     .await?;
                 return Ok(Outcome::Failed {
                     release: job.release.to_string(),
@@ -221,7 +265,7 @@ impl Engine {
         self.ledger
             .lock()
             .await
-            .deployed(app, target, job.commit, secs, note)
+            .deployed(app, target, job.commit, secs, note, output)
             .await?;
         self.settings.faults.point("", Step::StateWrite);
         if let Some(x) = &prepared.exchange {
@@ -247,10 +291,10 @@ impl Engine {
         known: Option<&KnownRelease>,
     ) -> Result<Prepared, Stop> {
         let d = dir.clone();
-        let owner = self.settings.pm2_user.as_ref().map(|u| u.ids());
+        let owner = self.settings.pm2_user.as_ref().map(|u| u.owner());
         blocking(move || d.ensure_layout(owner))
             .await
-            .map_err(|e| Stop::Transient(e.to_string()))?;
+            .map_err(Stop::layout)?;
         let (shared, secrets) = links_of(job.manifest);
         let linked_as = known.and_then(|k| k.manifest.as_ref()).map(links_of);
         let same_links = linked_as.as_ref() == Some(&(shared.clone(), secrets.clone()));
@@ -288,7 +332,7 @@ impl Engine {
             Err(e) => {
                 let s = staging.clone();
                 let _ = blocking(move || std::fs::remove_dir_all(&s)).await;
-                return Err(Stop::Transient(e.to_string()));
+                return Err(Stop::layout(e));
             }
         }
         self.settings.faults.point("", Step::Link);
@@ -449,29 +493,29 @@ impl Engine {
     /// (credentials, an upload not there yet) is tried again at every poll
     /// and recorded once while it stays the same; bad bytes are held for
     /// the commit so they are not fetched again at every poll.
-    async fn refused(&self, job: &Job<'_>, e: ArtifactError) -> Result<Outcome, EngineError> {
-        let error = e.to_string();
+    async fn refused(
+        &self,
+        job: &Job<'_>,
+        error: String,
+        hold: bool,
+    ) -> Result<Outcome, EngineError> {
         let mut ledger = self.ledger.lock().await;
         let repeated = ledger.app(job.app).and_then(|s| s.last_error.as_deref()) == Some(&error);
         if repeated {
             warn!(
                 app = job.app,
                 release = job.release,
-                "the artifact still cannot be used: {error}"
+                "the release still cannot be deployed: {error}"
             );
             return Ok(Outcome::Errored { error });
         }
         error!(
             app = job.app,
             release = job.release,
-            "the artifact cannot be used: {error}"
+            "the release cannot be deployed: {error}"
         );
         ledger
-            .refused(
-                job.app,
-                self.failure(job, error.clone()),
-                e.condemns_artifact(),
-            )
+            .refused(job.app, self.failure(job, error.clone()), hold)
             .await?;
         Ok(Outcome::Errored { error })
     }

@@ -124,6 +124,7 @@ impl Ledger {
         commit: &str,
         seconds: f64,
         note: Option<String>,
+        output: Option<String>,
     ) -> Result<(), StateError> {
         let seq = self.state.next_seq();
         let st = self.state.app_mut(app);
@@ -159,7 +160,8 @@ impl Ledger {
             .release(&release)
             .from(from_name.as_deref().filter(|f| *f != release))
             .commit(commit)
-            .seconds(seconds);
+            .seconds(seconds)
+            .output(output);
         if let Some(n) = note {
             ev = ev.message(n);
         }
@@ -230,6 +232,7 @@ impl Ledger {
         app: &str,
         failed: Failed,
         seconds: f64,
+        output: Option<String>,
     ) -> Result<(), StateError> {
         let st = self.state.app_mut(app);
         st.last_error = Some(failed.error.clone());
@@ -241,7 +244,8 @@ impl Ledger {
                 .app(app)
                 .release(&failed.release)
                 .commit(&failed.commit)
-                .message(failed.error),
+                .message(failed.error)
+                .output(output),
         )
         .await;
         Ok(())

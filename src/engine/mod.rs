@@ -94,8 +94,10 @@ pub struct Settings {
     pub pm2_user: Option<Arc<crate::pm2::RunAs>>,
     /// The crash tests' fault points.
     pub faults: Faults,
-    /// `identity_file`, loaded: opens the apps' sealed secrets.
-    pub identity: Option<Arc<crate::secrets::Identity>>,
+    /// `identity_file`: opens the apps' sealed secrets. Read when a
+    /// secret must be opened, so a key written later needs no restart and
+    /// a missing one fails only the apps that have secrets.
+    pub identity_file: Option<PathBuf>,
 }
 
 /// The engine's providers, built at the edge.
@@ -200,7 +202,8 @@ impl Engine {
                 &self.settings.host,
                 app,
             ),
-            description: report::truncate_description(description),
+            // pm2's messages carry terminal colours; a status is plain text.
+            description: report::truncate_description(&crate::redact::printable(description)),
         });
     }
 
@@ -209,6 +212,8 @@ impl Engine {
     pub async fn recover(&self) -> Result<(), EngineError> {
         self.finish_switches().await?;
         let root = self.settings.root.clone();
+        // Secrets leftovers belong to pm2.user by now: taken back to remove.
+        let owner = self.settings.pm2_user.as_ref().map(|u| u.owner());
         blocking(move || {
             let Ok(rd) = std::fs::read_dir(&root) else {
                 return;
@@ -222,7 +227,7 @@ impl Engine {
                     for p in dir.clean_leftovers() {
                         info!(app = %name, "removed leftover {}", p.display());
                     }
-                    let store = crate::secrets::SecretStore::new(dir.path(), None);
+                    let store = crate::secrets::SecretStore::new(dir.path(), owner);
                     if let Err(e) = store.remove_leftovers() {
                         tracing::warn!(app = %name, "{e}");
                     }

@@ -14,7 +14,7 @@
 use super::{Engine, EngineError, blocking};
 use crate::config::{Inventory, Manifest, SharedPath, inventory_path};
 use crate::plan::SecretsState;
-use crate::secrets::{Generation, Plaintext, SecretStore, open_for_server};
+use crate::secrets::{Generation, Plaintext, SecretStore, ServerIdentity, open_for_server};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tracing::warn;
@@ -56,13 +56,7 @@ impl Engine {
     fn store(&self, app: &str) -> SecretStore {
         SecretStore::new(
             self.app_dir(app).path(),
-            self.settings
-                .pm2_user
-                .as_ref()
-                .map(|u| crate::secrets::Owner {
-                    uid: u.uid,
-                    gid: u.gid,
-                }),
+            self.settings.pm2_user.as_ref().map(|u| u.owner()),
         )
     }
 
@@ -128,19 +122,23 @@ impl Engine {
             }
         }
         let ids: Vec<String> = sealed.iter().map(|(_, _, id, _)| id.clone()).collect();
+        // A refusal is worked out again at every poll: a key written or
+        // fixed since (identity_file is read each time) ends it.
         if let Some(seen) = self.secrets_seen(app)
             && seen.ids == ids
             && seen.running == running
+            && !matches!(seen.wanted, Wanted::Refused(_))
         {
             return Ok(seen.wanted);
         }
-        let identity = self.settings.identity.clone();
+        let identity_file = self.settings.identity_file.clone();
         let env2 = env.clone();
         let opened = blocking(move || {
+            let identity = ServerIdentity::load(identity_file.as_deref());
             sealed
                 .into_iter()
                 .map(|(to, path, _, bytes)| {
-                    open_for_server(identity.as_deref(), &path, &bytes, &env2).map(|p| (to, p))
+                    open_for_server(&identity, &path, &bytes, &env2).map(|p| (to, p))
                 })
                 .collect::<Result<Vec<(SharedPath, Plaintext)>, _>>()
         })

@@ -12,13 +12,59 @@ use age::secrecy::zeroize::Zeroizing;
 use std::io::{Read, Write};
 use std::path::Path;
 
-/// `hoist keygen -o FILE`: prints the new public key on standard output.
-pub fn keygen_cmd(path: &Path) -> Result<(), SecretsError> {
+/// This server as the inventory should list it: what `hoist keygen`
+/// prints to paste (from the host config, when one loads).
+#[derive(Debug, Clone)]
+pub struct ThisHost {
+    pub host: String,
+    pub environment: String,
+    /// The host config's labels; None when no host config could be read.
+    pub labels: Option<Vec<String>>,
+}
+
+/// The inventory entry for `host` with the key `public`: its labels are
+/// the host config's, since an entry without labels is refused while an
+/// app targets labels.
+pub fn inventory_entry(host: &ThisHost, public: &str) -> String {
+    let labels = host.labels.as_deref().unwrap_or_default();
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let list: Vec<String> = labels
+        .iter()
+        .map(|l| {
+            if !l.is_empty()
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                l.clone()
+            } else {
+                quoted(l)
+            }
+        })
+        .collect();
+    format!(
+        "  {}: {{ labels: [{}], key: {} }}",
+        host.host,
+        list.join(", "),
+        quoted(public)
+    )
+}
+
+/// `hoist keygen -o FILE`: prints the new public key on standard output,
+/// and on standard error the inventory entry to paste for this server.
+pub fn keygen_cmd(path: &Path, host: &ThisHost) -> Result<(), SecretsError> {
     let public = keygen(path)?;
     println!("{public}");
+    let file = crate::config::inventory_path(&host.environment);
+    let note = if host.labels.is_none() {
+        " (no host config was read, so give it this server's labels)"
+    } else {
+        ""
+    };
     eprintln!(
-        "hoist: wrote {} (mode 0600); add the key above as this host's `key` in fleet/<environment>.yaml, then run `hoist secrets rekey`",
-        path.display()
+        "hoist: wrote {} (mode 0600); add this server under `hosts:` in {}{note}:\n{}\nthen run `hoist secrets rekey`",
+        path.display(),
+        file.display(),
+        inventory_entry(host, &public)
     );
     Ok(())
 }
@@ -109,14 +155,19 @@ pub fn open_cmd(file: &Path, identity: &Path) -> Result<(), SecretsError> {
         .map_err(SecretsError::io("write", "standard output"))
 }
 
-/// `hoist secrets edit FILE --identity KEY [--env ENV [--app APP]]`.
-pub fn edit_cmd(
+/// `hoist secrets edit FILE --identity KEY [--env ENV [--app APP]]`. The
+/// private copy is removed when the editor is done, and also when the
+/// command is stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP (a closed
+/// terminal) while the editor runs; the editor is stopped with it. A copy
+/// left by a `kill -9` is removed by the next `hoist secrets edit`.
+pub async fn edit_cmd(
     repo: &ConfigRepo,
     file: &Path,
     identity: &Path,
     environment: Option<&str>,
     app: Option<&str>,
 ) -> Result<(), SecretsError> {
+    use tokio::signal::unix::{SignalKind, signal};
     let identity = Identity::load(identity)?;
     let recipients = repo::recipients_for_edit(repo, file, environment, app)?;
     warn_hosts_without_key(&recipients, &file.display().to_string());
@@ -129,7 +180,47 @@ pub fn edit_cmd(
                 .filter(|e| !e.trim().is_empty())
         })
         .unwrap_or_else(|| "vi".to_string());
-    match repo::edit(file, &identity, &recipients, &editor)? {
+    // Listening before the plaintext exists: from here on these signals
+    // no longer end the process before it removes the copy.
+    let listen = |kind: SignalKind| {
+        signal(kind).map_err(|e| SecretsError::Edit(format!("cannot listen for signals: {e}")))
+    };
+    let (mut int, mut term, mut hup) = (
+        listen(SignalKind::interrupt())?,
+        listen(SignalKind::terminate())?,
+        listen(SignalKind::hangup())?,
+    );
+    let session = repo::EditSession::begin(repo, file, &identity, &recipients)?;
+    let mut child = tokio::process::Command::from(repo::editor_command(&editor, session.path()))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| SecretsError::Edit(format!("cannot run the editor {editor:?}: {e}")))?;
+    let stopped_by = tokio::select! {
+        status = child.wait() => {
+            let status = status.map_err(|e| SecretsError::Edit(format!("cannot wait for the editor {editor:?}: {e}")))?;
+            if !status.success() {
+                drop(session);
+                return Err(SecretsError::Edit(format!(
+                    "the editor {editor:?} exited with {status}; {} was left as it was",
+                    file.display()
+                )));
+            }
+            None
+        }
+        _ = int.recv() => Some("SIGINT"),
+        _ = term.recv() => Some("SIGTERM"),
+        _ = hup.recv() => Some("SIGHUP"),
+    };
+    if let Some(sig) = stopped_by {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        drop(session);
+        return Err(SecretsError::Edit(format!(
+            "stopped by {sig}: the plaintext copy was removed and {} was left as it was",
+            file.display()
+        )));
+    }
+    match session.finish(repo, &recipients)? {
         EditOutcome::Unchanged => eprintln!("hoist: {} unchanged; nothing written", file.display()),
         EditOutcome::Resealed(n) => eprintln!(
             "hoist: re-sealed {} to {n} recipient(s): {}",
@@ -178,4 +269,35 @@ pub fn check_cmd(repo: &ConfigRepo, apps: &AppSet) -> bool {
         eprintln!("{e}");
     }
     report.errors.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_entry_to_paste_carries_the_labels_and_parses_as_an_inventory() {
+        let host = ThisHost {
+            host: "web-1".into(),
+            environment: "production".into(),
+            labels: Some(vec!["web".into(), "eu-west".into(), "a b".into()]),
+        };
+        let key = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+        let entry = inventory_entry(&host, key);
+        assert_eq!(
+            entry,
+            format!("  web-1: {{ labels: [web, eu-west, \"a b\"], key: \"{key}\" }}")
+        );
+        let text = format!("hosts:\n{entry}\n");
+        let (_, inv) =
+            crate::config::parse_inventory(Path::new("fleet/production.yaml"), &text).unwrap();
+        assert_eq!(inv.labels_of("web-1").unwrap(), ["web", "eu-west", "a b"]);
+        assert!(crate::config::hosts_without_labels(&text).is_empty());
+        // Without a host config: an empty list, still an explicit one.
+        let bare = ThisHost {
+            labels: None,
+            ..host
+        };
+        assert!(inventory_entry(&bare, key).contains("labels: []"));
+    }
 }

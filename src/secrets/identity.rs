@@ -130,6 +130,46 @@ impl Identity {
     }
 }
 
+/// A server's `identity_file`, as far as it goes: loaded, not set in the
+/// host config, or set but unusable (not written yet, unreadable, not a
+/// key). Only apps with secrets need it, so the last two are their error,
+/// not the server's.
+#[derive(Debug)]
+pub enum ServerIdentity {
+    Loaded(Identity),
+    NotSet,
+    Unusable {
+        path: PathBuf,
+        /// The file is not there (`hoist keygen` writes it).
+        missing: bool,
+        reason: String,
+    },
+}
+
+impl ServerIdentity {
+    /// Reads `identity_file` now.
+    pub fn load(path: Option<&Path>) -> ServerIdentity {
+        let Some(path) = path else {
+            return ServerIdentity::NotSet;
+        };
+        match Identity::load(path) {
+            Ok(i) => ServerIdentity::Loaded(i),
+            Err(e) => {
+                let missing = matches!(std::fs::symlink_metadata(path), Err(ref io) if io.kind() == std::io::ErrorKind::NotFound);
+                let reason = match e {
+                    SecretsError::Identity { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                ServerIdentity::Unusable {
+                    path: path.to_path_buf(),
+                    missing,
+                    reason,
+                }
+            }
+        }
+    }
+}
+
 fn parse_ssh(path: &Path, text: &str) -> Result<Identity, SecretsError> {
     let bad = |reason: String| SecretsError::Identity {
         path: path.to_path_buf(),

@@ -31,7 +31,7 @@ pub mod repo;
 mod sealed;
 mod store;
 
-pub use identity::{Identity, keygen};
+pub use identity::{Identity, ServerIdentity, keygen};
 pub use recipients::{Recipient, RecipientSet, recipient_tag};
 pub use sealed::{OpenFailure, is_age_file, open, open_for_server, seal, sealed_recipient_tags};
 pub use store::{Generation, Owner, SecretStore, link_into_release};
@@ -87,6 +87,14 @@ pub enum SecretsError {
         "{file} cannot be opened: the host config sets no identity_file; run `hoist keygen -o /etc/hoist/identity`, set identity_file, add the key it prints to {inventory} and re-seal with `hoist secrets rekey`"
     )]
     NoIdentity { file: String, inventory: String },
+    /// The server's `identity_file` is set but cannot be used (not there
+    /// yet, unreadable, not a key): only apps with secrets are affected.
+    #[error("{file} cannot be opened: identity_file {} {why}", path.display())]
+    IdentityUnusable {
+        file: String,
+        path: PathBuf,
+        why: String,
+    },
     /// An identity file that cannot be read or used.
     #[error("{}: {reason}", path.display())]
     Identity { path: PathBuf, reason: String },
@@ -97,6 +105,9 @@ pub enum SecretsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A file-system step through handles failed (it names the path).
+    #[error(transparent)]
+    Fs(#[from] crate::safe_fs::Error),
     /// A config file (inventory, manifest) is invalid.
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),

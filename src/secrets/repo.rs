@@ -12,13 +12,12 @@
 
 use super::{Identity, Plaintext, RecipientSet, SecretsError, open, seal, sealed_recipient_tags};
 use crate::config::{
-    AppName, AppSet, ConfigError, EnvName, FLEET_DIR, Inventory, inventory_path,
-    load_manifests_from_dir, parse_inventory,
+    AppName, AppSet, ConfigError, DiskTree, EnvName, FLEET_DIR, Inventory, inventory_path,
+    load_manifests_from_dir, read_beneath, read_inventories,
 };
 use age::secrecy::zeroize::Zeroizing;
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// A config repository checkout and its manifest folder.
@@ -75,25 +74,21 @@ impl ConfigRepo {
         })
     }
 
-    /// Every inventory in `fleet/`, by environment.
+    /// Every inventory in `fleet/`, by environment, read and validated as
+    /// the servers and `hoist check` do.
     pub fn inventories(&self) -> Result<BTreeMap<EnvName, Inventory>, SecretsError> {
-        let dir = self.root.join(FLEET_DIR);
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(e) => return Err(SecretsError::io("read", &dir)(e)),
-        };
-        let mut names: Vec<String> = rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str().map(String::from))
-            .filter(|n| n.ends_with(".yaml") && !n.starts_with('.'))
-            .collect();
-        names.sort();
+        let read = read_inventories(&DiskTree::new(&self.root)).map_err(|errors| {
+            SecretsError::Usage(
+                errors
+                    .iter()
+                    .map(ConfigError::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
         let mut out = BTreeMap::new();
-        for name in names {
-            let shown = Path::new(FLEET_DIR).join(&name);
-            let (env, inv) = self.read_inventory(&shown)?;
-            out.insert(env, inv);
+        for (env, inv) in read {
+            out.insert(EnvName::new(&env).map_err(SecretsError::Usage)?, inv);
         }
         Ok(out)
     }
@@ -102,20 +97,59 @@ impl ConfigRepo {
     pub fn inventory(&self, environment: &str) -> Result<Inventory, SecretsError> {
         let env = EnvName::new(environment).map_err(SecretsError::Usage)?;
         let shown = inventory_path(env.as_str());
-        if !self.root.join(&shown).is_file() {
-            return Err(SecretsError::Usage(format!(
+        self.inventories()?.remove(&env).ok_or_else(|| {
+            SecretsError::Usage(format!(
                 "{} has no inventory {} for environment {env}; secrets are sealed to the keys it lists",
                 self.root.display(),
                 shown.display()
-            )));
-        }
-        Ok(self.read_inventory(&shown)?.1)
+            ))
+        })
     }
 
-    fn read_inventory(&self, shown: &Path) -> Result<(EnvName, Inventory), SecretsError> {
-        let path = self.root.join(shown);
-        let text = std::fs::read_to_string(&path).map_err(SecretsError::io("read", &path))?;
-        Ok(parse_inventory(shown, &text)?)
+    /// The bytes of the sealed file `rel` (a path inside the repo), read
+    /// as the servers and `hoist check` read one: a regular file, with no
+    /// link on the way or at the end. The error says what is there instead.
+    pub fn read_sealed(&self, rel: &str) -> Result<Vec<u8>, String> {
+        let dir = crate::safe_fs::Dir::open(&self.root).map_err(|e| e.to_string())?;
+        match dir.meta_of(rel) {
+            Ok(None) => return Err("does not exist".into()),
+            Ok(Some(m)) if m.kind == crate::safe_fs::Kind::Symlink => {
+                return Err(
+                    "is a symlink; a sealed file must be a regular file, so hoist neither follows nor reads it"
+                        .into(),
+                );
+            }
+            Ok(Some(m)) if m.kind != crate::safe_fs::Kind::File => {
+                return Err("is not a regular file".into());
+            }
+            Ok(Some(_)) => {}
+            Err(e) if e.is_link_on_the_way() => {
+                return Err(
+                    "lies behind a symlink; a sealed file must be a regular file of the repo, so hoist neither follows nor reads it"
+                        .into(),
+                );
+            }
+            Err(e) => return Err(format!("cannot be read: {}", e.source)),
+        }
+        read_beneath(&self.root, rel).map_err(|e| {
+            if e.is_link_on_the_way() {
+                "lies behind a symlink; hoist neither follows nor reads it".to_string()
+            } else {
+                format!("cannot be read: {}", e.source)
+            }
+        })
+    }
+
+    /// Writes a re-sealed file `rel` (ciphertext: 0644, as git keeps it),
+    /// through the repo's handle: never through a link.
+    fn write_sealed(&self, rel: &str, text: &str) -> Result<(), SecretsError> {
+        let (parent, name) = match rel.rsplit_once('/') {
+            Some((p, n)) => (p, n),
+            None => ("", rel),
+        };
+        let dir = crate::safe_fs::Dir::open(&self.root)?.open_dir(parent)?;
+        dir.write_atomic(name, text.as_bytes(), 0o644, None)?;
+        Ok(())
     }
 
     /// Every sealed file the manifests name, for every environment with an
@@ -160,13 +194,39 @@ impl ConfigRepo {
     }
 
     /// A path given on the command line, as a path inside the repo
-    /// (`secrets/production/web.env.age`); None when it lies outside.
+    /// (`secrets/production/web.env.age`); None when it lies outside. Worked
+    /// out from the names as given, never by resolving links (a link in the
+    /// repo is for the reader to refuse, not to follow).
     pub fn repo_path_of(&self, file: &Path) -> Option<String> {
-        let root = self.root.canonicalize().ok()?;
-        let file = file.canonicalize().ok()?;
-        let rel = file.strip_prefix(&root).ok()?;
-        rel.to_str().map(String::from)
+        let cwd = std::env::current_dir().ok()?;
+        let abs = |p: &Path| normalize(&cwd.join(p));
+        let file = abs(file)?;
+        let mut roots = vec![abs(&self.root)?];
+        if let Ok(c) = self.root.canonicalize() {
+            roots.push(c);
+        }
+        roots.iter().find_map(|root| {
+            let rel = file.strip_prefix(root).ok()?;
+            let rel = rel.to_str()?;
+            (!rel.is_empty()).then(|| rel.to_string())
+        })
     }
+}
+
+/// `p` with `.` dropped and `..` taken back lexically (no link resolved).
+fn normalize(p: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    Some(out)
 }
 
 /// Whom `hoist secrets seal --env ENV [--app APP]` seals to: the hosts APP
@@ -241,103 +301,253 @@ pub fn recipients_for_edit(
     repo.recipients_of(users, &apps, &inventories)
 }
 
+/// One `hoist secrets edit` in progress: the sealed file opened into a
+/// private copy that the editor changes. Dropping it removes the copy (the
+/// command also drops it on SIGINT, SIGTERM and SIGHUP).
+pub struct EditSession {
+    file: PathBuf,
+    /// The file's path inside the repo, when it is in the repo.
+    rel: Option<String>,
+    before: Plaintext,
+    scratch: Scratch,
+    path: PathBuf,
+}
+
+impl EditSession {
+    /// Opens `file` (read as the servers read a sealed file: a regular
+    /// file, no link on the way) and writes its plaintext to a private
+    /// copy. `recipients` must not be empty.
+    pub fn begin(
+        repo: &ConfigRepo,
+        file: &Path,
+        identity: &Identity,
+        recipients: &RecipientSet,
+    ) -> Result<EditSession, SecretsError> {
+        let shown = file.display().to_string();
+        let rel = repo.repo_path_of(file);
+        let sealed = match &rel {
+            Some(rel) => repo
+                .read_sealed(rel)
+                .map_err(|why| SecretsError::Usage(format!("{shown} {why}")))?,
+            None => read_outside(file)?,
+        };
+        let before = open(identity, &shown, &sealed)?;
+        if recipients.is_empty() {
+            return Err(SecretsError::Seal(format!(
+                "{shown} would be sealed to nobody (no host key and no admins in the inventory)"
+            )));
+        }
+        let scratch = Scratch::new()?;
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.strip_suffix(".age").unwrap_or(n))
+            .filter(|n| !n.is_empty() && !n.starts_with('.'))
+            .unwrap_or("secret")
+            .to_string();
+        let path = scratch.dir.path().join(&name);
+        let mut f = scratch.dir.create_file(&name, 0o600)?;
+        use std::io::Write;
+        f.write_all(before.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(SecretsError::io("write", &path))?;
+        Ok(EditSession {
+            file: file.to_path_buf(),
+            rel,
+            before,
+            scratch,
+            path,
+        })
+    }
+
+    /// The private copy the editor is to change.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the copy back, removes it, and re-seals `file` to
+    /// `recipients` when the plaintext changed.
+    pub fn finish(
+        self,
+        repo: &ConfigRepo,
+        recipients: &RecipientSet,
+    ) -> Result<EditOutcome, SecretsError> {
+        let name = self
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let after = {
+            let mut f = self.scratch.dir.open_file(&name)?;
+            let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+            let mut buf = Zeroizing::new(Vec::with_capacity(len + 1));
+            f.read_to_end(&mut buf)
+                .map_err(SecretsError::io("read", &self.path))?;
+            Plaintext(buf)
+        };
+        let EditSession {
+            file,
+            rel,
+            before,
+            scratch,
+            ..
+        } = self;
+        drop(scratch);
+        if after.as_bytes() == before.as_bytes() {
+            return Ok(EditOutcome::Unchanged);
+        }
+        let text = seal(recipients, after.as_bytes())?;
+        match rel {
+            Some(rel) => repo.write_sealed(&rel, &text)?,
+            None => crate::fsutil::write_atomic(&file, text.as_bytes())
+                .map_err(SecretsError::io("write", &file))?,
+        }
+        Ok(EditOutcome::Resealed(recipients.len()))
+    }
+}
+
+/// A sealed file outside the repo (`edit --env`): the file itself may not
+/// be a link.
+fn read_outside(file: &Path) -> Result<Vec<u8>, SecretsError> {
+    let parent = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| SecretsError::Usage(format!("{} does not name a file", file.display())))?;
+    Ok(crate::safe_fs::Dir::open(parent)?.read(name)?)
+}
+
 /// `hoist secrets edit`: opens `file` with `identity`, lets `editor` (a
 /// shell command; the file's path is appended) change a private temporary
 /// copy, and re-seals it to `recipients` if the plaintext changed.
 pub fn edit(
+    repo: &ConfigRepo,
     file: &Path,
     identity: &Identity,
     recipients: &RecipientSet,
     editor: &str,
 ) -> Result<EditOutcome, SecretsError> {
-    let shown = file.display().to_string();
-    let sealed = std::fs::read(file).map_err(SecretsError::io("read", file))?;
-    let before = open(identity, &shown, &sealed)?;
-    if recipients.is_empty() {
-        return Err(SecretsError::Seal(format!(
-            "{shown} would be sealed to nobody (no host key and no admins in the inventory)"
-        )));
-    }
-    let dir = private_temp_dir()?;
-    let name = file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .map(|n| n.strip_suffix(".age").unwrap_or(n))
-        .filter(|n| !n.is_empty())
-        .unwrap_or("secret");
-    let path = dir.path().join(name);
-    write_private(&path, before.as_bytes())?;
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{editor} \"$1\""))
-        .arg("sh")
-        .arg(&path)
+    let session = EditSession::begin(repo, file, identity, recipients)?;
+    let status = editor_command(editor, session.path())
         .status()
         .map_err(|e| SecretsError::Edit(format!("cannot run the editor {editor:?}: {e}")))?;
     if !status.success() {
         return Err(SecretsError::Edit(format!(
-            "the editor {editor:?} exited with {status}; {shown} was left as it was"
+            "the editor {editor:?} exited with {status}; {} was left as it was",
+            file.display()
         )));
     }
-    let after = read_private(&path)?;
-    drop(dir);
-    if after.as_bytes() == before.as_bytes() {
-        return Ok(EditOutcome::Unchanged);
-    }
-    let text = seal(recipients, after.as_bytes())?;
-    crate::fsutil::write_atomic(file, text.as_bytes()).map_err(SecretsError::io("write", file))?;
-    Ok(EditOutcome::Resealed(recipients.len()))
+    session.finish(repo, recipients)
 }
 
-/// A directory only this user can enter, removed when dropped: in
-/// `$XDG_RUNTIME_DIR` or `/dev/shm` (memory, not disk) when there is one.
-fn private_temp_dir() -> Result<tempfile::TempDir, SecretsError> {
-    let candidates = [
+/// `sh -c '<editor> "$1"' sh <path>`: `$EDITOR` may hold arguments.
+pub fn editor_command(editor: &str, path: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(path);
+    cmd
+}
+
+/// The private folder of one edit: `hoist-edit-<pid>-<random>`, 0700, in
+/// `$XDG_RUNTIME_DIR` or `/dev/shm` (memory, not disk) when there is one,
+/// else the temp dir. It holds an exclusive lock on itself for as long as
+/// the edit runs, so the next `hoist secrets edit` can tell a folder left
+/// by one that was killed (lock free: removed) from one in use (locked).
+/// Removed when dropped.
+struct Scratch {
+    dir: crate::safe_fs::Dir,
+    base: crate::safe_fs::Dir,
+    name: String,
+}
+
+const SCRATCH_PREFIX: &str = "hoist-edit-";
+
+impl Scratch {
+    fn new() -> Result<Scratch, SecretsError> {
+        let mut last = None;
+        for base in scratch_bases() {
+            let Ok(handle) = crate::safe_fs::Dir::open(&base) else {
+                continue;
+            };
+            remove_stale(&handle);
+            let name = format!(
+                "{SCRATCH_PREFIX}{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            );
+            match handle.create_dir(&name, 0o700) {
+                Ok(dir) => {
+                    dir.chmod(0o700)?;
+                    lock(&dir).map_err(SecretsError::io("lock", dir.path()))?;
+                    return Ok(Scratch {
+                        dir,
+                        base: handle,
+                        name,
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) => e.into(),
+            None => SecretsError::Usage(
+                "no folder for a private copy: none of $XDG_RUNTIME_DIR, /dev/shm and the temp dir is usable".into(),
+            ),
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = self.base.remove_tree(&self.name);
+    }
+}
+
+fn scratch_bases() -> Vec<PathBuf> {
+    [
         std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
         Some(PathBuf::from("/dev/shm")),
         Some(std::env::temp_dir()),
-    ];
-    let mut last = None;
-    for base in candidates.into_iter().flatten() {
-        if !base.is_dir() {
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|b| b.is_dir())
+    .collect()
+}
+
+fn lock(dir: &crate::safe_fs::Dir) -> std::io::Result<()> {
+    dir.try_lock()
+}
+
+/// Removes the private folders of edits that were killed before they
+/// could clean up (their lock is free), this user's only.
+fn remove_stale(base: &crate::safe_fs::Dir) {
+    let me = nix::unistd::geteuid().as_raw();
+    let Ok(entries) = base.entries() else { return };
+    for (name, kind) in entries {
+        if !name.starts_with(SCRATCH_PREFIX) || kind != crate::safe_fs::Kind::Dir {
             continue;
         }
-        match tempfile::Builder::new()
-            .prefix("hoist-edit-")
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir_in(&base)
-        {
-            Ok(d) => return Ok(d),
-            Err(e) => last = Some((base, e)),
+        let Ok(dir) = base.open_dir(&name) else {
+            continue;
+        };
+        if dir.meta().map(|m| m.uid).ok() != Some(me) || dir.try_lock().is_err() {
+            continue;
+        }
+        drop(dir);
+        if base.remove_tree(&name).is_ok() {
+            eprintln!(
+                "hoist: removed {}, the plaintext copy of an edit that was interrupted",
+                base.path().join(&name).display()
+            );
         }
     }
-    let (base, e) = last.unwrap_or_else(|| {
-        (
-            std::env::temp_dir(),
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        )
-    });
-    Err(SecretsError::io("create a private directory in", base)(e))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SecretsError> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(SecretsError::io("create", path))?;
-    f.write_all(bytes).map_err(SecretsError::io("write", path))
-}
-
-fn read_private(path: &Path) -> Result<Plaintext, SecretsError> {
-    let mut f = std::fs::File::open(path).map_err(SecretsError::io("read", path))?;
-    let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
-    let mut buf = Zeroizing::new(Vec::with_capacity(len + 1));
-    f.read_to_end(&mut buf)
-        .map_err(SecretsError::io("read", path))?;
-    Ok(Plaintext(buf))
 }
 
 /// What `rekey` did, file by file.
@@ -361,7 +571,6 @@ pub fn rekey(repo: &ConfigRepo, identity: &Identity) -> Result<RekeyReport, Secr
     let inventories = repo.inventories()?;
     let mut report = RekeyReport::default();
     for (rel, users) in repo.sealed_files(&apps, &inventories) {
-        let path = repo.root().join(&rel);
         let recipients = match repo.recipients_of(&users, &apps, &inventories) {
             Ok(r) => r,
             Err(e) => {
@@ -374,13 +583,12 @@ pub fn rekey(repo: &ConfigRepo, identity: &Identity) -> Result<RekeyReport, Secr
                 "{rel}: host {host} has no key in the inventory, so it cannot open this file"
             ));
         }
-        let sealed = match std::fs::read(&path) {
+        let sealed = match repo.read_sealed(&rel) {
             Ok(b) => b,
-            Err(e) => {
-                report.failed.push(format!(
-                    "{rel} (named by {}): cannot read it: {e}",
-                    named_by(&users)
-                ));
+            Err(why) => {
+                report
+                    .failed
+                    .push(format!("{rel} (named by {}) {why}", named_by(&users)));
                 continue;
             }
         };
@@ -404,8 +612,7 @@ pub fn rekey(repo: &ConfigRepo, identity: &Identity) -> Result<RekeyReport, Secr
             }
         };
         let text = seal(&recipients, plaintext.as_bytes())?;
-        crate::fsutil::write_atomic(&path, text.as_bytes())
-            .map_err(SecretsError::io("write", &path))?;
+        repo.write_sealed(&rel, &text)?;
         let what = match had {
             None => format!(
                 "re-sealed to {} recipients (it did not list its recipients: sealed by another tool)",
@@ -494,19 +701,11 @@ pub fn check(repo: &ConfigRepo, apps: &AppSet) -> CheckReport {
             for env in inventories.keys() {
                 let rel = s.from_for(env.as_str());
                 let inventory = inventory_path(env.as_str());
-                let path = repo.root().join(&rel);
-                let problem = match std::fs::symlink_metadata(&path) {
-                    Err(_) => Some("does not exist".to_string()),
-                    Ok(meta) if meta.file_type().is_symlink() => {
-                        Some("is a symlink; a sealed file must be a regular file".into())
-                    }
-                    Ok(meta) if !meta.is_file() => Some("is not a regular file".into()),
-                    Ok(_) => match std::fs::read(&path) {
-                        Err(e) => Some(format!("cannot be read: {e}")),
-                        Ok(bytes) => super::is_age_file(&bytes)
-                            .err()
-                            .map(|why| format!("cannot be used: {why}")),
-                    },
+                let problem = match repo.read_sealed(&rel) {
+                    Err(why) => Some(why),
+                    Ok(bytes) => super::is_age_file(&bytes)
+                        .err()
+                        .map(|why| format!("cannot be used: {why}")),
                 };
                 if let Some(p) = problem {
                     report.errors.push(format!(
@@ -539,7 +738,8 @@ fn stale_warnings(
                 "{rel}: host {host} has no key in the inventory, so it cannot open this file"
             ));
         }
-        let Some(had) = std::fs::read(repo.root().join(&rel))
+        let Some(had) = repo
+            .read_sealed(&rel)
             .ok()
             .and_then(|b| sealed_recipient_tags(&b))
         else {

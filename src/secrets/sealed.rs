@@ -21,7 +21,7 @@
 //! without it (sealed by `age -r`) simply counts as "recipients unknown" and
 //! is re-sealed once by `rekey`.
 
-use super::{Identity, Plaintext, RecipientSet, SecretsError};
+use super::{Identity, Plaintext, RecipientSet, SecretsError, ServerIdentity};
 use age::armor::{ArmoredReader, ArmoredWriter, Format};
 use age::secrecy::zeroize::Zeroizing;
 use age_core::format::{FileKey, Stanza};
@@ -206,10 +206,11 @@ pub fn open(identity: &Identity, file: &str, bytes: &[u8]) -> Result<Plaintext, 
     })
 }
 
-/// Opens a sealed file on a server: with its `identity_file` (None when the
-/// host config sets none), naming the inventory of `environment` in the fix.
+/// Opens a sealed file on a server: with its `identity_file`, naming the
+/// inventory of `environment` in the fix when the key is missing or is not
+/// one the file was sealed to.
 pub fn open_for_server(
-    identity: Option<&Identity>,
+    identity: &ServerIdentity,
     file: &str,
     bytes: &[u8],
     environment: &str,
@@ -217,11 +218,32 @@ pub fn open_for_server(
     let inventory = crate::config::inventory_path(environment)
         .display()
         .to_string();
-    let Some(identity) = identity else {
-        return Err(SecretsError::NoIdentity {
-            file: file.to_string(),
-            inventory,
-        });
+    let identity = match identity {
+        ServerIdentity::Loaded(i) => i,
+        ServerIdentity::NotSet => {
+            return Err(SecretsError::NoIdentity {
+                file: file.to_string(),
+                inventory,
+            });
+        }
+        ServerIdentity::Unusable {
+            path,
+            missing,
+            reason,
+        } => {
+            return Err(SecretsError::IdentityUnusable {
+                file: file.to_string(),
+                path: path.clone(),
+                why: if *missing {
+                    format!(
+                        "does not exist: run `hoist keygen -o {}`, add the key it prints to {inventory} and re-seal with `hoist secrets rekey`",
+                        path.display()
+                    )
+                } else {
+                    format!("cannot be used: {reason}")
+                },
+            });
+        }
     };
     decrypt(identity, bytes).map_err(|why| SecretsError::Open {
         file: file.to_string(),
@@ -325,7 +347,7 @@ mod tests {
             "{e}"
         );
         let e = open_for_server(
-            Some(&c),
+            &ServerIdentity::Loaded(c),
             "secrets/production/web.env.age",
             sealed.as_bytes(),
             "production",
@@ -339,10 +361,30 @@ mod tests {
             ),
             "{e}"
         );
-        let e = open_for_server(None, "s/x.age", sealed.as_bytes(), "staging")
-            .unwrap_err()
-            .to_string();
+        let e = open_for_server(
+            &ServerIdentity::NotSet,
+            "s/x.age",
+            sealed.as_bytes(),
+            "staging",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("sets no identity_file"), "{e}");
+        assert!(e.contains("fleet/staging.yaml"), "{e}");
+        // Set, but not written yet: the file, and how to make it.
+        let missing = std::path::Path::new("/etc/hoist/identity-not-there");
+        let e = open_for_server(
+            &ServerIdentity::load(Some(missing)),
+            "s/x.age",
+            sealed.as_bytes(),
+            "staging",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("s/x.age cannot be opened: identity_file /etc/hoist/identity-not-there does not exist: run `hoist keygen -o /etc/hoist/identity-not-there`"),
+            "{e}"
+        );
         assert!(e.contains("fleet/staging.yaml"), "{e}");
     }
 

@@ -23,20 +23,25 @@
 //! of a generation belongs to the app's user, so the app can read its
 //! secrets and nothing else can (the `secrets/` directory itself stays
 //! hoist's, mode 0711: the app may pass through it but not list or change
-//! it). hoist, running as its own user with the capabilities SPEC §1 names,
-//! then reads a generation back (`same_as`) by switching the file-system
-//! identity of one short-lived thread to the owner (`setfsuid`, needs
-//! CAP_SETUID/CAP_SETGID), and removes one by taking it back first (`lchown`,
-//! needs CAP_CHOWN). It never needs to read what other users own
-//! (CAP_DAC_READ_SEARCH).
+//! it). A generation is written while it is still hoist's alone, then
+//! handed over bottom up through handles (`safe_fs`), so the app can enter
+//! nothing before all of it is the app's. hoist, running as its own user
+//! with the capabilities the host config's `pm2.user` asks for, then reads a generation back
+//! (`same_as`) as the owner (`safe_fs::as_user`, needs
+//! CAP_SETUID/CAP_SETGID), and removes one by taking each directory back
+//! through a handle first (needs CAP_CHOWN). It never needs to read what
+//! other users own (CAP_DAC_READ_SEARCH), and since the app may plant links
+//! inside a generation it owns, nothing here follows one.
 
 use super::{Plaintext, SecretsError};
 use crate::config::SharedPath;
 use crate::fsutil;
+use crate::safe_fs::{self, Dir, Kind};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+
+pub use crate::safe_fs::Owner;
 
 /// The directory of an app's secrets, beside `releases/`.
 pub const SECRETS_DIR: &str = "secrets";
@@ -46,13 +51,6 @@ const STAGING: &str = ".staging-";
 const TRASH: &str = ".trash-";
 /// `fsutil::swap_symlink`'s temporary name for `live`.
 const LIVE_SWAP: &str = ".live.swap-";
-
-/// The user (and group) that owns the plaintext: `pm2.user`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
-    pub uid: u32,
-    pub gid: u32,
-}
 
 impl Owner {
     /// The user named `name` and its primary group.
@@ -132,6 +130,7 @@ impl<'de> serde::Deserialize<'de> for Generation {
 /// `<root>/<app>/secrets/`.
 #[derive(Debug, Clone)]
 pub struct SecretStore {
+    app_dir: PathBuf,
     dir: PathBuf,
     owner: Option<Owner>,
 }
@@ -141,6 +140,7 @@ impl SecretStore {
     /// `owner` is `pm2.user`, when set.
     pub fn new(app_dir: &Path, owner: Option<Owner>) -> SecretStore {
         SecretStore {
+            app_dir: app_dir.to_path_buf(),
             dir: app_dir.join(SECRETS_DIR),
             owner,
         }
@@ -155,31 +155,64 @@ impl SecretStore {
         self.dir.join(g.as_str())
     }
 
+    /// A handle on `<root>/<app>`: the app's directory is opened from the
+    /// root's, so neither it nor `secrets/` may be a link.
+    fn app_handle(&self) -> Result<Dir, SecretsError> {
+        let (root, name) = match (
+            self.app_dir.parent(),
+            self.app_dir.file_name().and_then(|n| n.to_str()),
+        ) {
+            (Some(r), Some(n)) if !r.as_os_str().is_empty() => (r, n),
+            _ => return Ok(Dir::open(&self.app_dir)?),
+        };
+        Ok(Dir::open(root)?.open_dir(name)?)
+    }
+
+    /// A handle on `secrets/`, or None when there is none yet.
+    fn handle(&self) -> Result<Option<Dir>, SecretsError> {
+        let app = match self.app_handle() {
+            Ok(a) => a,
+            Err(SecretsError::Fs(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        match app.open_dir(SECRETS_DIR) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.not_a_dir(e)),
+        }
+    }
+
+    fn not_a_dir(&self, e: safe_fs::Error) -> SecretsError {
+        if e.is_link_on_the_way() {
+            SecretsError::Usage(format!(
+                "{} is not a directory; hoist keeps the apps' secrets there",
+                self.dir.display()
+            ))
+        } else {
+            e.into()
+        }
+    }
+
     /// Creates `secrets/` (0700, or 0711 when an owner must pass through)
     /// and refuses anything but a real directory there.
-    fn ensure_dir(&self) -> Result<(), SecretsError> {
+    fn ensure_dir(&self) -> Result<Dir, SecretsError> {
         let mode = if self.owner.is_some() { 0o711 } else { 0o700 };
-        match std::fs::symlink_metadata(&self.dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(SecretsError::Usage(format!(
-                    "{} is not a directory; hoist keeps the apps' secrets there",
-                    self.dir.display()
-                )));
+        let app = match self.app_handle() {
+            Ok(a) => a,
+            Err(SecretsError::Fs(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&self.app_dir)
+                    .map_err(SecretsError::io("create", &self.app_dir))?;
+                self.app_handle()?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(parent) = self.dir.parent() {
-                    std::fs::create_dir_all(parent).map_err(SecretsError::io("create", parent))?;
-                }
-                std::fs::DirBuilder::new()
-                    .mode(mode)
-                    .create(&self.dir)
-                    .map_err(SecretsError::io("create", &self.dir))?;
-            }
-            Err(e) => return Err(SecretsError::io("read", &self.dir)(e)),
-        }
-        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(mode))
-            .map_err(SecretsError::io("set the mode of", &self.dir))
+            Err(e) => return Err(e),
+        };
+        let (dir, _) = app
+            .ensure_dir(SECRETS_DIR, mode)
+            .map_err(|e| self.not_a_dir(e))?;
+        dir.chmod(mode)?;
+        Ok(dir)
     }
 
     /// Writes a new generation holding each `(to, plaintext)` and returns
@@ -187,61 +220,47 @@ impl SecretStore {
     /// appears whole (fsynced, then renamed into place) or not at all.
     pub fn stage(&self, files: &[(SharedPath, Plaintext)]) -> Result<Generation, SecretsError> {
         check_paths(files)?;
-        self.ensure_dir()?;
-        let tmp = self
-            .dir
-            .join(format!("{STAGING}{:016x}", rand::random::<u64>()));
-        let result = self.write_generation(&tmp, files);
-        if let Err(e) = result {
-            let _ = self.remove_tree(&tmp);
+        let secrets = self.ensure_dir()?;
+        let tmp = format!("{STAGING}{:016x}", rand::random::<u64>());
+        let staged = secrets.create_dir(&tmp, 0o700)?;
+        if let Err(e) = self.write_generation(staged, files) {
+            let _ = secrets.remove_tree(&tmp);
             return Err(e);
         }
         let name = self.next_name()?;
-        let dest = self.path_of(&name);
-        if let Err(e) = std::fs::rename(&tmp, &dest) {
-            let _ = self.remove_tree(&tmp);
-            return Err(SecretsError::io("rename into place", &dest)(e));
+        if let Err(e) = secrets.rename_noreplace(&tmp, &secrets, name.as_str()) {
+            let _ = secrets.remove_tree(&tmp);
+            return Err(e.into());
         }
-        fsutil::sync_dir(&self.dir).map_err(SecretsError::io("sync", &self.dir))?;
+        secrets.sync()?;
         Ok(name)
     }
 
+    /// Fills a staging directory that is still hoist's alone, then hands
+    /// it over (bottom up) and syncs it.
     fn write_generation(
         &self,
-        tmp: &Path,
+        tmp: Dir,
         files: &[(SharedPath, Plaintext)],
     ) -> Result<(), SecretsError> {
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(tmp)
-            .map_err(SecretsError::io("create", tmp))?;
+        tmp.chmod(0o700)?;
         for (to, plaintext) in files {
-            let path = tmp.join(to.rel());
-            if let Some(parent) = path.parent()
-                && parent != tmp
-            {
-                std::fs::DirBuilder::new()
-                    .mode(0o700)
-                    .recursive(true)
-                    .create(parent)
-                    .map_err(SecretsError::io("create", parent))?;
-            }
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(SecretsError::io("create", &path))?;
+            let (parent, name) = match to.rel().rsplit_once('/') {
+                Some((p, n)) => (tmp.make_dirs(p, 0o700)?, n),
+                None => (tmp.try_clone()?, to.rel()),
+            };
+            let mut f = parent.create_file(name, 0o600)?;
+            let path = parent.path().join(name);
             f.write_all(plaintext.as_bytes())
+                .and_then(|()| f.sync_all())
                 .map_err(SecretsError::io("write", &path))?;
         }
         if let Some(owner) = self.owner {
-            chown_tree(tmp, owner).map_err(SecretsError::io("hand over to pm2.user", tmp))?;
+            tmp.chown_tree(owner)?;
         }
-        as_owner(self.owner, || fsutil::sync_tree(tmp))
-            .and_then(|r| r)
-            .map_err(SecretsError::io("sync", tmp))
+        safe_fs::as_user(self.owner, move || tmp.sync_tree())
+            .map_err(SecretsError::io("sync", &self.dir))??;
+        Ok(())
     }
 
     /// The next generation name: one more than the largest counter on disk.
@@ -260,23 +279,26 @@ impl SecretStore {
     /// bytes (and nothing else), owned by whom they should be (a generation
     /// written before `pm2.user` changed is not the same: it must be
     /// written again for the new owner). A generation not on disk is not
-    /// the same either.
+    /// the same either. Read as the owner, through handles, no link followed.
     pub fn same_as(
         &self,
         g: &Generation,
         files: &[(SharedPath, Plaintext)],
     ) -> Result<bool, SecretsError> {
-        let dir = self.path_of(g);
+        let Some(secrets) = self.handle()? else {
+            return Ok(false);
+        };
         let uid = self.expected_uid();
-        match std::fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() && m.uid() == uid => {}
-            Ok(_) => return Ok(false),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(SecretsError::io("read", &dir)(e)),
+        match secrets.meta_of(g.as_str())? {
+            Some(m) if m.kind == Kind::Dir && m.uid == uid => {}
+            _ => return Ok(false),
         }
-        as_owner(self.owner, || compare_tree(&dir, files, uid))
-            .and_then(|r| r)
-            .map_err(SecretsError::io("read", &dir))
+        let name = g.as_str().to_string();
+        safe_fs::as_user(self.owner, move || -> Result<bool, SecretsError> {
+            let dir = secrets.open_dir(&name)?;
+            compare_tree(&dir, files, uid)
+        })
+        .map_err(SecretsError::io("read", self.path_of(g)))?
     }
 
     /// Who owns the plaintext: the owner, else hoist itself.
@@ -289,7 +311,10 @@ impl SecretStore {
     /// The generation `live` names, if any.
     pub fn live(&self) -> Result<Option<Generation>, SecretsError> {
         let link = self.dir.join(LIVE);
-        match std::fs::read_link(&link) {
+        let Some(secrets) = self.handle()? else {
+            return Ok(None);
+        };
+        match secrets.read_link(LIVE) {
             Ok(target) => {
                 let name = target.to_str().unwrap_or_default();
                 let g = Generation::parse(name).map_err(|_| {
@@ -302,53 +327,57 @@ impl SecretStore {
                 Ok(Some(g))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(SecretsError::io("read", &link)(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Points `live` at `g` (rename of a new symlink, then a directory fsync).
     pub fn activate(&self, g: &Generation) -> Result<(), SecretsError> {
         let dir = self.path_of(g);
-        match std::fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => {}
-            _ => {
-                return Err(SecretsError::Usage(format!(
-                    "cannot make {} live: it is not on disk",
-                    dir.display()
-                )));
-            }
+        let secrets = self.handle()?;
+        let present = match &secrets {
+            Some(s) => s.kind_of(g.as_str())? == Some(Kind::Dir),
+            None => false,
+        };
+        let Some(secrets) = secrets.filter(|_| present) else {
+            return Err(SecretsError::Usage(format!(
+                "cannot make {} live: it is not on disk",
+                dir.display()
+            )));
+        };
+        let tmp = format!("{LIVE_SWAP}{:08x}", rand::random::<u32>());
+        secrets.symlink(Path::new(g.as_str()), &tmp)?;
+        if let Err(e) = secrets.rename(&tmp, &secrets, LIVE) {
+            let _ = secrets.remove_file(&tmp);
+            return Err(e.into());
         }
-        let link = self.dir.join(LIVE);
-        fsutil::swap_symlink(&link, Path::new(g.as_str())).map_err(SecretsError::io("swap", &link))
+        secrets.sync()?;
+        Ok(())
     }
 
     /// Removes `live` (the app has no secrets any more).
     pub fn deactivate(&self) -> Result<(), SecretsError> {
-        let link = self.dir.join(LIVE);
-        match std::fs::remove_file(&link) {
-            Ok(()) => fsutil::sync_dir(&self.dir).map_err(SecretsError::io("sync", &self.dir)),
+        let Some(secrets) = self.handle()? else {
+            return Ok(());
+        };
+        match secrets.remove_file(LIVE) {
+            Ok(()) => Ok(secrets.sync()?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(SecretsError::io("remove", &link)(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// The generations on disk, oldest first.
     pub fn generations(&self) -> Result<Vec<Generation>, SecretsError> {
-        let rd = match std::fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(SecretsError::io("read", &self.dir)(e)),
+        let Some(secrets) = self.handle()? else {
+            return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        for entry in rd {
-            let entry = entry.map_err(SecretsError::io("read", &self.dir))?;
-            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            if let (true, Some(name)) = (is_dir, entry.file_name().to_str())
-                && let Ok(g) = Generation::parse(name)
-            {
-                out.push(g);
-            }
-        }
+        let mut out: Vec<Generation> = secrets
+            .entries()?
+            .into_iter()
+            .filter(|(_, kind)| *kind == Kind::Dir)
+            .filter_map(|(name, _)| Generation::parse(&name).ok())
+            .collect();
         out.sort_by_key(|g| (g.number(), g.0.clone()));
         Ok(out)
     }
@@ -357,54 +386,37 @@ impl SecretStore {
     /// returns what it removed.
     pub fn prune(&self, keep: &[Generation]) -> Result<Vec<Generation>, SecretsError> {
         let live = self.live()?;
+        let Some(secrets) = self.handle()? else {
+            return Ok(Vec::new());
+        };
         let mut removed = Vec::new();
         for g in self.generations()? {
             if keep.contains(&g) || live.as_ref() == Some(&g) {
                 continue;
             }
-            let trash = self
-                .dir
-                .join(format!("{TRASH}{:016x}", rand::random::<u64>()));
-            let from = self.path_of(&g);
-            std::fs::rename(&from, &trash).map_err(SecretsError::io("remove", &from))?;
-            fsutil::sync_dir(&self.dir).map_err(SecretsError::io("sync", &self.dir))?;
-            self.remove_tree(&trash)?;
+            let trash = format!("{TRASH}{:016x}", rand::random::<u64>());
+            secrets.rename_noreplace(g.as_str(), &secrets, &trash)?;
+            secrets.sync()?;
+            secrets.remove_tree(&trash)?;
             removed.push(g);
         }
         Ok(removed)
     }
 
-    /// Removes what an interrupted `stage` or `prune` left behind.
+    /// Removes what an interrupted `stage` or `prune` left behind, whoever
+    /// owns it by now (a generation half handed over to the app's user).
     pub fn remove_leftovers(&self) -> Result<(), SecretsError> {
-        let rd = match std::fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(SecretsError::io("read", &self.dir)(e)),
+        let Some(secrets) = self.handle()? else {
+            return Ok(());
         };
-        for entry in rd {
-            let entry = entry.map_err(SecretsError::io("read", &self.dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
+        for (name, _) in secrets.entries()? {
             if name.starts_with(STAGING) || name.starts_with(TRASH) {
-                self.remove_tree(&path)?;
+                secrets.remove_tree(&name)?;
             } else if name.starts_with(LIVE_SWAP) {
-                std::fs::remove_file(&path).map_err(SecretsError::io("remove", &path))?;
+                secrets.remove_file(&name)?;
             }
         }
         Ok(())
-    }
-
-    /// Removes a tree below `secrets/`, taking it back from the owner first
-    /// (hoist may not be able to list a directory the app's user owns).
-    fn remove_tree(&self, path: &Path) -> Result<(), SecretsError> {
-        if self.owner.is_some() {
-            reclaim_tree(path).map_err(SecretsError::io("take back", path))?;
-        }
-        match std::fs::remove_dir_all(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(SecretsError::io("remove", path)(e)),
-        }
     }
 }
 
@@ -435,119 +447,46 @@ fn check_paths(files: &[(SharedPath, Plaintext)]) -> Result<(), SecretsError> {
     Ok(())
 }
 
-/// Runs `f` with the file-system identity of `owner` (on a thread of its
-/// own, so no other thread of hoist is affected), or directly when there is
-/// no owner or hoist already is that user.
-fn as_owner<T: Send>(owner: Option<Owner>, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
-    use nix::unistd::{Gid, Uid, geteuid, setfsgid, setfsuid};
-    let Some(o) = owner else { return Ok(f()) };
-    if geteuid().as_raw() == o.uid {
-        return Ok(f());
-    }
-    std::thread::scope(|s| {
-        let worker = s.spawn(move || {
-            // The calls report the previous id whatever happens; asking
-            // again tells whether the switch took.
-            setfsgid(Gid::from_raw(o.gid));
-            setfsuid(Uid::from_raw(o.uid));
-            if setfsgid(Gid::from_raw(o.gid)).as_raw() != o.gid
-                || setfsuid(Uid::from_raw(o.uid)).as_raw() != o.uid
-            {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!(
-                        "cannot act as pm2.user (uid {}); hoist needs CAP_SETUID and CAP_SETGID",
-                        o.uid
-                    ),
-                ));
-            }
-            Ok(f())
-        });
-        match worker.join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
-}
-
-fn chown_tree(path: &Path, owner: Owner) -> std::io::Result<()> {
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), owner)?;
-        }
-    }
-    std::os::unix::fs::lchown(path, Some(owner.uid), Some(owner.gid))
-}
-
-/// Gives a tree back to hoist's own user, top down, so it can be listed
-/// and removed.
-fn reclaim_tree(path: &Path) -> std::io::Result<()> {
-    let uid = nix::unistd::geteuid().as_raw();
-    let gid = nix::unistd::getegid().as_raw();
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    if meta.is_dir() {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
-        for entry in std::fs::read_dir(path)? {
-            reclaim_tree(&entry?.path())?;
-        }
-    }
-    Ok(())
-}
-
-/// Whether the regular files under `dir` are exactly `wanted`, byte for byte.
-fn compare_tree(dir: &Path, wanted: &[(SharedPath, Plaintext)], uid: u32) -> std::io::Result<bool> {
+/// Whether the regular files under `dir` are exactly `wanted`, byte for
+/// byte, each owned by `uid`. Anything else there (a link, a fifo) makes
+/// them differ; nothing is followed.
+fn compare_tree(
+    dir: &Dir,
+    wanted: &[(SharedPath, Plaintext)],
+    uid: u32,
+) -> Result<bool, SecretsError> {
     let mut found = BTreeSet::new();
-    list_files(dir, "", &mut found)?;
+    let mut other = false;
+    dir.walk(&mut |rel, kind| {
+        match kind {
+            Kind::File => {
+                found.insert(rel.to_string());
+            }
+            Kind::Dir => {}
+            _ => other = true,
+        }
+        Ok(())
+    })?;
     let names: BTreeSet<String> = wanted.iter().map(|(n, _)| n.rel().to_string()).collect();
-    if found != names {
+    if other || found != names {
         return Ok(false);
     }
     for (name, plaintext) in wanted {
-        let path = dir.join(name.rel());
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)?;
-        let meta = f.metadata()?;
+        let mut f = dir.open_file(name.rel())?;
+        let path = dir.path().join(name.rel());
+        let meta = f.metadata().map_err(SecretsError::io("read", &path))?;
+        use std::os::unix::fs::MetadataExt;
         if meta.len() != plaintext.len() as u64 || meta.uid() != uid {
             return Ok(false);
         }
         let mut have = Plaintext::new(Vec::with_capacity(plaintext.len() + 1));
-        f.read_to_end(&mut have.0)?;
+        f.read_to_end(&mut have.0)
+            .map_err(SecretsError::io("read", &path))?;
         if have.as_bytes() != plaintext.as_bytes() {
             return Ok(false);
         }
     }
     Ok(true)
-}
-
-/// Relative paths of regular files below `dir`; anything else (a symlink, a
-/// fifo) is listed under a name no `to` can have, so the comparison fails.
-fn list_files(dir: &Path, prefix: &str, out: &mut BTreeSet<String>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let t = entry.file_type()?;
-        if t.is_dir() {
-            list_files(&entry.path(), &rel, out)?;
-        } else if t.is_file() {
-            out.insert(rel);
-        } else {
-            out.insert(format!("{rel}/(not a file)"));
-        }
-    }
-    Ok(())
 }
 
 /// Makes `<release_dir>/<to>` a relative symlink to `secrets/live/<to>` of

@@ -10,7 +10,9 @@
 //! `sshd` (OpenSSH), `s3` (s3s-fs, SigV4), `forge` (a strict fake of the
 //! three status APIs) and `serve` (plain or TLS serving, and the test CA).
 //! `fleet` builds several servers on this machine for tests/rollout.rs.
-//! `raw_tar` writes the hostile archives of tests/hostile.rs.
+//! `raw_tar` writes the hostile archives of tests/hostile.rs. `shipped`
+//! runs hoist exactly as the systemd unit does (its user, capabilities and
+//! umask, the apps as a second user), for tests/least_privilege.rs.
 
 #![allow(dead_code)]
 
@@ -21,6 +23,7 @@ pub mod git_http;
 pub mod raw_tar;
 pub mod s3;
 pub mod serve;
+pub mod shipped;
 pub mod sshd;
 
 use std::io::{Read, Write};
@@ -45,6 +48,17 @@ http.createServer((req, res) => {
   if (req.url === '/caps') {
     const st = fs.readFileSync('/proc/self/status', 'utf8');
     res.end(st.split('\n').filter(l => l.startsWith('Cap')).join('\n'));
+    return;
+  }
+  if (req.url.startsWith('/write?p=')) {
+    try { fs.writeFileSync(decodeURIComponent(req.url.slice(9)), 'written by the app\n'); res.end('ok'); }
+    catch (e) { res.writeHead(403); res.end(e.code || 'error'); }
+    return;
+  }
+  if (req.url.startsWith('/symlink?')) {
+    const q = new URL(req.url, 'http://x').searchParams;
+    try { fs.symlinkSync(q.get('t'), q.get('p')); res.end('ok'); }
+    catch (e) { res.writeHead(403); res.end(e.code || 'error'); }
     return;
   }
   if (req.url.startsWith('/read?p=')) {

@@ -279,7 +279,7 @@ fn rekey_handles_foreign_files_and_failures_file_by_file() {
     assert_eq!(report.failed.len(), 2, "{report:?}");
     assert!(
         report.failed.iter().any(|f| f.starts_with(
-            "secrets/shared.env.age (named by api in production, api in staging): cannot read it"
+            "secrets/shared.env.age (named by api in production, api in staging) does not exist"
         )),
         "{report:?}"
     );
@@ -327,7 +327,7 @@ fn edit_reseals_changed_plaintext_and_leaves_the_rest_alone() {
     );
     let before = std::fs::read(&file).unwrap();
     assert_eq!(
-        edit(&file, &r.admin.identity, &recipients, &look).unwrap(),
+        edit(&repo, &file, &r.admin.identity, &recipients, &look).unwrap(),
         EditOutcome::Unchanged
     );
     assert_eq!(std::fs::read(&file).unwrap(), before);
@@ -345,13 +345,20 @@ fn edit_reseals_changed_plaintext_and_leaves_the_rest_alone() {
     assert!(!tmp.exists(), "the private directory is removed");
 
     // A failing editor writes nothing.
-    let e = edit(&file, &r.admin.identity, &recipients, "false").unwrap_err();
+    let e = edit(&repo, &file, &r.admin.identity, &recipients, "false").unwrap_err();
     assert!(e.to_string().contains("left as it was"), "{e}");
     assert_eq!(std::fs::read(&file).unwrap(), before);
 
     // A real change is re-sealed to the recipients.
     assert_eq!(
-        edit(&file, &r.admin.identity, &recipients, "sed -i s/A=1/A=2/").unwrap(),
+        edit(
+            &repo,
+            &file,
+            &r.admin.identity,
+            &recipients,
+            "sed -i s/A=1/A=2/"
+        )
+        .unwrap(),
         EditOutcome::Resealed(3)
     );
     for who in [&r.admin, &r.hosts[0], &r.hosts[1]] {
@@ -362,7 +369,7 @@ fn edit_reseals_changed_plaintext_and_leaves_the_rest_alone() {
     }
     assert_eq!(r.opens(&r.hosts[2], "secrets/production/web.env.age"), None);
     // Not for someone who cannot open it.
-    let e = edit(&file, &r.hosts[2].identity, &recipients, "true").unwrap_err();
+    let e = edit(&repo, &file, &r.hosts[2].identity, &recipients, "true").unwrap_err();
     assert!(e.to_string().contains("not sealed to"), "{e}");
 }
 

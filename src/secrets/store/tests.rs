@@ -1,5 +1,5 @@
 use super::*;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 fn sp(s: &str) -> SharedPath {
     SharedPath::new(s).unwrap()
@@ -270,10 +270,10 @@ fn release_links_refuse_to_go_through_links() {
 /// with the file-system identity switch rather than its own rights.
 #[test]
 fn an_owner_gets_the_files_and_only_the_owner_reads_them() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to hand files to another user");
-        return;
-    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test hands files to another user: run it as root (CI does)"
+    );
     let owner = Owner::of_user("nobody").unwrap();
     let root = tempfile::tempdir().unwrap();
     let app = root.path().join("web");
@@ -313,8 +313,10 @@ fn an_owner_gets_the_files_and_only_the_owner_reads_them() {
     };
     assert_eq!(read_as_stranger, Err(std::io::ErrorKind::PermissionDenied));
 
-    // hoist as a user of its own (fsuid not root: no DAC override) still
-    // compares, through the owner's identity.
+    // hoist as a user of its own (fsuid not root: no DAC override), owning
+    // secrets/ as it does on a server, still compares, through the owner's
+    // identity.
+    std::os::unix::fs::lchown(store.dir(), Some(stranger), None).unwrap();
     let same = std::thread::scope(|s| {
         s.spawn(|| {
             nix::unistd::setfsuid(nix::unistd::Uid::from_raw(stranger));
@@ -330,6 +332,7 @@ fn an_owner_gets_the_files_and_only_the_owner_reads_them() {
         .unwrap()
     });
     assert_eq!(same, (true, false));
+    std::os::unix::fs::lchown(store.dir(), Some(0), None).unwrap();
 
     // A generation written for another owner (pm2.user changed since) is
     // not the same, whatever its bytes; nor is one that is not on disk.
