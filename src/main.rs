@@ -619,6 +619,8 @@ fn action_name(d: &hoist::plan::Decision) -> &'static str {
 fn cmd_status(config: &Path, json: bool) -> Res {
     let cfg = load_with_state(config)?;
     let state = hoist::state::State::load(&cfg.state_dir).map_err(|e| fail(1, e.to_string()))?;
+    // Commit statuses not posted yet (the daemon may be posting them now).
+    let outbox = hoist::report::outbox::peek(&cfg.state_dir).unwrap_or_default();
     if json {
         let apps: serde_json::Map<String, serde_json::Value> = state
             .apps
@@ -653,6 +655,10 @@ fn cmd_status(config: &Path, json: bool) -> Res {
             "host": cfg.host_name(),
             "last_commit": state.last_commit,
             "apps": apps,
+            "statuses_waiting": outbox.waiting,
+            "statuses_wait_until": outbox
+                .wait_until
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(0);
@@ -662,6 +668,19 @@ fn cmd_status(config: &Path, json: bool) -> Res {
         cfg.host_name(),
         state.last_commit.as_deref().unwrap_or("-")
     );
+    if outbox.waiting > 0 {
+        let mut line = format!(
+            "{} commit status(es) wait to be posted to the forge",
+            outbox.waiting
+        );
+        if let Some(t) = outbox.wait_until {
+            line.push_str(&format!(
+                ", which asked to wait until {}",
+                humantime::format_rfc3339_seconds(t)
+            ));
+        }
+        println!("{line}");
+    }
     if state.apps.is_empty() {
         println!("no apps deployed yet");
     }

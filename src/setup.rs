@@ -92,8 +92,9 @@ pub fn parts(cfg: &HostConfig, metrics: Arc<Metrics>) -> Result<Parts, String> {
     }
     let reporter = Reporter::spawn(
         provider.clone(),
-        Some(cfg.state_dir.join("statuses-posted.json")),
-    );
+        Some(cfg.state_dir.join(report::outbox::FILE_NAME)),
+    )
+    .with_metrics(metrics.clone());
     Ok(Parts {
         source: Source::new(cfg),
         pm: Arc::new(pm2),

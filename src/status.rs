@@ -200,7 +200,13 @@ impl Head {
 
 impl fmt::Display for Head {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[hoist:{} {} {}]", self.kind.as_str(), self.app, self.release)
+        write!(
+            f,
+            "[hoist:{} {} {}]",
+            self.kind.as_str(),
+            self.app,
+            self.release
+        )
     }
 }
 

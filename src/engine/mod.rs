@@ -204,9 +204,12 @@ impl Engine {
         });
     }
 
-    /// At start: finishes or undoes what a crash interrupted (every journal
-    /// entry), then removes staging and trash leftovers.
+    /// At start: opens the outbox of commit statuses, finishes or undoes
+    /// what a crash interrupted (every journal entry), then removes staging
+    /// and trash leftovers.
     pub async fn recover(&self) -> Result<(), EngineError> {
+        // Statuses an earlier hoist could not post are posted now.
+        self.parts.reporter.open_outbox().await;
         self.finish_switches().await?;
         let root = self.settings.root.clone();
         blocking(move || {

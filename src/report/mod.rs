@@ -18,8 +18,10 @@
 //! server's own clock.
 //!
 //! Deploys must never wait on a forge, so nothing here is called inline by the
-//! pipeline: the pipeline hands statuses to a [`Reporter`] (`reporter.rs`), a
-//! background task that retries, honours `Retry-After`, lets a newer status
+//! pipeline: the pipeline hands statuses to a [`Reporter`] (`reporter.rs`),
+//! which writes them to the outbox in `state_dir` (`outbox.rs`) and posts
+//! them from a background task that retries for as long as it takes,
+//! honours `Retry-After` and rate-limit resets, lets a newer status
 //! supersede an older one and never posts the same state twice.
 //!
 //! Secrets: a provider holds the forge token, so every type that holds one
@@ -32,6 +34,7 @@ mod forge;
 mod gitea;
 mod github;
 mod gitlab;
+pub mod outbox;
 mod reporter;
 
 #[cfg(test)]
@@ -167,8 +170,13 @@ pub enum PostError {
         message: String,
         retry_after: Option<Duration>,
     },
-    /// Trying again cannot help (bad token, unknown repository, rejected
-    /// request): log it and give up on this status.
+    /// The forge refuses hoist itself (a bad token, an unknown repository,
+    /// a wrong `api_url`): no status can be posted until the `status:`
+    /// settings are fixed, so statuses wait.
+    #[error("{message}")]
+    Config { message: String },
+    /// The forge refuses this status for what it says (a 422, a sha that is
+    /// not a commit id): trying again cannot help, so it is dropped.
     #[error("{message}")]
     Permanent { message: String },
 }
@@ -220,7 +228,9 @@ impl From<PostError> for ReadError {
                 message,
                 retry_after,
             },
-            PostError::Permanent { message } => ReadError::Permanent { message },
+            PostError::Config { message } | PostError::Permanent { message } => {
+                ReadError::Permanent { message }
+            }
         }
     }
 }

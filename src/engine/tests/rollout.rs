@@ -76,7 +76,7 @@ impl Fleet {
             trusted: TrustedKeys::default(),
             reporter: Reporter::spawn(
                 provider.clone(),
-                Some(cfg.state_dir.join("statuses-posted.json")),
+                Some(cfg.state_dir.join(crate::report::outbox::FILE_NAME)),
             ),
             forge: provider,
             metrics: Arc::new(Metrics::new()),
