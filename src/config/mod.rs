@@ -20,8 +20,8 @@ pub use commit::{
     read_commit_config,
 };
 pub use host::{
-    DEFAULT_CONFIG_PATH, HostConfig, LimitsConfig, Pm2Config, Preflight, ProviderName, RepoConfig,
-    S3Config, StatusConfig, StorageConfig,
+    DEFAULT_CONFIG_PATH, DEFAULT_CONTEXT, HostConfig, LimitsConfig, Pm2Config, Preflight,
+    ProviderName, RepoConfig, S3Config, StatusConfig, StorageConfig,
 };
 pub use inventory::{
     FLEET_DIR, Inventory, InventoryHost, KeyKind, inventory_path, parse_inventory, recipient_kind,

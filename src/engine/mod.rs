@@ -356,6 +356,11 @@ impl Engine {
                     .await;
             }
         };
+        if let Some(msg) = self.context_refusal(&config) {
+            return self
+                .refuse_commit(tip, new_commit, "cannot be applied", msg, report)
+                .await;
+        }
         let (plans, wanted) = self.plan_with(tip, &config).await?;
         self.check_rollouts(tip, &config, &plans).await?;
         let apps = config.apps;
@@ -408,7 +413,8 @@ impl Engine {
                 if !deploying.is_empty() {
                     parts.push(&desc);
                 }
-                self.post(tip, report::State::Pending, None, &parts.join("; "));
+                let desc = crate::status::compose(parts, str::to_string);
+                self.post(tip, report::State::Pending, None, &desc);
             }
         }
         let runs: Vec<_> = plans

@@ -513,14 +513,29 @@ pub(crate) fn check_read_sha(provider: &str, sha: &str) -> Result<(), ReadError>
     }
 }
 
-/// A forge's timestamp, or an error naming the URL it came from.
-pub(crate) fn timestamp(provider: &str, url: &str, value: &str) -> Result<SystemTime, ReadError> {
-    parse_rfc3339(value).ok_or_else(|| {
-        ReadError::transient(format!(
-            "{provider}: GET {url} answered a status time hoist cannot read ({:?})",
-            excerpt(value, "")
-        ))
-    })
+/// The entries of one page of statuses: each element of the JSON array is
+/// read as `T` on its own, and one that cannot be is skipped and counted
+/// (a forge's newer shape, a damaged entry), never the whole read. A body
+/// that is not a JSON array is an error.
+pub(crate) fn page_entries<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<(Vec<T>, usize), serde_json::Error> {
+    let values: Vec<serde_json::Value> = serde_json::from_slice(body)?;
+    let mut out = Vec::with_capacity(values.len());
+    let mut skipped = 0;
+    for v in values {
+        match serde_json::from_value::<T>(v) {
+            Ok(t) => out.push(t),
+            Err(_) => skipped += 1,
+        }
+    }
+    Ok((out, skipped))
+}
+
+/// A forge's timestamp, when it is one and can be true at the answer's
+/// `date` (see [`crate::status::plausible`]).
+pub(crate) fn timestamp(value: &str, date: SystemTime) -> Option<SystemTime> {
+    parse_rfc3339(value).filter(|t| crate::status::plausible(*t, date))
 }
 
 /// Check one `owner` or `name` segment of `status.repository`.
@@ -765,7 +780,7 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + h * 3600 + m * 60 + sec - offset_secs;
     let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_nanos(nanos))
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs) + Duration::from_nanos(nanos))
 }
 
 /// Parse an HTTP-date (`Date`, `Retry-After`): IMF-fixdate, and the
