@@ -120,7 +120,11 @@ impl Engine {
                     .await;
             }
         }
-        self.ledger.lock().await.staged(app, &target).await?;
+        self.ledger
+            .lock()
+            .await
+            .staged(app, &target, prepared.exchange.is_none())
+            .await?;
 
         // 3 (hooks): before_activate, in the release about to run.
         let secrets_dir = target
