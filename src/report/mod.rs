@@ -279,6 +279,47 @@ pub trait Provider: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<Read, ReadError>>;
 }
 
+/// The status readers on raw input, for the fuzz target
+/// (`fuzz/fuzz_targets/status_readers.rs`): one page of each forge's list
+/// of statuses and the lines of a `file` provider's path, read at forge
+/// time `date`. Each returns the statuses it can read and trust, and how
+/// many entries it skipped; a page that is not a JSON list is an error.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::ReadStatus;
+    use std::time::SystemTime;
+
+    pub fn github_page(body: &[u8], date: SystemTime) -> Result<(Vec<ReadStatus>, usize), String> {
+        super::github::parse_page(body, date, 0).map_err(|e| e.to_string())
+    }
+
+    pub fn gitea_page(body: &[u8], date: SystemTime) -> Result<(Vec<ReadStatus>, usize), String> {
+        super::gitea::parse_page(body, date)
+            .map(|(s, _, skipped)| (s, skipped))
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn gitlab_page(body: &[u8], date: SystemTime) -> Result<(Vec<ReadStatus>, usize), String> {
+        super::gitlab::parse_page(body, date)
+            .map(|(s, _, skipped)| (s, skipped))
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn file_lines(bytes: &[u8], sha: &str, now: SystemTime) -> (Vec<ReadStatus>, usize) {
+        super::file::parse_lines(bytes, sha, now)
+    }
+
+    /// The next page a `Link` header value names.
+    pub fn next_link(value: &str) -> Option<String> {
+        super::forge::link_rel(value, "next")
+    }
+
+    /// A `Retry-After` value, read at `now`.
+    pub fn retry_after(value: &str, now: SystemTime) -> Option<std::time::Duration> {
+        super::forge::parse_retry_after(value, now)
+    }
+}
+
 /// Build the provider `status:` asks for, checking every key it needs.
 pub fn build_provider(s: &ProviderSettings) -> Result<Arc<dyn Provider>, ReportError> {
     Ok(match s.kind {
