@@ -665,6 +665,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rate_limit_that_lasts_is_waited_out_retry_after_by_retry_after() {
+        let fake = FakeForge::start(Flavor::Github).await;
+        fake.limit_posts(Duration::from_millis(2500), 1);
+        let reporter = Reporter::spawn(github(&fake), None);
+        let started = std::time::Instant::now();
+        reporter.report(status(State::Success, "web live"));
+        reporter.flush(Duration::from_secs(20)).await;
+        let accepted = fake.accepted();
+        assert_eq!(accepted.len(), 1);
+        assert!(started.elapsed() >= Duration::from_millis(2500));
+        let attempts = fake.attempts();
+        assert_eq!(attempts.len(), 4, "refused at 0, 1 and 2 s, posted at 3 s");
+        for pair in attempts.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= Duration::from_millis(950),
+                "{attempts:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn statuses_left_by_a_command_are_posted_by_the_next_start() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(FILE_NAME);
