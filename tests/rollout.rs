@@ -122,7 +122,9 @@ fn good_release(f: &Fleet, release: &str, before: Option<&str>) -> String {
         let (state, description) = first.expect("wave 2 posted");
         assert_eq!(state, "pending", "{host}: {description}");
         assert!(
-            description.starts_with(&format!("web {release} waits for wave 1 (web-1)")),
+            description.starts_with(&format!(
+                "[hoist:wait web {release}] web {release} waits for wave 1 (web-1)"
+            )),
             "{host}: {description}"
         );
     }
@@ -158,7 +160,7 @@ fn bad_release(f: &Fleet, release: &str, running: &str) -> String {
                 .all(|h| f.state_of(&commit, h).as_deref() == Some("failure"))
         },
     );
-    let halt = format!("web {release} halted: web-1 failed");
+    let halt = format!("[hoist:halt web {release}] web {release} halted: web-1 failed");
     for host in WAVE_2 {
         let (_, description) = f.posted_by(&commit, host).pop().expect("posted");
         assert!(description.starts_with(&halt), "{host}: {description}");
