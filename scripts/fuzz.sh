@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Fuzzes the two parsers that meet hostile input: the manifest parser (text
-# from whoever can push to the config repo) and the unpacker (archives from
-# whoever can write to the object store). Each target runs for a bounded time;
+# Fuzzes the parsers that meet hostile input: the manifest parser (text
+# from whoever can push to the config repo), the unpacker (archives from
+# whoever can write to the object store) and the commit-status readers (the
+# forges' JSON pages and the `file` provider's lines, from whoever can post
+# a status), with the rollout gate deciding on what they read. Each target runs for a bounded time;
 # any crash, panic or invariant failure stops the run and is saved under
 # fuzz/artifacts/<target>/.
 #
 #   scripts/fuzz.sh             60 seconds per target
 #   scripts/fuzz.sh 600         ten minutes per target
 #   scripts/fuzz.sh 600 unpack  one target
+#   targets: manifest, unpack, status_readers
 #
 # Needs a nightly toolchain (`rustup toolchain install nightly`) and
 # cargo-fuzz; cargo-fuzz is installed with `cargo install cargo-fuzz --locked`
@@ -19,7 +22,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]} > 0)) || targets=(manifest unpack)
+((${#targets[@]} > 0)) || targets=(manifest unpack status_readers)
 
 die() {
     echo "scripts/fuzz.sh: $*" >&2

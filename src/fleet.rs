@@ -31,6 +31,7 @@ use crate::report::{self, Provider, Read, StatusRead};
 use crate::rollout::{
     self, Ask, CommitAsk, Contexts, HostProgress, HostState, Opening, Overall, Progress, Waves,
 };
+use crate::runs::Runs;
 use crate::source::{Source, SourceError};
 
 /// Commits looked at beyond a run, to name what a host ran before.
@@ -67,6 +68,16 @@ pub struct Options {
     pub wait: bool,
     /// With `wait`: give up (exit 1) after this long.
     pub timeout: Option<Duration>,
+}
+
+/// `--timeout`'s value, or one sentence naming the flag.
+pub fn parse_timeout(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "--timeout {value:?} is not a length of time; give one such as 30m or 90s"
+        )),
+    }
 }
 
 /// The command: look (and with `--wait`, keep looking), print, and return
@@ -214,7 +225,8 @@ pub struct Fleet {
     template: String,
     /// Keeps the temporary mirror alive (removed when dropped).
     _mirror: tempfile::TempDir,
-    manifests: HashMap<String, Result<AppSet, String>>,
+    /// The runs, and each commit's manifests: the daemons' own reading.
+    runs: Runs,
     inventories: HashMap<String, Result<Option<Inventory>, String>>,
     reads: HashMap<String, StatusRead>,
     /// Commits read only to name previous releases: read once.
@@ -243,13 +255,13 @@ impl Fleet {
             })?;
         let source = Source::new(cfg).with_mirror(mirror.path().join("repo.git"));
         Ok(Fleet {
+            runs: Runs::new(source.clone()),
             source,
             provider,
             branch: cfg.repo.branch.clone(),
             environment: cfg.environment_name(),
             template: cfg.status.context.clone(),
             _mirror: mirror,
-            manifests: HashMap::new(),
             inventories: HashMap::new(),
             reads: HashMap::new(),
             read_once: BTreeSet::new(),
@@ -305,10 +317,13 @@ impl Fleet {
     pub async fn look(&mut self, reference: Option<&str>) -> Result<Snapshot, FleetError> {
         let src = self.source.clone();
         let reference = reference.map(str::to_string);
-        let (tip, commit, history) = blocking(move || {
+        let looked = blocking(move || {
             let tip = src.poll()?;
             let commit = match &reference {
-                Some(r) => src.resolve(r)?,
+                Some(r) => match src.resolve(r) {
+                    Ok(c) => c,
+                    Err(_) => return Ok(Err(r.clone())),
+                },
                 None => tip.clone(),
             };
             let depth = 2 * rollout::RUN_DEPTH + PREVIOUS_DEPTH;
@@ -320,9 +335,16 @@ impl Fleet {
                 // Not on the branch's first parents: its own history.
                 history = src.first_parents(&commit, rollout::RUN_DEPTH + PREVIOUS_DEPTH + 1)?;
             }
-            Ok((tip, commit, history))
+            Ok(Ok((tip, commit, history)))
         })
         .await?;
+        let (tip, commit, history) = looked.map_err(|unknown| {
+            FleetError::Config(format!(
+                "{unknown} is neither a commit of branch {} of {} nor that branch's name",
+                self.branch,
+                self.source.shown_url()
+            ))
+        })?;
         let at = history.iter().position(|c| *c == commit).unwrap_or(0);
 
         let mut snap = Snapshot {
@@ -372,49 +394,26 @@ impl Fleet {
             if m.rollout.is_none() && !changed {
                 continue;
             }
-            // The run reaches up past the commit while newer ones ask the same.
-            let mut start = at;
-            let mut superseded_by = None;
-            while start > 0 {
-                let newer = &history[start - 1];
-                let ask = self.ask_at(newer, name.as_str()).await?;
-                if ask.as_ref() == Some(&asked) {
-                    start -= 1;
-                } else {
-                    superseded_by = Some((
-                        newer.clone(),
-                        ask.map(|a| a.release)
-                            .unwrap_or_else(|| "no release".into()),
-                    ));
-                    break;
-                }
-            }
-            // The run (at most RUN_DEPTH), then a few commits before it.
-            let mut list = Vec::new();
-            let mut run_len = 0;
-            for c in &history[start..] {
-                let ask = self.ask_at(c, name.as_str()).await?;
-                let in_run = run_len == list.len() && ask.as_ref() == Some(&asked);
-                if in_run && run_len == rollout::RUN_DEPTH {
-                    break;
-                }
-                if !in_run && list.len() == run_len + PREVIOUS_DEPTH {
-                    break;
-                }
-                run_len += usize::from(in_run);
-                list.push(CommitAsk {
-                    commit: c.clone(),
-                    ask,
-                });
-            }
+            // The run as the daemons find it, reaching up past the commit
+            // while newer ones ask the same; then a few commits before it.
+            let run = self
+                .runs
+                .run(&history, at, name.as_str(), &asked, PREVIOUS_DEPTH)
+                .await?;
             plans.push(Plan {
                 app: name.to_string(),
                 manifest: m.clone(),
                 asked,
                 changed,
-                history: list,
-                run_len,
-                superseded_by,
+                history: run.history(),
+                run_len: run.commits.len(),
+                superseded_by: run.superseded_by.map(|(commit, ask)| {
+                    (
+                        commit,
+                        ask.map(|a| a.release)
+                            .unwrap_or_else(|| "no release".into()),
+                    )
+                }),
             });
         }
         if let Some(p) = &parent {
@@ -532,21 +531,11 @@ impl Fleet {
         Ok(snap)
     }
 
-    /// The commit's valid manifests, or why it has none (cached).
+    /// The commit's valid manifests, or why it has none (cached): the
+    /// daemons' own reading of a commit, so the same commits are invalid
+    /// here and there.
     async fn apps_at(&mut self, commit: &str) -> Result<Result<AppSet, String>, FleetError> {
-        if let Some(a) = self.manifests.get(commit) {
-            return Ok(a.clone());
-        }
-        let src = self.source.clone();
-        let c = commit.to_string();
-        // The daemons' own reading of a commit, so the same commits are
-        // invalid here and there.
-        let apps = blocking(move || src.manifests_at(&c))
-            .await?
-            .map(|config| config.apps)
-            .map_err(|inv| inv.to_string());
-        self.manifests.insert(commit.to_string(), apps.clone());
-        Ok(apps)
+        Ok(self.runs.apps_at(commit).await?)
     }
 
     /// The commit's inventory (`None`: the environment has none), or why it
@@ -575,15 +564,6 @@ impl Fleet {
         };
         self.inventories.insert(commit.to_string(), inv.clone());
         Ok(inv)
-    }
-
-    /// What commit `commit` asks of `app`.
-    async fn ask_at(&mut self, commit: &str, app: &str) -> Result<Option<Ask>, FleetError> {
-        Ok(self.apps_at(commit).await?.ok().and_then(|apps| {
-            apps.iter()
-                .find(|(n, _)| n.as_str() == app)
-                .map(|(_, m)| Ask::of(m))
-        }))
     }
 
     /// Read (conditionally, when read before) one commit's statuses.

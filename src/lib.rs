@@ -23,6 +23,7 @@ pub mod redact;
 pub mod release;
 pub mod report;
 pub mod rollout;
+pub mod runs;
 pub mod safe_fs;
 pub mod secrets;
 pub mod setup;

@@ -107,8 +107,8 @@ enum Command {
         #[arg(long)]
         wait: bool,
         /// With --wait: give up after this long (e.g. 30m).
-        #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
-        timeout: Option<std::time::Duration>,
+        #[arg(long, requires = "wait", allow_hyphen_values = true)]
+        timeout: Option<String>,
     },
     /// Write a new server identity (mode 0600) and print its public key (and, on stderr, the inventory entry to paste).
     Keygen {
@@ -388,6 +388,9 @@ async fn dispatch(cli: Cli) -> Res {
             wait,
             timeout,
         } => {
+            let timeout = timeout
+                .map(|t| hoist::fleet::parse_timeout(&t).map_err(|m| fail(2, m)))
+                .transpose()?;
             let opts = hoist::fleet::Options {
                 reference,
                 json,
@@ -643,6 +646,8 @@ fn action_name(d: &hoist::plan::Decision) -> &'static str {
 fn cmd_status(config: &Path, json: bool) -> Res {
     let cfg = load_with_state(config)?;
     let state = hoist::state::State::load(&cfg.state_dir).map_err(|e| fail(1, e.to_string()))?;
+    // Commit statuses not posted yet (the daemon may be posting them now).
+    let outbox = hoist::report::outbox::peek(&cfg.state_dir).unwrap_or_default();
     if json {
         let apps: serde_json::Map<String, serde_json::Value> = state
             .apps
@@ -677,6 +682,10 @@ fn cmd_status(config: &Path, json: bool) -> Res {
             "host": cfg.host_name(),
             "last_commit": state.last_commit,
             "apps": apps,
+            "statuses_waiting": outbox.waiting,
+            "statuses_wait_until": outbox
+                .wait_until
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(0);
@@ -686,6 +695,19 @@ fn cmd_status(config: &Path, json: bool) -> Res {
         cfg.host_name(),
         state.last_commit.as_deref().unwrap_or("-")
     );
+    if outbox.waiting > 0 {
+        let mut line = format!(
+            "{} commit status(es) wait to be posted to the forge",
+            outbox.waiting
+        );
+        if let Some(t) = outbox.wait_until {
+            line.push_str(&format!(
+                ", which asked to wait until {}",
+                humantime::format_rfc3339_seconds(t)
+            ));
+        }
+        println!("{line}");
+    }
     if state.apps.is_empty() {
         println!("no apps deployed yet");
     }
@@ -785,10 +807,14 @@ fn cmd_check(config: &Path, dir: Option<PathBuf>) -> Res {
     // The manifest folder comes from the host config when there is one (a
     // server), else the default `apps` (CI). A config that is there but
     // does not load is said, not replaced by the default.
-    let apps_path = match HostConfig::load(config) {
-        Ok(c) => c.apps_path().to_string(),
+    // The status context too: the rollouts' rules depend on it.
+    let (apps_path, context) = match HostConfig::load(config) {
+        Ok(c) => (
+            c.apps_path().to_string(),
+            Some((c.status.context.clone(), c.source_path.clone())),
+        ),
         Err(e) if config.exists() => return Err(fail(2, e.to_string())),
-        Err(_) => "apps".to_string(),
+        Err(_) => ("apps".to_string(), None),
     };
     if !dir.is_dir() {
         return Err(fail(2, format!("{} is not a folder", dir.display())));
@@ -797,6 +823,7 @@ fn cmd_check(config: &Path, dir: Option<PathBuf>) -> Res {
     let tree = DiskTree::new(&dir);
     match read_commit_config(&tree, &apps_path, Inventories::All) {
         Ok(c) if !check_sealed_secrets(&dir, &apps_path, &c.apps) => Ok(1),
+        Ok(c) if !check_context(&dir, context.as_ref(), &c.apps) => Ok(1),
         Ok(c) => {
             println!(
                 "{} valid: {} app(s): {}",
@@ -818,6 +845,30 @@ fn cmd_check(config: &Path, dir: Option<PathBuf>) -> Res {
             Ok(1)
         }
     }
+}
+
+/// The status context the servers post under, against the manifests'
+/// rollouts: the one of the host config checked with, else the default.
+/// Without `{host}` it is an error; several apps with rollouts sharing one
+/// host status is a warning.
+fn check_context(
+    dir: &Path,
+    context: Option<&(String, PathBuf)>,
+    apps: &hoist::config::AppSet,
+) -> bool {
+    let (template, from) = match context {
+        Some((t, path)) => (t.as_str(), path.display().to_string()),
+        None => (hoist::config::DEFAULT_CONTEXT, "the default".to_string()),
+    };
+    if let Some(problem) = hoist::rollout::context_problem(template, apps) {
+        eprintln!("{from}: {problem}");
+        eprintln!("{} invalid: status.context", dir.display());
+        return false;
+    }
+    if let Some(warning) = hoist::rollout::shared_context_warning(template, apps) {
+        eprintln!("warning: {from}: {warning}");
+    }
+    true
 }
 
 /// The sealed-secret rules of SPEC §7, on top of the manifests' own.

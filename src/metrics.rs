@@ -70,6 +70,7 @@ pub struct Metrics {
     /// The release each app's gauge is set for, so the old one can go.
     current: Mutex<HashMap<String, String>>,
     last_successful_poll: Gauge<f64, AtomicU64>,
+    status_outbox: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,7 +132,15 @@ impl Metrics {
             last_successful_poll.clone(),
         );
 
+        let status_outbox = Gauge::default();
+        registry.register(
+            "hoist_status_outbox",
+            "Commit statuses waiting in state_dir to be posted to the forge",
+            status_outbox.clone(),
+        );
+
         Metrics {
+            status_outbox,
             registry,
             polls,
             deploys,
@@ -204,6 +213,12 @@ impl Metrics {
         }
     }
 
+    /// How many commit statuses wait in the outbox.
+    pub fn status_outbox(&self, waiting: usize) {
+        self.status_outbox
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
     /// Everything, in the Prometheus text format (see [`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -239,6 +254,7 @@ mod tests {
             ("hoist_deploy_duration_seconds", "histogram"),
             ("hoist_current_release", "gauge"),
             ("hoist_last_successful_poll_timestamp_seconds", "gauge"),
+            ("hoist_status_outbox", "gauge"),
         ] {
             assert!(
                 text.contains(&format!("# HELP {name} ")),

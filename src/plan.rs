@@ -364,8 +364,8 @@ pub enum Outcome {
     },
     /// The app's rollout is halted (more hosts failed than `max_failures`):
     /// this host keeps its current release. `description` names the halt
-    /// (`web 1.4.0 halted: web-1 failed`), which is how the other servers
-    /// tell this report from an attempt.
+    /// (`[hoist:halt web 1.4.0] web 1.4.0 halted: web-1 failed`), whose head
+    /// is how the other servers tell this report from an attempt.
     Halted {
         release: String,
         description: String,
@@ -375,10 +375,13 @@ pub enum Outcome {
 /// The commit status for a set of app outcomes: the worst state wins, and
 /// the description says what happened to each app (at most 140 chars).
 ///
-/// A halt report comes first whatever else happened: the other servers
-/// recognise it by its phrase (`rollout::is_halt_report`), so the
-/// 140-character cut must never remove it. A host waiting for its wave is
-/// `pending`, like a fault tried again.
+/// The machine-readable heads of every part (a halt, a wait, a local
+/// rollback's hold: `[hoist:halt web 1.4.0]`) come first, whole, the most
+/// important first, since the other servers read them there
+/// (`crate::status::compose`); the 140-character cut shortens only the
+/// text. In the text, a halt report still comes first, so a server of an
+/// older hoist, which looks for the phrase "web 1.4.0 halted", finds it.
+/// A host waiting for its wave is `pending`, like a fault tried again.
 pub fn summarize(outcomes: &[(String, Outcome)]) -> (StatusState, String) {
     let mut state = StatusState::Success;
     let rank = |s: StatusState| match s {
@@ -399,7 +402,10 @@ pub fn summarize(outcomes: &[(String, Outcome)]) -> (StatusState, String) {
             Outcome::Removed => (StatusState::Success, format!("{app} removed")),
             Outcome::Pinned { release } => (
                 StatusState::Failure,
-                format!("{app} held at {release} by local rollback"),
+                format!(
+                    "{} {app} held at {release} by local rollback",
+                    crate::status::Head::new(crate::status::HeadKind::Held, app, release)
+                ),
             ),
             Outcome::Failed {
                 release,
@@ -438,18 +444,11 @@ pub fn summarize(outcomes: &[(String, Outcome)]) -> (StatusState, String) {
     }
     // The most important news first, so truncation drops the least.
     parts.sort_by_key(|p| std::cmp::Reverse(p.0));
-    let mut desc = parts
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect::<Vec<_>>()
-        .join("; ");
     if outcomes.is_empty() {
-        desc = "no apps for this server".into();
+        return (state, "no apps for this server".into());
     }
-    (
-        state,
-        crate::status::truncate_description(&shorten_digests(&desc)),
-    )
+    let desc = crate::status::compose(parts.into_iter().map(|(_, t)| t), shorten_digests);
+    (state, desc)
 }
 
 /// Where a halt report sorts in a description: before everything else.
@@ -980,7 +979,15 @@ mod tests {
         assert_eq!(s, StatusState::Error, "the worst state still wins");
         assert!(d.starts_with(&halt), "{d}");
         assert!(d.chars().count() <= 140);
-        assert!(crate::rollout::is_halt_report(&d, "web", "1.4.0"));
+        assert!(crate::status::has_head(
+            &d,
+            crate::status::HeadKind::Halt,
+            "web",
+            "1.4.0"
+        ));
+        // An older hoist looks for the phrase: it is there, at the start of
+        // the text.
+        assert!(d.contains("web 1.4.0 halted: web-1 failed"), "{d}");
 
         // Waiting is pending, and says what for.
         let wait = crate::rollout::waiting_description(
@@ -1008,7 +1015,91 @@ mod tests {
         assert_eq!(s, StatusState::Pending);
         assert_eq!(
             d,
-            "web 1.4.0 waits for wave 1 (web-1), 4m left; api unchanged"
+            "[hoist:wait web 1.4.0] web 1.4.0 waits for wave 1 (web-1), 4m left; api unchanged"
+        );
+    }
+
+    #[test]
+    fn the_heads_of_several_apps_come_first_whole_within_140_chars() {
+        use crate::status::{Head, HeadKind, heads};
+        let long = "2026.11.27-3";
+        let mut outcomes: Vec<(String, Outcome)> = vec![
+            (
+                "worker".into(),
+                Outcome::Deployed {
+                    release: long.into(),
+                    seconds: 2.5,
+                },
+            ),
+            (
+                "api".into(),
+                Outcome::Halted {
+                    release: long.into(),
+                    description: crate::rollout::halted_description(
+                        "api",
+                        long,
+                        &["web-1".into(), "web-2".into()],
+                    ),
+                },
+            ),
+            (
+                "admin".into(),
+                Outcome::Pinned {
+                    release: "2026.11.20-1".into(),
+                },
+            ),
+            (
+                "web".into(),
+                Outcome::Waiting {
+                    release: long.into(),
+                    description: crate::rollout::waiting_description(
+                        "web",
+                        long,
+                        0,
+                        &["web-1".into()],
+                        None,
+                    ),
+                },
+            ),
+        ];
+        outcomes.push((
+            "cron".into(),
+            Outcome::Failed {
+                release: long.into(),
+                error: "health check http://127.0.0.1:3000/healthz answered 503 for 30s".into(),
+                rolled_back_to: Some("2026.11.26-9".into()),
+            },
+        ));
+        let (state, d) = summarize(&outcomes);
+        assert_eq!(state, StatusState::Failure);
+        assert!(d.chars().count() <= 140, "{d}");
+        assert_eq!(
+            heads(&d),
+            vec![
+                Head::new(HeadKind::Halt, "api", long),
+                Head::new(HeadKind::Held, "admin", "2026.11.20-1"),
+                Head::new(HeadKind::Wait, "web", long),
+            ],
+            "{d}"
+        );
+        assert!(
+            crate::status::text_after_heads(&d).starts_with("api 2026.11.27-3 halted"),
+            "{d}"
+        );
+        // A release name of 40 hex digits stays whole in its head; only
+        // the text shortens digests.
+        let hex = "a".repeat(40);
+        let (_, d) = summarize(&[(
+            "web".into(),
+            Outcome::Halted {
+                release: hex.clone(),
+                description: crate::rollout::halted_description("web", &hex, &["web-1".into()]),
+            },
+        )]);
+        assert_eq!(
+            heads(&d),
+            vec![Head::new(HeadKind::Halt, "web", &hex)],
+            "{d}"
         );
     }
 

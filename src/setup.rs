@@ -116,11 +116,11 @@ pub fn parts_for(cfg: &HostConfig, metrics: Arc<Metrics>, need: Need) -> Result<
         s3,
         watch: crate::progress::watcher(),
     };
-    let (provider, dedupe) = match (build_provider(cfg), need) {
-        (Ok(p), _) => (p, Some(cfg.state_dir.join("statuses-posted.json"))),
+    let (provider, outbox) = match (build_provider(cfg), need) {
+        (Ok(p), _) => (p, Some(cfg.state_dir.join(report::outbox::FILE_NAME))),
         (Err(e), Need::Pass) => return Err(e),
-        // Nothing is posted: a provider that keeps nothing, and no record
-        // of "posted" that the daemon would trust later.
+        // Nothing is posted: a provider that keeps nothing, and no outbox
+        // it would empty (what waits there is the daemon's to post).
         (Err(e), Need::Local | Need::Look) => {
             tracing::debug!("{e}; not needed here");
             (
@@ -141,7 +141,7 @@ pub fn parts_for(cfg: &HostConfig, metrics: Arc<Metrics>, need: Need) -> Result<
     if let Some(u) = pm2_user(cfg)? {
         pm2 = pm2.run_as(u);
     }
-    let reporter = Reporter::spawn(provider.clone(), dedupe);
+    let reporter = Reporter::spawn(provider.clone(), outbox).with_metrics(metrics.clone());
     Ok(Parts {
         source: Source::new(cfg),
         pm: Arc::new(pm2),

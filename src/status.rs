@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The state of a commit on one server, as SPEC §4 names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -77,6 +77,11 @@ pub struct ReadStatus {
 pub struct StatusRead {
     /// The latest status of each context, sorted by context.
     pub statuses: Vec<ReadStatus>,
+    /// Every status read (all pages), oldest first (by time, then order):
+    /// a rollout's first wave opens with the earliest status of a release,
+    /// and a server's `down` report moves its success time, both of which
+    /// the latest status of a context no longer shows.
+    pub all: Vec<ReadStatus>,
     /// The forge's clock when it answered (its `Date` header; the `file`
     /// provider: this machine's clock, which wrote the statuses too).
     pub date: SystemTime,
@@ -84,9 +89,25 @@ pub struct StatusRead {
     pub etag: Option<String>,
     /// HTTP requests the read took (one per page; 0 for the `file` provider).
     pub requests: u32,
+    /// Entries (lines of a `file`) that could not be read, or whose time is
+    /// impossible: skipped, never trusted.
+    pub skipped: usize,
 }
 
 impl StatusRead {
+    /// A read of `all` (in any order), answered at `date`.
+    pub fn new(mut all: Vec<ReadStatus>, date: SystemTime) -> StatusRead {
+        all.sort_by_key(|s| (s.at, s.order));
+        StatusRead {
+            statuses: latest_per_context(all.iter().cloned()),
+            all,
+            date,
+            etag: None,
+            requests: 0,
+            skipped: 0,
+        }
+    }
+
     /// The latest status of `context`, if any.
     pub fn get(&self, context: &str) -> Option<&ReadStatus> {
         self.statuses
@@ -94,6 +115,25 @@ impl StatusRead {
             .ok()
             .map(|i| &self.statuses[i])
     }
+
+    /// Every status of `context`, oldest first.
+    pub fn history<'a>(&'a self, context: &'a str) -> impl Iterator<Item = &'a ReadStatus> + 'a {
+        self.all.iter().filter(move |s| s.context == context)
+    }
+}
+
+/// How far past the forge's clock a status's time may be and still be
+/// believed: the `Date` of an answer has whole seconds, and a forge of
+/// several machines may be a little off between them. Further is impossible.
+pub const MAX_AHEAD: Duration = Duration::from_secs(60);
+
+/// Whether a status's time can be true, read at forge time `date`: not
+/// after the answer (beyond [`MAX_AHEAD`]), not before 2000. An impossible
+/// time (a damaged line, `"at": 1e300`) is skipped and counted by every
+/// reader, never trusted: a rollout's bakes and deadlines are made of them.
+pub fn plausible(at: SystemTime, date: SystemTime) -> bool {
+    let floor = UNIX_EPOCH + Duration::from_secs(946_684_800); // 2000-01-01
+    at >= floor && date.checked_add(MAX_AHEAD).is_none_or(|limit| at <= limit)
 }
 
 /// Keep the latest status of each context: the newest `at`, and between
@@ -154,8 +194,10 @@ pub struct Head {
     pub release: String,
 }
 
-/// The kinds of [`Head`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The kinds of [`Head`], in the order they come first in a description
+/// (what the other servers most need to read survives the 140-character
+/// cut).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum HeadKind {
     /// The rollout of the release is halted (a waiting host's `failure`).
     Halt,
@@ -165,6 +207,8 @@ pub enum HeadKind {
     Held,
     /// A report about the release's run-once step.
     Once,
+    /// The host waits for its rollout wave (a `pending` that is no attempt).
+    Wait,
 }
 
 impl HeadKind {
@@ -174,6 +218,7 @@ impl HeadKind {
             HeadKind::Down => "down",
             HeadKind::Held => "held",
             HeadKind::Once => "once",
+            HeadKind::Wait => "wait",
         }
     }
 
@@ -183,6 +228,7 @@ impl HeadKind {
             "down" => HeadKind::Down,
             "held" => HeadKind::Held,
             "once" => HeadKind::Once,
+            "wait" => HeadKind::Wait,
             _ => return None,
         })
     }
@@ -240,6 +286,63 @@ pub fn has_head(description: &str, kind: HeadKind, app: &str, release: &str) -> 
     heads(description)
         .iter()
         .any(|h| h.kind == kind && h.app == app && h.release == release)
+}
+
+/// `description` without its heads: the human text.
+pub fn text_after_heads(description: &str) -> &str {
+    let mut rest = description;
+    for _ in heads(description) {
+        let Some(end) = rest.find(']') else { break };
+        rest = rest[end + 1..].trim_start_matches(' ');
+    }
+    rest
+}
+
+/// The most characters the heads of one description may take, so the
+/// human text keeps some room.
+const MAX_HEADS_CHARS: usize = 112;
+
+/// One description from several parts (one per app, each of which may
+/// start with heads): every head lifted to the front, the most important
+/// first (halt, down, held, once, wait), as many as fit in
+/// [`MAX_HEADS_CHARS`] whole, then the parts' texts joined with `"; "`;
+/// cut to 140 characters, never inside a head. `shorten` is applied to the
+/// texts only (a head's release name must stay whole).
+pub fn compose<I, S>(parts: I, shorten: impl Fn(&str) -> String) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut all_heads: Vec<Head> = Vec::new();
+    let mut texts: Vec<String> = Vec::new();
+    for p in parts {
+        let p = p.as_ref();
+        for h in heads(p) {
+            if !all_heads.contains(&h) {
+                all_heads.push(h);
+            }
+        }
+        let text = text_after_heads(p);
+        if !text.is_empty() {
+            texts.push(shorten(text));
+        }
+    }
+    all_heads.sort_by_key(|h| h.kind);
+    let mut front = String::new();
+    for h in all_heads {
+        let h = h.to_string();
+        if front.chars().count() + h.chars().count() > MAX_HEADS_CHARS {
+            break;
+        }
+        front.push_str(&h);
+    }
+    let text = texts.join("; ");
+    let whole = match (front.is_empty(), text.is_empty()) {
+        (true, _) => text,
+        (false, true) => front,
+        (false, false) => format!("{front} {text}"),
+    };
+    truncate_description(&whole)
 }
 
 #[cfg(test)]
@@ -324,14 +427,21 @@ mod tests {
             vec![s("a", State::Pending, 9, 1), s("b", State::Failure, 0, 3)],
             "a: the newest time; b: same second, the highest order"
         );
-        let read = StatusRead {
-            statuses: latest,
-            date: t,
-            etag: None,
-            requests: 1,
-        };
+        let read = StatusRead::new(
+            vec![
+                s("b", State::Pending, 0, 1),
+                s("a", State::Success, 5, 2),
+                s("a", State::Pending, 9, 1),
+                s("b", State::Failure, 0, 3),
+                s("b", State::Success, 0, 2),
+            ],
+            t,
+        );
+        assert_eq!(read.statuses, latest);
         assert_eq!(read.get("b").map(|s| s.state), Some(State::Failure));
         assert_eq!(read.get("c"), None);
+        let a: Vec<State> = read.history("a").map(|s| s.state).collect();
+        assert_eq!(a, [State::Success, State::Pending], "oldest first");
     }
 
     #[test]
@@ -364,5 +474,70 @@ mod tests {
         assert!(heads("[hoist:halt web] x").is_empty());
         assert!(heads("[hoist:halt web 1 2] x").is_empty());
         assert!(heads("[hoist:halt web 1").is_empty());
+        assert_eq!(text_after_heads(&d), "web 1.4.0 halted: web-1 failed");
+        assert_eq!(text_after_heads("no head"), "no head");
+    }
+
+    #[test]
+    fn composed_descriptions_keep_every_head_whole_at_the_front() {
+        let halt = format!(
+            "{} api 2.0 halted: web-1 failed",
+            Head::new(HeadKind::Halt, "api", "2.0")
+        );
+        let wait = format!(
+            "{} web 1.4.0 waits for wave 1 (web-1), 4m left",
+            Head::new(HeadKind::Wait, "web", "1.4.0")
+        );
+        let d = compose([wait.as_str(), "worker unchanged", halt.as_str()], |t| {
+            t.to_string()
+        });
+        assert_eq!(
+            heads(&d),
+            vec![
+                Head::new(HeadKind::Halt, "api", "2.0"),
+                Head::new(HeadKind::Wait, "web", "1.4.0")
+            ],
+            "{d}"
+        );
+        assert!(
+            text_after_heads(&d).starts_with("web 1.4.0 waits"),
+            "texts in the order given: {d}"
+        );
+        // Many apps: the heads that fit, the most important first, never
+        // cut; the text is what the 140-character cut shortens.
+        let parts: Vec<String> = (0..8)
+            .map(|i| {
+                format!(
+                    "{} app-number-{i} 2026.11.27-3 halted: web-1 failed",
+                    Head::new(HeadKind::Halt, &format!("app-number-{i}"), "2026.11.27-3")
+                )
+            })
+            .chain([format!(
+                "{} web 1 waits",
+                Head::new(HeadKind::Wait, "web", "1")
+            )])
+            .collect();
+        let d = compose(&parts, |t| t.to_string());
+        assert!(d.chars().count() <= MAX_DESCRIPTION_CHARS, "{d}");
+        let hs = heads(&d);
+        assert!(hs.len() >= 2, "{d}");
+        assert!(
+            hs.iter().all(|h| h.kind == HeadKind::Halt),
+            "halts first: {d}"
+        );
+        assert_eq!(hs[0].app, "app-number-0");
+        // Without heads, the parts are joined as they were.
+        assert_eq!(compose(["a", "b"], |t| t.to_string()), "a; b");
+    }
+
+    #[test]
+    fn impossible_times_are_not_plausible() {
+        let date = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert!(plausible(date, date));
+        assert!(plausible(date + Duration::from_secs(59), date));
+        assert!(!plausible(date + Duration::from_secs(3600), date));
+        assert!(!plausible(UNIX_EPOCH + Duration::from_secs(5), date));
+        let far = UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 8);
+        assert!(!plausible(far, date));
     }
 }

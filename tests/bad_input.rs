@@ -608,3 +608,59 @@ fn check_says_when_its_host_config_does_not_load() {
     let (code, err) = check(&w);
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// A rollout needs `{host}` in the status context: without it every server
+/// would report under one context. The server refuses such a commit
+/// (`error`, naming `status.context`, posted under the context as it is),
+/// and `hoist check` refuses it with the context of the config it is given,
+/// or accepts it with the default one. Two apps with rollouts on one host
+/// status are a warning.
+#[test]
+fn a_status_context_without_host_refuses_a_rollout_on_the_server_and_in_check() {
+    let mut w = live();
+    let root = w.dir.path().display().to_string();
+    let cfg = w.config_path().display().to_string();
+    w.status_config = Some(format!(
+        "status:\n  provider: file\n  path: {root}/statuses.jsonl\n  context: \"hoist/{{environment}}\"\n"
+    ));
+    w.write_config();
+    let waves = "rollout:\n  waves:\n    - { percent: 100 }\n";
+    let (url, sha) = w.make_release("v2", true, &[]);
+    w.manifest("web", "v2", &url, &sha, waves);
+
+    let (code, err) = check(&w);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{cfg}: status.context \"hoist/{{environment}}\" has no {{host}}"
+        )),
+        "{err}"
+    );
+
+    let c = w.commit("web v2 in waves");
+    commit_refused(&w, &c, &["status.context", "{host}"]);
+    let posted: Vec<_> = w.statuses().into_iter().filter(|s| s.0 == c).collect();
+    assert!(!posted.is_empty());
+    assert!(posted.iter().all(|s| s.2 == "hoist/test"), "{posted:?}");
+
+    // Without a host config (CI), the default context, which holds
+    // {host}: valid.
+    let o = std::process::Command::new(common::hoist_bin())
+        .args(["check", w.path("work").to_str().unwrap()])
+        .env("HOIST_CONFIG", w.path("no-such-config.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+
+    // Two apps with rollouts on one host status: valid, with a warning.
+    w.status_config = None;
+    w.write_config();
+    w.manifest("api", "v2", &url, &sha, waves);
+    let (code, _, err) = run(&w, &["check", w.path("work").to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("warning:"), "{err}");
+    assert!(
+        err.contains("has no {app}, and api, web roll out in waves"),
+        "{err}"
+    );
+}

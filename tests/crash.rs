@@ -77,6 +77,7 @@ fn assert_converged_on_v2(w: &World, step: &str, c2: &str) {
     );
     assert_eq!(w.releases_on_disk("web"), vec!["v1", "v2"], "{step}");
     assert_eq!(w.final_status(c2).unwrap().0, "success", "{step}");
+    w.assert_links_agree(step);
     let procs = w.pm2_list();
     assert_eq!(procs.len(), 1, "{step}: {procs:?}");
     assert_eq!(procs[0]["pm2_env"]["status"], "online", "{step}");
@@ -260,6 +261,7 @@ fn an_automatic_rollback_killed_midway_is_finished_and_the_release_held() {
 
         // Restarted: back on v2, v3 recorded as failed and not tried again.
         w.once(1);
+        w.assert_links_agree(point);
         let st = w.status_json();
         assert_eq!(st["apps"]["web"]["release"], "v2", "{point}: {st}");
         assert_eq!(
@@ -278,6 +280,54 @@ fn an_automatic_rollback_killed_midway_is_finished_and_the_release_held() {
             downloads,
             "{point}"
         );
+    }
+}
+
+/// The running release re-linked (one more shared file, which crashes
+/// it): its re-linked copy is exchanged in, fails, and the automatic
+/// rollback exchanges it back out; killed there and restarted, state.json
+/// must describe the links of the directory that runs, or a later deploy
+/// of the same layout would skip them.
+#[test]
+fn an_automatic_rollback_of_a_relinked_release_killed_midway_leaves_state_and_disk_agreeing() {
+    for point in [
+        "auto-rollback-swap",
+        "auto-rollback-reload",
+        "auto-rollback-state-write",
+    ] {
+        let w = World::new();
+        let (url, sha) = w.make_release("v1", false, &[]);
+        w.manifest("web", "v1", &url, &sha, "");
+        w.commit("web v1");
+        w.once(0);
+        std::fs::write(w.path("srv/web/shared/CRASH"), "").unwrap();
+        let manifest = w.path("work/apps/web.yaml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(
+            &manifest,
+            text.replace("shared: [.env]", "shared: [.env, CRASH]"),
+        )
+        .unwrap();
+        w.commit("web v1 with a crashing shared file");
+        abort_at(&w, &["once"], point);
+
+        // Restarted: the rollback is finished, and state says what is on disk.
+        w.once(1);
+        w.assert_links_agree(point);
+        assert_eq!(w.app_says().as_deref(), Some("v1"), "{point}");
+        assert_eq!(w.current_target("web").as_deref(), Some("releases/v1"));
+
+        // Fixed: the same layout deploys for real, with its link.
+        std::fs::remove_file(w.path("srv/web/shared/CRASH")).unwrap();
+        let out = w.hoist(&["retry", "web"]);
+        assert!(out.status.success(), "{point}: {out:?}");
+        assert!(
+            std::fs::symlink_metadata(w.path("srv/web/releases/v1/CRASH"))
+                .is_ok_and(|m| m.file_type().is_symlink()),
+            "{point}: releases/v1 has its CRASH link"
+        );
+        w.assert_links_agree(point);
+        assert_eq!(w.app_says().as_deref(), Some("v1"), "{point}");
     }
 }
 

@@ -201,6 +201,30 @@ fn fleet_usage_and_config_errors_exit_2() {
         "--timeout needs --wait: {:?}",
         text(&o)
     );
+    p.release("1.0.0");
+    // One sentence each, naming what is wrong: the ref and the branch
+    // looked in; the flag and its value.
+    let o = p.fleet(&["nosuchref"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("hoist: nosuchref is neither a commit of branch main of file://"),
+        "{err}"
+    );
+    assert!(!err.contains("revspec"), "{err}");
+    for bad in ["-5s", "soon", "0s"] {
+        let o = p.fleet(&["--wait", "--timeout", bad]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {out}{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!(
+                "hoist: --timeout \"{bad}\" is not a length of time"
+            )),
+            "{err}"
+        );
+    }
     std::fs::write(
         p.w.path("ci.yaml"),
         "environment: test\nrepo:\n  url: /nowhere\n",

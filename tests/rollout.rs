@@ -122,7 +122,9 @@ fn good_release(f: &Fleet, release: &str, before: Option<&str>) -> String {
         let (state, description) = first.expect("wave 2 posted");
         assert_eq!(state, "pending", "{host}: {description}");
         assert!(
-            description.starts_with(&format!("web {release} waits for wave 1 (web-1)")),
+            description.starts_with(&format!(
+                "[hoist:wait web {release}] web {release} waits for wave 1 (web-1)"
+            )),
             "{host}: {description}"
         );
     }
@@ -158,7 +160,7 @@ fn bad_release(f: &Fleet, release: &str, running: &str) -> String {
                 .all(|h| f.state_of(&commit, h).as_deref() == Some("failure"))
         },
     );
-    let halt = format!("web {release} halted: web-1 failed");
+    let halt = format!("[hoist:halt web {release}] web {release} halted: web-1 failed");
     for host in WAVE_2 {
         let (_, description) = f.posted_by(&commit, host).pop().expect("posted");
         assert!(description.starts_with(&halt), "{host}: {description}");
@@ -284,6 +286,104 @@ fn github_a_canary_a_bake_a_halt_a_revert_and_a_retry() {
     // Gate checks were conditional: unchanged statuses came back as 304s.
     let c = f.forge.as_ref().expect("a forge").counters(MAIN_IDENTITY);
     assert!(c.not_modified > 0, "{c:?}");
+}
+
+/// GitHub's secondary rate limit in the middle of a rollout: every post
+/// refused, `403` with `Retry-After`, for a while. The contract's case is
+/// `Retry-After: 120` for three minutes, which `HOIST_TEST_LONG_RATE_LIMIT=1`
+/// runs as it is; by default the same with shorter values, the same code
+/// path in hoist (a wait is honoured whatever its length, up to a day;
+/// nothing is given up after any time): only the fake forge's knob
+/// changes.
+fn rate_limit() -> (Duration, u64) {
+    if std::env::var_os("HOIST_TEST_LONG_RATE_LIMIT").is_some() {
+        (Duration::from_secs(180), 120)
+    } else {
+        (Duration::from_secs(24), 10)
+    }
+}
+
+/// `hoist status --json` of `host`: how many statuses wait in its outbox.
+fn waiting_statuses(f: &Fleet, host: &str) -> u64 {
+    let out = f.server(host).hoist(&["status", "--json"]);
+    assert!(out.status.success(), "hoist status: {out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    doc["statuses_waiting"].as_u64().expect("statuses_waiting")
+}
+
+#[test]
+fn github_rate_limited_mid_rollout_and_a_server_killed_meanwhile_no_status_lost() {
+    let (span, retry_after) = rate_limit();
+    let mut f = started(Statuses::Forge(Flavor::Github), 0, 0);
+    let commit = f.release("1.0.0", &[], &rollout());
+    wait_until(
+        &f,
+        Duration::from_secs(60),
+        "the canary reports success",
+        || f.state_of(&commit, "web-1").as_deref() == Some("success"),
+    );
+    f.forge
+        .as_ref()
+        .expect("a forge")
+        .limit_posts(span, retry_after);
+    let limited = Instant::now();
+
+    // Reads go on (the limit is on writes): wave 2 follows the canary
+    // after its bake, and its statuses wait in each server's outbox.
+    wait_until(&f, Duration::from_secs(60), "wave 2 serves 1.0.0", || {
+        WAVE_2
+            .iter()
+            .all(|h| f.server(h).serves().as_deref() == Some("1.0.0"))
+    });
+    wait_until(
+        &f,
+        Duration::from_secs(10),
+        "web-2 and web-3 hold their success",
+        || WAVE_2.iter().all(|h| waiting_statuses(&f, h) >= 1),
+    );
+    assert!(
+        limited.elapsed() < span,
+        "the limit ended too soon for the test"
+    );
+
+    // kill -9 of web-2 while its statuses wait; they are in its state_dir.
+    f.kill9("web-2");
+    assert!(waiting_statuses(&f, "web-2") >= 1);
+    f.restart("web-2");
+    for host in WAVE_2 {
+        assert_ne!(
+            f.state_of(&commit, host).as_deref(),
+            Some("success"),
+            "{host}: nothing reaches the forge while the limit lasts"
+        );
+    }
+
+    // The limit lifts: every status is posted, the restarted server's too
+    // (no pass of it posts again: only its outbox held that success).
+    wait_until(
+        &f,
+        span + Duration::from_secs(3 * retry_after + 30),
+        "every server reports success",
+        || {
+            HOSTS
+                .iter()
+                .all(|h| f.state_of(&commit, h).as_deref() == Some("success"))
+        },
+    );
+    assert!(limited.elapsed() >= span - Duration::from_secs(1));
+    for host in HOSTS {
+        assert_eq!(f.server(host).serves().as_deref(), Some("1.0.0"), "{host}");
+        assert_eq!(waiting_statuses(&f, host), 0, "{host}: its outbox is empty");
+    }
+    // Each server asked again only when told to: at most one refused post
+    // per server (four processes) per Retry-After, and a few at the start.
+    let refused = f.forge.as_ref().expect("a forge").limited_at().len() as u64;
+    let most = 4 * (span.as_secs() / retry_after + 2);
+    assert!(refused <= most, "{refused} refused posts, more than {most}");
+    assert!(refused >= 2, "the limit was met: {refused}");
+    writes_at_most(&f, &commit, 2);
+    let (code, out, err) = finished(fleet_wait(&f));
+    assert_eq!(code, Some(0), "hoist fleet --wait: {out}{err}");
 }
 
 #[test]

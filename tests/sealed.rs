@@ -138,6 +138,7 @@ fn an_unhealthy_release_with_a_new_secret_rolls_back_both() {
     seal(&w, "TOKEN=new");
     let c2 = w.commit("web v2 (unhealthy) with a new token");
     w.once(1);
+    w.assert_links_agree("after the automatic rollback");
     assert_eq!(w.app_says().as_deref(), Some("v1"));
     assert_eq!(env_of_app(&w).as_deref(), Some("TOKEN=old"));
     assert_eq!(live_secret(&w), (g1.clone(), "TOKEN=old".to_string()));
@@ -240,6 +241,7 @@ fn a_crash_at_every_step_of_a_secret_changing_deploy_leaves_a_whole_pair() {
 
         // Restarted: the whole new pair, state, link and app agreeing.
         w.once(0);
+        w.assert_links_agree(step);
         assert_eq!(w.app_says().as_deref(), Some("v2"), "{step}");
         assert_eq!(env_of_app(&w).as_deref(), Some("PAIR=two"), "{step}");
         let st = w.status_json();

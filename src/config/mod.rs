@@ -20,8 +20,8 @@ pub use commit::{
     read_beneath, read_commit_config, read_inventories,
 };
 pub use host::{
-    DEFAULT_CONFIG_PATH, HostConfig, LimitsConfig, Pm2Config, Preflight, ProviderName, RepoConfig,
-    S3Config, StatusConfig, StorageConfig,
+    DEFAULT_CONFIG_PATH, DEFAULT_CONTEXT, HostConfig, LimitsConfig, Pm2Config, Preflight,
+    ProviderName, RepoConfig, S3Config, StatusConfig, StorageConfig,
 };
 pub use inventory::{
     FLEET_DIR, Inventory, InventoryHost, KeyKind, check_labels_given, hosts_without_labels,

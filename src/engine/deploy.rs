@@ -145,7 +145,11 @@ impl Engine {
                     .await;
             }
         }
-        self.ledger.lock().await.staged(app, &target).await?;
+        self.ledger
+            .lock()
+            .await
+            .staged(app, &target, prepared.exchange.is_none())
+            .await?;
 
         // 3 (hooks): before_activate, in the release about to run. Their
         // output goes to a file in the app's folder, never to the log.

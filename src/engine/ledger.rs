@@ -37,6 +37,15 @@ pub enum Back {
     Stopped,
 }
 
+/// `live` runs from `releases/<release>` as it is on disk now: the
+/// record of that directory's links is `live`'s, and it was just used.
+fn linked_as(st: &mut AppState, live: &Live, seq: u64) {
+    if let Some(k) = st.releases.get_mut(&live.release) {
+        k.used = seq;
+        k.manifest = Some(live.manifest.clone());
+    }
+}
+
 impl Ledger {
     /// Loads `<dir>/state.json` and sets the metrics from it.
     pub async fn load(dir: PathBuf, metrics: Arc<Metrics>) -> Result<Ledger, StateError> {
@@ -88,15 +97,24 @@ impl Ledger {
     }
 
     /// A release was unpacked into `releases/` (or is about to be reused):
-    /// remember its content hash and manifest, and bump its recency.
-    pub async fn staged(&mut self, app: &str, live: &Live) -> Result<(), StateError> {
+    /// remember its content hash, and bump its recency. `linked`: the
+    /// directory at `releases/<release>` holds `live`'s links now (a fresh
+    /// install, or a reuse as linked); not so for a running release whose
+    /// re-linked copy waits in staging for the switch to exchange it in,
+    /// whose record of links stays what is on disk until then.
+    pub async fn staged(&mut self, app: &str, live: &Live, linked: bool) -> Result<(), StateError> {
         let seq = self.state.next_seq();
-        self.state.app_mut(app).releases.insert(
+        let releases = &mut self.state.app_mut(app).releases;
+        let manifest = match releases.get(&live.release) {
+            Some(k) if !linked => k.manifest.clone(),
+            _ => Some(live.manifest.clone()),
+        };
+        releases.insert(
             live.release.clone(),
             KnownRelease {
                 sha256: live.sha256.clone(),
                 used: seq,
-                manifest: Some(live.manifest.clone()),
+                manifest,
             },
         );
         self.save().await
@@ -138,9 +156,7 @@ impl Ledger {
         {
             st.previous = Some(old);
         }
-        if let Some(k) = st.releases.get_mut(&live.release) {
-            k.used = seq;
-        }
+        linked_as(st, &live, seq);
         let release = live.release.clone();
         st.life = Life::Running {
             live,
@@ -178,10 +194,14 @@ impl Ledger {
         back: Back,
         seconds: f64,
     ) -> Result<(), StateError> {
+        let seq = self.state.next_seq();
         let st = self.state.app_mut(app);
         let to = match back {
             Back::To(live, health) => {
                 let live = *live;
+                // Back on its directory as it was (an exchanged copy is
+                // exchanged back out): the record follows what runs.
+                linked_as(st, &live, seq);
                 let name = live.release.clone();
                 let keep_commit = st.release() == Some(name.as_str());
                 let (commit, pin) = match &st.life {
@@ -297,9 +317,7 @@ impl Ledger {
         let seq = self.state.next_seq();
         let st = self.state.app_mut(app);
         let from = st.live().cloned();
-        if let Some(k) = st.releases.get_mut(&to.release) {
-            k.used = seq;
-        }
+        linked_as(st, &to, seq);
         let release = to.release.clone();
         st.life = Life::Running {
             live: to,
@@ -331,7 +349,12 @@ impl Ledger {
     /// Recovery undid an interrupted deploy: what ran before runs again
     /// (recorded as it was), and the next pass deploys the commit anew.
     pub async fn undone(&mut self, app: &str, switch: &Switch) -> Result<(), StateError> {
+        let seq = self.state.next_seq();
         let st = self.state.app_mut(app);
+        // What ran before runs again, from its directory as it was.
+        if let Some(from) = &switch.from {
+            linked_as(st, from, seq);
+        }
         st.switch = None;
         let release = st.release().map(String::from);
         self.save().await?;

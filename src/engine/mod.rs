@@ -207,9 +207,12 @@ impl Engine {
         });
     }
 
-    /// At start: finishes or undoes what a crash interrupted (every journal
-    /// entry), then removes staging and trash leftovers.
+    /// At start: opens the outbox of commit statuses, finishes or undoes
+    /// what a crash interrupted (every journal entry), then removes staging
+    /// and trash leftovers.
     pub async fn recover(&self) -> Result<(), EngineError> {
+        // Statuses an earlier hoist could not post are posted now.
+        self.parts.reporter.open_outbox().await;
         self.finish_switches().await?;
         let root = self.settings.root.clone();
         // Secrets leftovers belong to pm2.user by now: taken back to remove.
@@ -358,6 +361,11 @@ impl Engine {
                     .await;
             }
         };
+        if let Some(msg) = self.context_refusal(&config) {
+            return self
+                .refuse_commit(tip, new_commit, "cannot be applied", msg, report)
+                .await;
+        }
         let (plans, wanted) = self.plan_with(tip, &config).await?;
         self.check_rollouts(tip, &config, &plans).await?;
         let apps = config.apps;
@@ -410,7 +418,8 @@ impl Engine {
                 if !deploying.is_empty() {
                     parts.push(&desc);
                 }
-                self.post(tip, report::State::Pending, None, &parts.join("; "));
+                let desc = crate::status::compose(parts, str::to_string);
+                self.post(tip, report::State::Pending, None, &desc);
             }
         }
         let runs: Vec<_> = plans

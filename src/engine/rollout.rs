@@ -5,8 +5,9 @@
 //!
 //! - **Which statuses speak about the release.** The run: the branch's
 //!   first parents from the tip that ask the same release and sha256 (at
-//!   most `rollout::RUN_DEPTH`), each commit's asks read once (a commit's
-//!   tree never changes).
+//!   most `rollout::RUN_DEPTH`), found by `crate::runs`, the one
+//!   implementation `hoist fleet` uses too; each commit's manifests are
+//!   read once (a commit's tree never changes).
 //! - **Reading them.** Through the forge seam's second verb, conditionally
 //!   (the last `ETag` goes back as `If-None-Match`), the tip first. Older
 //!   commits of the run are read when first needed, and read again only
@@ -33,11 +34,12 @@
 //!   (SPEC §2), for targeting as for waves, with a warning when the host
 //!   config says otherwise.
 
-use super::{Engine, EngineError, blocking, lock};
+use super::{Engine, EngineError, lock};
 use crate::config::{CommitConfig, Inventory, Manifest};
 use crate::plan::{AppPlan, Decision, Outcome};
 use crate::report::{Read, ReadError, StatusRead};
 use crate::rollout::{self, Ask, CommitAsk, Contexts, Gate, Waves};
+use crate::runs::Runs;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
@@ -93,8 +95,8 @@ struct Cached {
 
 #[derive(Default)]
 struct Gates {
-    /// What each commit asks of each app (None: the commit is invalid).
-    asks: HashMap<String, Option<BTreeMap<String, Ask>>>,
+    /// The runs, and what each recent commit asks (made at the first check).
+    runs: Option<Runs>,
     reads: HashMap<String, Cached>,
     /// The forge's clock: its `Date` at a read, and when that was (local).
     clock: Option<(SystemTime, Instant)>,
@@ -188,6 +190,14 @@ impl Engine {
             }
         }
         listed
+    }
+
+    /// Why the commit cannot be applied with this server's status context
+    /// (SPEC §4: a rollout needs `{host}` in it), if it cannot: every
+    /// server would report under one context, and the rollout would read
+    /// one server's status as another's.
+    pub(super) fn context_refusal(&self, config: &CommitConfig) -> Option<String> {
+        rollout::context_problem(&self.settings.context, &config.apps)
     }
 
     /// A forge `status` webhook arrived: the next gate check may read a
@@ -519,12 +529,19 @@ impl Engine {
     }
 
     /// The statuses could not be read: say so, and do not ask again
-    /// before a poll interval.
+    /// before a poll interval, or before the forge said to (a rate limit).
     fn unread(&self, gates: &mut Gates, c: &Candidate<'_>, e: ReadError) -> Verdict {
         warn!(
             app = c.app,
             "cannot read the commit statuses for its rollout: {e}"
         );
+        let wait = match &e {
+            ReadError::Transient {
+                retry_after: Some(d),
+                ..
+            } => (*d).max(self.settings.poll_interval),
+            _ => self.settings.poll_interval,
+        };
         let v = Verdict::Unread {
             transient: e.is_transient(),
             error: e.to_string(),
@@ -534,7 +551,7 @@ impl Engine {
             Held {
                 asked: c.asked.clone(),
                 verdict: v.clone(),
-                not_before: Some(Instant::now() + self.settings.poll_interval),
+                not_before: Some(Instant::now() + wait),
             },
         );
         v
@@ -592,41 +609,14 @@ impl Engine {
         app: &str,
         asked: &Ask,
     ) -> Result<Vec<CommitAsk>, EngineError> {
-        let src = self.parts.source.clone();
-        let t = tip.to_string();
-        let history = blocking(move || src.first_parents(&t, rollout::RUN_DEPTH)).await?;
-        let mut run = Vec::new();
-        for commit in &history {
-            if !gates.asks.contains_key(commit) {
-                let src = self.parts.source.clone();
-                let c = commit.clone();
-                let read = blocking(move || src.manifests_at(&c)).await?;
-                let asks = read.ok().map(|config| {
-                    config
-                        .apps
-                        .iter()
-                        .map(|(a, m)| (a.to_string(), Ask::of(m)))
-                        .collect::<BTreeMap<_, _>>()
-                });
-                gates.asks.insert(commit.clone(), asks);
-            }
-            let ask = gates
-                .asks
-                .get(commit)
-                .and_then(|a| a.as_ref())
-                .and_then(|a| a.get(app))
-                .cloned();
-            if ask.as_ref() != Some(asked) {
-                break;
-            }
-            run.push(CommitAsk {
-                commit: commit.clone(),
-                ask,
-            });
-        }
+        let runs = gates
+            .runs
+            .get_or_insert_with(|| Runs::new(self.parts.source.clone()));
+        let history = runs.first_parents(tip, rollout::RUN_DEPTH).await?;
+        let run = runs.run(&history, 0, app, asked, 0).await?;
+        runs.keep_only(&history);
         let recent: BTreeSet<&String> = history.iter().collect();
-        gates.asks.retain(|c, _| recent.contains(c));
         gates.reads.retain(|c, _| recent.contains(c));
-        Ok(run)
+        Ok(run.commits)
     }
 }

@@ -530,3 +530,109 @@ async fn recovery_undoes_a_deploy_and_finishes_every_other_change() {
         drop(e);
     }
 }
+
+/// The links hoist made in a release directory (to `shared/` or to
+/// `secrets/live/`), as paths inside it.
+fn hoist_links(dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if meta.is_dir() {
+                todo.push(p);
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&p).unwrap();
+                let t = target.to_string_lossy();
+                let t = t.trim_start_matches("../");
+                if t.starts_with("shared/") || t.starts_with("secrets/live/") {
+                    out.insert(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What state.json records of each release's links is what its directory
+/// holds: every `shared` path and secret, and nothing else.
+fn links_agree(w: &World) {
+    for (app, st) in &w.state().apps {
+        for (release, known) in &st.releases {
+            let dir = w.path(&format!("srv/{app}/releases/{release}"));
+            let Some(m) = &known.manifest else { continue };
+            if !dir.is_dir() {
+                continue;
+            }
+            let want: std::collections::BTreeSet<String> = m
+                .shared
+                .iter()
+                .chain(m.secrets.iter().map(|s| &s.to))
+                .map(|p| p.rel().to_string())
+                .collect();
+            assert_eq!(
+                hoist_links(&dir),
+                want,
+                "{app} {release}: the links on disk against state.json"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_automatic_rollback_the_state_describes_the_links_on_disk() {
+    let w = World::new(Duration::ZERO);
+    let (url, sha) = w.release("v1", &[]);
+    w.manifest_with("web", "v1", &url, &sha, "shared: [.env]\n");
+    w.commit("v1");
+    let e = w.engine().await;
+    assert!(e.pass().await.unwrap().converged);
+    links_agree(&w);
+
+    // The running release with one more shared file, which crashes it: a
+    // re-linked copy is exchanged in, fails its gate, and is exchanged
+    // back out.
+    std::fs::write(w.path("srv/web/shared/CRASH"), "").unwrap();
+    w.manifest_with("web", "v1", &url, &sha, "shared: [.env, CRASH]\n");
+    w.commit("v1 with CRASH shared");
+    let r = e.pass().await.unwrap();
+    assert!(
+        matches!(outcome(&r, "web"), Outcome::Failed { .. }),
+        "{r:?}"
+    );
+    assert_eq!(w.current("web").as_deref(), Some("releases/v1"));
+    links_agree(&w);
+
+    // The file fixed, a later deploy of that layout links it for real.
+    std::fs::remove_file(w.path("srv/web/shared/CRASH")).unwrap();
+    e.retry("web").await.unwrap();
+    let r = e.pass().await.unwrap();
+    assert!(r.converged, "{r:?}");
+    assert!(
+        std::fs::symlink_metadata(w.path("srv/web/releases/v1/CRASH"))
+            .is_ok_and(|m| m.file_type().is_symlink()),
+        "releases/v1 has its CRASH link"
+    );
+    links_agree(&w);
+
+    // An interrupted deploy undone at the next start, and a local rollback:
+    // the same agreement.
+    w.manifest_with("web", "v1", &url, &sha, "shared: [.env]\n");
+    w.commit("v1 back to one shared file");
+    let r = e.pass().await.unwrap();
+    assert!(r.converged, "{r:?}");
+    links_agree(&w);
+    let (url2, sha2) = w.release("v2", &[]);
+    w.manifest_with("web", "v2", &url2, &sha2, "shared: [.env, .env2]\n");
+    w.commit("v2");
+    assert!(e.pass().await.unwrap().converged);
+    links_agree(&w);
+    e.rollback("web", None).await.unwrap();
+    links_agree(&w);
+}

@@ -193,6 +193,12 @@ impl FakeForge {
         lock(&self.shared.store).clock.skew(offset_secs);
     }
 
+    /// Refuse every post for `span` from now (`403`, `Retry-After:
+    /// retry_after` seconds), as GitHub's secondary rate limit does.
+    pub(crate) fn limit_posts(&self, span: Duration, retry_after: u64) {
+        lock(&self.shared.store).limit_posts(span, retry_after);
+    }
+
     /// Settings that point `kind` (github, gitea or gitlab, matching the
     /// flavor) at this fake, with its token.
     pub(crate) fn settings(&self, kind: ProviderKind) -> ProviderSettings {
@@ -294,6 +300,9 @@ fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: B
     }
     match request {
         Request::Read(q) => respond(store.read(&q, &identity), &date),
+        Request::Post(_) if store.post_limited().is_some() => {
+            respond(store.post_limited().expect("limited"), &date)
+        }
         Request::Post(posted) => {
             let status = Accepted {
                 at: Instant::now(),

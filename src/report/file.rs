@@ -15,10 +15,11 @@
 //! still compares one clock with itself. The `ETag` is the file's identity,
 //! size and modification time, so an unchanged file is not read again.
 //! Lines that do not parse (a torn last line, another program's output)
-//! are skipped, and lines written before `time` existed (`at`, Unix
-//! seconds) are still read.
+//! or whose time cannot be true (after now, before 2000, `"at": 1e300`) are
+//! skipped and counted, never trusted; lines written before `time` existed
+//! (`at`, Unix seconds) are still read.
 
-use std::io::{BufRead, Write};
+use std::io::{Read as _, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -78,13 +79,49 @@ struct ReadLine {
 }
 
 impl ReadLine {
-    fn time(&self) -> Option<SystemTime> {
-        if let Some(t) = &self.time {
-            return super::forge::parse_rfc3339(t);
-        }
-        let at = self.at.filter(|a| a.is_finite() && *a >= 0.0)?;
-        Some(UNIX_EPOCH + Duration::from_secs_f64(at))
+    /// When the line was written, if that can be true now (`now`: this
+    /// machine's clock, which wrote it): a damaged `"at": 1e300` is not.
+    fn time(&self, now: SystemTime) -> Option<SystemTime> {
+        let t = match (&self.time, self.at) {
+            (Some(t), _) => super::forge::parse_rfc3339(t)?,
+            (None, Some(at)) => UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(at).ok()?)?,
+            (None, None) => return None,
+        };
+        crate::status::plausible(t, now).then_some(t)
     }
+}
+
+/// The statuses of commit `sha` in the lines of a statuses file read at
+/// `now`, with each line's number as its order, and how many lines could
+/// not be read or had an impossible time (skipped, never trusted). Lines
+/// of other commits are neither.
+pub(crate) fn parse_lines(bytes: &[u8], sha: &str, now: SystemTime) -> (Vec<ReadStatus>, usize) {
+    let mut statuses = Vec::new();
+    let mut skipped = 0;
+    for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let Ok(l) = serde_json::from_slice::<ReadLine>(line) else {
+            skipped += 1;
+            continue;
+        };
+        if l.sha != sha {
+            continue;
+        }
+        let Some(at) = l.time(now) else {
+            skipped += 1;
+            continue;
+        };
+        statuses.push(ReadStatus {
+            context: l.context,
+            state: l.state,
+            description: l.description,
+            at,
+            order: n as u64,
+        });
+    }
+    (statuses, skipped)
 }
 
 /// The file's identity, size and modification time: changes whenever a
@@ -106,12 +143,7 @@ impl FileProvider {
             Ok(f) => f,
             // Nobody has posted yet.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Read::Changed(StatusRead {
-                    statuses: Vec::new(),
-                    date: now,
-                    etag: None,
-                    requests: 0,
-                }));
+                return Ok(Read::Changed(StatusRead::new(Vec::new(), now)));
             }
             Err(e) => {
                 return Err(ReadError::transient(format!(
@@ -127,32 +159,23 @@ impl FileProvider {
         if etag == Some(tag.as_str()) {
             return Ok(Read::NotModified { date: now });
         }
-        let mut statuses = Vec::new();
-        for (n, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
-            let line = line.map_err(|e| {
-                ReadError::transient(format!("file: cannot read {}: {e}", self.path.display()))
-            })?;
-            let Ok(l) = serde_json::from_slice::<ReadLine>(&line) else {
-                continue;
-            };
-            if l.sha != sha {
-                continue;
-            }
-            let Some(at) = l.time() else { continue };
-            statuses.push(ReadStatus {
-                context: l.context,
-                state: l.state,
-                description: l.description,
-                at,
-                order: n as u64,
-            });
+        let mut bytes = Vec::new();
+        let mut file = file;
+        file.read_to_end(&mut bytes).map_err(|e| {
+            ReadError::transient(format!("file: cannot read {}: {e}", self.path.display()))
+        })?;
+        let (statuses, skipped) = parse_lines(&bytes, sha, now);
+        if skipped > 0 {
+            tracing::debug!(
+                skipped,
+                "{}: skipped lines that cannot be read or whose time is impossible",
+                self.path.display()
+            );
         }
-        Ok(Read::Changed(StatusRead {
-            statuses: super::latest_per_context(statuses),
-            date: now,
-            etag: Some(tag),
-            requests: 0,
-        }))
+        let mut read = StatusRead::new(statuses, now);
+        read.etag = Some(tag);
+        read.skipped = skipped;
+        Ok(Read::Changed(read))
     }
 }
 
@@ -391,7 +414,7 @@ mod tests {
         std::fs::write(
             &path,
             format!(
-                "{{\"sha\":\"{sha}\",\"state\":\"success\",\"context\":\"c/old\",\"description\":\"d\",\"at\":1800000000.5}}\n\
+                "{{\"sha\":\"{sha}\",\"state\":\"success\",\"context\":\"c/old\",\"description\":\"d\",\"at\":1700000000.5}}\n\
                  not json at all\n\
                  {{\"sha\":\"{sha}\",\"state\":\"pend"
             ),
@@ -412,8 +435,9 @@ mod tests {
         );
         assert_eq!(
             r.statuses[0].at,
-            UNIX_EPOCH + Duration::from_millis(1_800_000_000_500)
+            UNIX_EPOCH + Duration::from_millis(1_700_000_000_500)
         );
+        assert_eq!(r.skipped, 2, "the foreign line and the torn one");
         // The next append is a whole line again.
         p.post(&status(sha, "new", State::Success, "live"))
             .await
@@ -422,6 +446,38 @@ mod tests {
             panic!("changed");
         };
         assert_eq!(r.statuses.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn impossible_and_damaged_lines_are_skipped_counted_and_never_trusted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("statuses.jsonl");
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let line = |rest: &str| {
+            format!(
+                r#"{{"sha":"{sha}","state":"success","context":"hoist/fleet/web-1","description":"d",{rest}}}"#
+            )
+        };
+        let text = [
+            line(r#""at":1e300"#),
+            line(r#""at":-5"#),
+            line(r#""at":"soon""#),
+            line(r#""time":"9999-12-31T23:59:59Z""#),
+            line(r#""time":"1970-01-01T00:00:01Z""#),
+            line(r#""time":"2026-13-40T99:99:99Z""#),
+            r#"{"sha":7,"state":"success"}"#.to_string(),
+            r#"{"sha":"x","state":"bogus","context":"c"}"#.to_string(),
+            "\u{0}\u{7f}".to_string(),
+            "[".repeat(10_000),
+        ]
+        .join("\n");
+        std::fs::write(&path, text).expect("write");
+        let p = build_provider(&settings(Some(path))).expect("file provider");
+        let Read::Changed(r) = p.statuses(sha, None).await.expect("read") else {
+            panic!("first read");
+        };
+        assert!(r.statuses.is_empty(), "{:?}", r.statuses);
+        assert_eq!(r.skipped, 10);
     }
 
     #[tokio::test]

@@ -33,9 +33,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const EXCERPT_CHARS: usize = 200;
 /// The most of a forge's answer read at all.
 const MAX_BODY_BYTES: usize = 16 * 1024;
-/// A `Retry-After` beyond this is treated as this: the reporter gives up
-/// after about ten minutes anyway.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+/// A wait the forge asks for (`Retry-After`, a rate limit's reset) is
+/// honoured however long, up to this: a day. Forges ask for at most an hour
+/// (GitHub's primary limit resets hourly); a longer one is a garbled
+/// header, and after a day hoist asks again (and waits again if told to).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// The most of one page of statuses read (GitHub's 100 statuses with their
 /// `creator` objects are about 200 KiB).
 const MAX_PAGE_BYTES: usize = 8 << 20;
@@ -203,7 +205,7 @@ impl Forge {
                 &headers,
                 &excerpt(&body, self.token.expose()),
                 &what,
-                SystemTime::now(),
+                forge_now(&headers),
             )
             .into());
         }
@@ -341,7 +343,7 @@ impl Forge {
             &headers,
             &excerpt(&body, self.token.expose()),
             &what,
-            SystemTime::now(),
+            forge_now(&headers),
         ))
     }
 }
@@ -511,14 +513,29 @@ pub(crate) fn check_read_sha(provider: &str, sha: &str) -> Result<(), ReadError>
     }
 }
 
-/// A forge's timestamp, or an error naming the URL it came from.
-pub(crate) fn timestamp(provider: &str, url: &str, value: &str) -> Result<SystemTime, ReadError> {
-    parse_rfc3339(value).ok_or_else(|| {
-        ReadError::transient(format!(
-            "{provider}: GET {url} answered a status time hoist cannot read ({:?})",
-            excerpt(value, "")
-        ))
-    })
+/// The entries of one page of statuses: each element of the JSON array is
+/// read as `T` on its own, and one that cannot be is skipped and counted
+/// (a forge's newer shape, a damaged entry), never the whole read. A body
+/// that is not a JSON array is an error.
+pub(crate) fn page_entries<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<(Vec<T>, usize), serde_json::Error> {
+    let values: Vec<serde_json::Value> = serde_json::from_slice(body)?;
+    let mut out = Vec::with_capacity(values.len());
+    let mut skipped = 0;
+    for v in values {
+        match serde_json::from_value::<T>(v) {
+            Ok(t) => out.push(t),
+            Err(_) => skipped += 1,
+        }
+    }
+    Ok((out, skipped))
+}
+
+/// A forge's timestamp, when it is one and can be true at the answer's
+/// `date` (see [`crate::status::plausible`]).
+pub(crate) fn timestamp(value: &str, date: SystemTime) -> Option<SystemTime> {
+    parse_rfc3339(value).filter(|t| crate::status::plausible(*t, date))
 }
 
 /// Check one `owner` or `name` segment of `status.repository`.
@@ -596,11 +613,29 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
     msg
 }
 
-/// Map a non-success answer to retry or give up (SPEC: 4xx other than 408
-/// and 429 is permanent; 5xx, 408 and 429 are retried). GitHub also signals
-/// rate limits with 403 plus `Retry-After` or `x-ratelimit-remaining: 0`;
-/// those are retried too, since giving up would drop a status for a limit
-/// that lifts by itself.
+/// The forge's clock at an answer: its `Date`, else this machine's. A rate
+/// limit's reset is a time on the forge's clock.
+fn forge_now(headers: &HeaderMap) -> SystemTime {
+    headers
+        .get(reqwest::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date)
+        .unwrap_or_else(SystemTime::now)
+}
+
+/// Map a non-success answer to what the reporter does next:
+///
+/// - wait and try again (network, 5xx, 408, 429, and a rate limit however
+///   a forge says it: GitHub's `403` with `Retry-After` or
+///   `x-ratelimit-remaining: 0`, GitLab's `RateLimit-Remaining: 0`), after
+///   the forge's `Retry-After`, else its rate limit's reset (GitHub's and
+///   Gitea's `X-RateLimit-Reset`, GitLab's `RateLimit-Reset`, Unix seconds
+///   on the forge's clock, or `RateLimit-ResetTime`), measured from the
+///   answer's `Date`;
+/// - wait until the settings are fixed: the forge refuses hoist itself
+///   (401, 403, 404, 405, a redirect): a token, repository or `api_url`
+///   problem that no status gets past;
+/// - drop the status: the forge refuses what it says (400, 422, other 4xx).
 pub(crate) fn classify(
     code: StatusCode,
     headers: &HeaderMap,
@@ -609,28 +644,25 @@ pub(crate) fn classify(
     now: SystemTime,
 ) -> PostError {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let retry_after = header("retry-after").and_then(|v| parse_retry_after(v, now));
+    let retry_after = header("retry-after")
+        .and_then(|v| parse_retry_after(v, now))
+        .or_else(|| rate_limit_reset(headers, now));
     let mut message = format!("{what} answered {code}");
     if !body_excerpt.is_empty() {
         message.push_str(": ");
         message.push_str(body_excerpt);
     }
 
-    let rate_limited_403 = code == StatusCode::FORBIDDEN
-        && (retry_after.is_some() || header("x-ratelimit-remaining") == Some("0"));
+    let exhausted = ["x-ratelimit-remaining", "ratelimit-remaining"]
+        .iter()
+        .any(|h| header(h).map(str::trim) == Some("0"));
+    let rate_limited_403 =
+        code == StatusCode::FORBIDDEN && (header("retry-after").is_some() || exhausted);
     if code.is_server_error()
         || code == StatusCode::REQUEST_TIMEOUT
         || code == StatusCode::TOO_MANY_REQUESTS
         || rate_limited_403
     {
-        let retry_after = retry_after.or_else(|| {
-            header("x-ratelimit-reset")
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .and_then(|reset| {
-                    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
-                    Some(Duration::from_secs(reset.saturating_sub(now)).min(MAX_RETRY_AFTER))
-                })
-        });
         return PostError::Transient {
             message,
             retry_after,
@@ -643,8 +675,37 @@ pub(crate) fn classify(
         message.push_str(&format!(
             " (a redirect to {location:?}); set status.api_url to the forge's final API address"
         ));
+        return PostError::Config { message };
+    }
+    if matches!(code.as_u16(), 401 | 403 | 404 | 405) {
+        return PostError::Config { message };
     }
     PostError::Permanent { message }
+}
+
+/// When a rate limit resets, as a wait from `now` (the forge's clock):
+/// `X-RateLimit-Reset` (GitHub, Gitea) or `RateLimit-Reset` (GitLab) in
+/// Unix seconds (a small number is read as seconds from now, as the IETF
+/// draft has it), else GitLab's `RateLimit-ResetTime`, an HTTP-date.
+pub(crate) fn rate_limit_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let from_secs = |v: &str| -> Option<Duration> {
+        let n: u64 = v.trim().parse().ok()?;
+        // Before 2001-09-09: seconds from now rather than a Unix time.
+        if n < 1_000_000_000 {
+            return Some(Duration::from_secs(n));
+        }
+        let at = UNIX_EPOCH.checked_add(Duration::from_secs(n))?;
+        Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    };
+    let wait = ["x-ratelimit-reset", "ratelimit-reset"]
+        .iter()
+        .find_map(|h| header(h).and_then(from_secs))
+        .or_else(|| {
+            let at = parse_http_date(header("ratelimit-resettime")?)?;
+            Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+        })?;
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// `Retry-After` is either delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
@@ -719,7 +780,7 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + h * 3600 + m * 60 + sec - offset_secs;
     let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_nanos(nanos))
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs) + Duration::from_nanos(nanos))
 }
 
 /// Parse an HTTP-date (`Date`, `Retry-After`): IMF-fixdate, and the
@@ -895,7 +956,7 @@ qn3AGHEuuHlKmg==
             );
             assert!(e.is_transient(), "{code} should be retried");
         }
-        for code in [400, 401, 403, 404, 422] {
+        for code in [401, 403, 404, 405] {
             let e = classify(
                 StatusCode::from_u16(code).expect("code"),
                 &empty,
@@ -903,7 +964,23 @@ qn3AGHEuuHlKmg==
                 "x",
                 now,
             );
-            assert!(!e.is_transient(), "{code} should not be retried");
+            assert!(
+                matches!(e, PostError::Config { .. }),
+                "{code}: the forge refuses hoist itself: {e:?}"
+            );
+        }
+        for code in [400, 409, 422] {
+            let e = classify(
+                StatusCode::from_u16(code).expect("code"),
+                &empty,
+                "",
+                "x",
+                now,
+            );
+            assert!(
+                matches!(e, PostError::Permanent { .. }),
+                "{code}: the forge refuses the status: {e:?}"
+            );
         }
         let mut h = HeaderMap::new();
         h.insert("retry-after", HeaderValue::from_static("7"));
@@ -917,6 +994,77 @@ qn3AGHEuuHlKmg==
         let mut h = HeaderMap::new();
         h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
         assert!(classify(StatusCode::FORBIDDEN, &h, "", "x", now).is_transient());
+    }
+
+    #[test]
+    fn each_forges_rate_limit_reset_is_a_wait_on_the_forges_clock() {
+        // The forge's `Date`: 2027-01-15T08:00:00Z, whatever this machine says.
+        let date = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let wait = |headers: &[(&'static str, &str)], code: u16| {
+            let mut h = HeaderMap::new();
+            for (k, v) in headers {
+                h.insert(*k, HeaderValue::from_str(v).expect("value"));
+            }
+            match classify(StatusCode::from_u16(code).expect("code"), &h, "", "x", date) {
+                PostError::Transient { retry_after, .. } => retry_after,
+                other => panic!("{headers:?}: {other:?}"),
+            }
+        };
+        // GitHub's primary limit: remaining 0, reset in Unix seconds.
+        assert_eq!(
+            wait(
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1800002700")
+                ],
+                403
+            ),
+            Some(Duration::from_secs(2700)),
+            "45 minutes: honoured, not cut to a quarter of an hour"
+        );
+        // GitHub's secondary limit: Retry-After wins over the reset.
+        assert_eq!(
+            wait(
+                &[("retry-after", "120"), ("x-ratelimit-reset", "1800002700")],
+                403
+            ),
+            Some(Duration::from_secs(120))
+        );
+        // GitLab: RateLimit-Reset in Unix seconds, or RateLimit-ResetTime.
+        assert_eq!(
+            wait(
+                &[
+                    ("ratelimit-remaining", "0"),
+                    ("ratelimit-reset", "1800000060")
+                ],
+                429
+            ),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            wait(
+                &[("ratelimit-resettime", "Fri, 15 Jan 2027 08:30:00 GMT")],
+                429
+            ),
+            Some(Duration::from_secs(1800))
+        );
+        // A reset as seconds from now (the IETF draft's form), a Gitea proxy's.
+        assert_eq!(
+            wait(&[("x-ratelimit-reset", "75")], 429),
+            Some(Duration::from_secs(75))
+        );
+        // A reset already past: try at once.
+        assert_eq!(
+            wait(&[("x-ratelimit-reset", "1799999000")], 429),
+            Some(Duration::ZERO)
+        );
+        // Nothing said: the reporter's own backoff.
+        assert_eq!(wait(&[], 503), None);
+        // A garbled day-long wait is capped at a day, then asked again.
+        assert_eq!(
+            wait(&[("retry-after", "99999999")], 429),
+            Some(MAX_RETRY_AFTER)
+        );
     }
 
     #[test]

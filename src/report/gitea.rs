@@ -84,7 +84,7 @@ impl Gitea {
         ));
         let mut all = Vec::new();
         let (mut first_etag, mut date, mut first_len) = (None, None, 0usize);
-        let mut requests = 0u32;
+        let (mut requests, mut skipped, mut listed_so_far) = (0u32, 0usize, 0usize);
         loop {
             let page_no = requests + 1;
             let url = format!("{base}?page={page_no}&limit={PAGE_LIMIT}");
@@ -101,42 +101,59 @@ impl Gitea {
                 first_etag = page.etag();
             }
             date = date.max(Some(page.date));
-            let listed: Vec<Listed> =
-                serde_json::from_slice(&page.body).map_err(|e| self.forge.bad_json(&url, &e))?;
+            let (statuses, len, bad) =
+                parse_page(&page.body, page.date).map_err(|e| self.forge.bad_json(&url, &e))?;
             let total: Option<usize> = page.header("x-total-count").and_then(|v| v.parse().ok());
-            let len = listed.len();
             if first {
                 first_len = len;
             }
-            for l in listed {
-                let at = forge::timestamp("gitea", &url, &l.created_at)?;
-                all.push(ReadStatus {
-                    context: l.context,
-                    state: state_of(&l.status),
-                    description: l.description.unwrap_or_default(),
-                    at,
-                    order: l.id.unwrap_or(0),
-                });
-            }
-            if all.len() > forge::MAX_STATUSES {
+            all.extend(statuses);
+            skipped += bad;
+            listed_so_far += len;
+            if all.len() > forge::MAX_STATUSES || listed_so_far > forge::MAX_STATUSES {
                 return Err(self.forge.too_many(sha));
             }
             let done = match total {
                 _ if len == 0 => true,
-                Some(total) => all.len() >= total,
+                Some(total) => listed_so_far >= total,
                 None => len < first_len,
             };
             if done {
                 break;
             }
         }
-        Ok(Read::Changed(StatusRead {
-            statuses: super::latest_per_context(all),
-            date: date.unwrap_or(std::time::UNIX_EPOCH),
-            etag: first_etag,
-            requests,
-        }))
+        let mut read = StatusRead::new(all, date.unwrap_or(std::time::UNIX_EPOCH));
+        read.etag = first_etag;
+        read.requests = requests;
+        read.skipped = skipped;
+        Ok(Read::Changed(read))
     }
+}
+
+/// One page of Gitea's list, answered at `date`: the statuses hoist can
+/// read and trust, how many entries the page listed, and how many of them
+/// it skipped.
+pub(crate) fn parse_page(
+    body: &[u8],
+    date: std::time::SystemTime,
+) -> Result<(Vec<ReadStatus>, usize, usize), serde_json::Error> {
+    let (listed, mut skipped) = forge::page_entries::<Listed>(body)?;
+    let len = listed.len() + skipped;
+    let mut out = Vec::with_capacity(listed.len());
+    for l in listed {
+        let Some(at) = forge::timestamp(&l.created_at, date) else {
+            skipped += 1;
+            continue;
+        };
+        out.push(ReadStatus {
+            context: l.context,
+            state: state_of(&l.status),
+            description: l.description.unwrap_or_default(),
+            at,
+            order: l.id.unwrap_or(0),
+        });
+    }
+    Ok((out, len, skipped))
 }
 
 impl Provider for Gitea {
@@ -258,9 +275,9 @@ mod tests {
     #[tokio::test]
     async fn without_a_total_count_a_short_page_ends_the_read() {
         let fake = FakeForge::start(Flavor::Gitea).await;
-        let one = r#"[{"id":1,"status":"success","context":"hoist/staging/a","description":"ok","created_at":"2027-01-15T10:00:00+02:00"}]"#;
+        let one = r#"[{"id":1,"status":"success","context":"hoist/staging/a","description":"ok","created_at":"2026-01-15T10:00:00+02:00"}]"#;
         // A first page of two (a server capped at 2), then a short one.
-        let two = r#"[{"id":3,"status":"pending","context":"hoist/staging/b","description":"","created_at":"2027-01-15T10:00:01+02:00"},{"id":2,"status":"error","context":"hoist/staging/c","description":"bad","created_at":"2027-01-15T10:00:00+02:00"}]"#;
+        let two = r#"[{"id":3,"status":"pending","context":"hoist/staging/b","description":"","created_at":"2026-01-15T10:00:01+02:00"},{"id":2,"status":"error","context":"hoist/staging/c","description":"bad","created_at":"2026-01-15T10:00:00+02:00"}]"#;
         fake.script([
             crate::report::fake_forge::Scripted::status(200).body(two),
             crate::report::fake_forge::Scripted::status(200).body(one),

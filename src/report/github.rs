@@ -83,7 +83,7 @@ impl Github {
             self.repo
         ));
         let mut all = Vec::new();
-        let (mut first_etag, mut date, mut requests) = (None, None, 0u32);
+        let (mut first_etag, mut date, mut requests, mut skipped) = (None, None, 0u32, 0usize);
         loop {
             let first = requests == 0;
             let page = self
@@ -98,20 +98,10 @@ impl Github {
                 first_etag = page.etag();
             }
             date = date.max(Some(page.date));
-            let listed: Vec<Listed> =
-                serde_json::from_slice(&page.body).map_err(|e| self.forge.bad_json(&url, &e))?;
-            let total = all.len();
-            for (i, l) in listed.into_iter().enumerate() {
-                let at = forge::timestamp("github", &url, &l.created_at)?;
-                all.push(ReadStatus {
-                    context: l.context,
-                    state: state_of(&l.state),
-                    description: l.description.unwrap_or_default(),
-                    at,
-                    // Newest first: without an id, a later place is older.
-                    order: l.id.unwrap_or(u64::MAX - (total + i) as u64),
-                });
-            }
+            let (statuses, bad) = parse_page(&page.body, page.date, all.len())
+                .map_err(|e| self.forge.bad_json(&url, &e))?;
+            all.extend(statuses);
+            skipped += bad;
             if all.len() > forge::MAX_STATUSES {
                 return Err(self.forge.too_many(sha));
             }
@@ -120,13 +110,41 @@ impl Github {
                 None => break,
             }
         }
-        Ok(Read::Changed(StatusRead {
-            statuses: super::latest_per_context(all),
-            date: date.unwrap_or(std::time::UNIX_EPOCH),
-            etag: first_etag,
-            requests,
-        }))
+        let mut read = StatusRead::new(all, date.unwrap_or(std::time::UNIX_EPOCH));
+        read.etag = first_etag;
+        read.requests = requests;
+        read.skipped = skipped;
+        Ok(Read::Changed(read))
     }
+}
+
+/// One page of GitHub's list, answered at `date`, after `before` statuses
+/// of earlier pages: the statuses hoist can read and trust, and how many
+/// entries it skipped.
+pub(crate) fn parse_page(
+    body: &[u8],
+    date: std::time::SystemTime,
+    before: usize,
+) -> Result<(Vec<ReadStatus>, usize), serde_json::Error> {
+    let (listed, mut skipped) = forge::page_entries::<Listed>(body)?;
+    let mut out = Vec::with_capacity(listed.len());
+    for (i, l) in listed.into_iter().enumerate() {
+        let Some(at) = forge::timestamp(&l.created_at, date) else {
+            skipped += 1;
+            continue;
+        };
+        out.push(ReadStatus {
+            context: l.context,
+            state: state_of(&l.state),
+            description: l.description.unwrap_or_default(),
+            at,
+            // Newest first: without an id, a later place is older.
+            order: l
+                .id
+                .unwrap_or_else(|| u64::MAX.saturating_sub((before + i) as u64)),
+        });
+    }
+    Ok((out, skipped))
 }
 
 impl Provider for Github {
@@ -398,6 +416,46 @@ mod tests {
         assert!(err.to_string().contains("evil.example.com"), "{err}");
         assert!(!err.to_string().contains(&fake.token), "{err}");
         assert_eq!(fake.attempts().len(), 1, "the link was not followed");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_entry_is_skipped_and_counted_and_the_rest_is_read() {
+        let fake = FakeForge::start(Flavor::Github).await;
+        let good = |id: u64, context: &str| {
+            format!(
+                r#"{{"id":{id},"state":"success","context":"{context}","description":"ok","created_at":"2026-01-15T08:00:00Z"}}"#
+            )
+        };
+        let body = format!(
+            "[{},{},{},{},{},{},{},{}]",
+            good(5, "hoist/production/web-1"),
+            r#"{"id":4,"state":"success","context":5,"created_at":"2026-01-15T08:00:00Z"}"#,
+            r#"{"id":3,"state":"failure","context":"hoist/production/web-2","created_at":"9999-12-31T23:59:59Z"}"#,
+            r#"{"id":2,"state":"failure","context":"hoist/production/web-2","created_at":"1999-12-31T23:59:59Z"}"#,
+            r#"{"id":-1,"state":"failure","context":"hoist/production/web-2","created_at":"2026-01-15T08:00:00Z"}"#,
+            r#""not an object""#,
+            r#"{"id":1e300,"state":"failure","context":"hoist/production/web-2","created_at":"2026-01-15T08:00:00Z"}"#,
+            good(1, "hoist/production/web-3"),
+        );
+        fake.script([crate::report::fake_forge::Scripted::status(200).body(&body)]);
+        let r = changed(fake.provider().statuses(SHA, None).await.expect("read"));
+        let contexts: Vec<&str> = r.statuses.iter().map(|s| s.context.as_str()).collect();
+        assert_eq!(
+            contexts,
+            ["hoist/production/web-1", "hoist/production/web-3"]
+        );
+        assert_eq!(r.skipped, 6);
+        // Not a list at all: an error naming the URL, no panic.
+        for body in ["{}", "[", "null", &"[".repeat(100_000)] {
+            fake.script([crate::report::fake_forge::Scripted::status(200).body(body)]);
+            let err = fake
+                .provider()
+                .statuses(SHA, None)
+                .await
+                .expect_err("refused");
+            assert!(err.is_transient(), "{err}");
+            assert!(err.to_string().contains("/statuses"), "{err}");
+        }
     }
 
     #[tokio::test]

@@ -13,9 +13,10 @@
 //!   for hoist means the forge already shows what we wanted: done.
 //!
 //! Reading back: `GET {api_url}/api/v4/projects/{id}/repository/commits/{sha}/statuses`
-//! with `page` and `per_page` (at most 100), the next page named by
-//! `X-Next-Page` (empty on the last). Without `all=true` GitLab lists only
-//! the latest status of each name, which is all hoist keeps anyway. A
+//! with `all=true` (every status, not only the latest of each name: a
+//! rollout needs the earliest status of a release and every `down`
+//! report), `page` and `per_page` (at most 100), the next page named by
+//! `X-Next-Page` (empty on the last). A
 //! status posted `pending` and then `success` is one GitLab job moved from
 //! one state to the next, so its `created_at` is when it was pending: the
 //! time of the outcome is `finished_at`, used whenever it is set. GitLab's
@@ -144,9 +145,9 @@ impl Gitlab {
         ));
         let mut all = Vec::new();
         let (mut first_etag, mut date) = (None, None);
-        let (mut requests, mut page_no) = (0u32, 1u64);
+        let (mut requests, mut page_no, mut skipped) = (0u32, 1u64, 0usize);
         loop {
-            let url = format!("{base}?per_page={PER_PAGE}&page={page_no}");
+            let url = format!("{base}?all=true&per_page={PER_PAGE}&page={page_no}");
             let first = requests == 0;
             let page = self
                 .forge
@@ -160,20 +161,10 @@ impl Gitlab {
                 first_etag = page.etag();
             }
             date = date.max(Some(page.date));
-            let listed: Vec<Listed> =
-                serde_json::from_slice(&page.body).map_err(|e| self.forge.bad_json(&url, &e))?;
-            let len = listed.len();
-            for l in listed {
-                let when = l.finished_at.as_deref().unwrap_or(&l.created_at);
-                let at = forge::timestamp("gitlab", &url, when)?;
-                all.push(ReadStatus {
-                    context: l.name,
-                    state: state_from_gitlab(&l.status),
-                    description: l.description.unwrap_or_default(),
-                    at,
-                    order: l.id.unwrap_or(0),
-                });
-            }
+            let (statuses, len, bad) =
+                parse_page(&page.body, page.date).map_err(|e| self.forge.bad_json(&url, &e))?;
+            all.extend(statuses);
+            skipped += bad;
             if all.len() > forge::MAX_STATUSES {
                 return Err(self.forge.too_many(sha));
             }
@@ -188,13 +179,62 @@ impl Gitlab {
                 _ => break,
             }
         }
-        Ok(Read::Changed(StatusRead {
-            statuses: super::latest_per_context(all),
-            date: date.unwrap_or(std::time::UNIX_EPOCH),
-            etag: first_etag,
-            requests,
-        }))
+        let mut read = StatusRead::new(all, date.unwrap_or(std::time::UNIX_EPOCH));
+        read.etag = first_etag;
+        read.requests = requests;
+        read.skipped = skipped;
+        Ok(Read::Changed(read))
     }
+}
+
+/// One page of GitLab's list (`all=true`), answered at `date`: the
+/// statuses hoist can read and trust, how many entries the page listed,
+/// and how many of them it skipped. A job moved on in place (posted
+/// `pending`, then its outcome) is read as what was posted: a `pending` at
+/// its `created_at`, then the outcome at its `finished_at`.
+pub(crate) fn parse_page(
+    body: &[u8],
+    date: std::time::SystemTime,
+) -> Result<(Vec<ReadStatus>, usize, usize), serde_json::Error> {
+    let (listed, mut skipped) = forge::page_entries::<Listed>(body)?;
+    let len = listed.len() + skipped;
+    let mut out = Vec::with_capacity(listed.len());
+    for l in listed {
+        let created = forge::timestamp(&l.created_at, date);
+        let finished = match l.finished_at.as_deref() {
+            Some(f) => match forge::timestamp(f, date) {
+                Some(t) => Some(t),
+                None => {
+                    skipped += 1;
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let Some(at) = finished.or(created) else {
+            skipped += 1;
+            continue;
+        };
+        let order = l.id.unwrap_or(0);
+        let state = state_from_gitlab(&l.status);
+        if let Some(c) = created.filter(|c| *c < at && state != State::Pending) {
+            out.push(ReadStatus {
+                context: l.name.clone(),
+                state: State::Pending,
+                description: String::new(),
+                at: c,
+                order,
+            });
+        }
+        out.push(ReadStatus {
+            context: l.name,
+            state,
+            description: l.description.unwrap_or_default(),
+            at,
+            order,
+        });
+    }
+    Ok((out, len, skipped))
 }
 
 /// GitLab's answer when the status already has the state we asked for.
@@ -367,6 +407,53 @@ mod tests {
         assert_eq!((waiting.state, waiting.at), (State::Pending, t0));
         // The pending jobs were moved on, not added to.
         assert_eq!(fake.writes_for(SHA, "hoist/production/web-000"), 2);
+    }
+
+    #[tokio::test]
+    async fn every_status_is_read_and_a_job_moved_on_in_place_is_its_pending_then_its_outcome() {
+        let fake = FakeForge::start(Flavor::Gitlab).await;
+        let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        fake.set_time(t0);
+        let p = fake.provider();
+        let on = |state| Status {
+            context: "hoist/production/web-1".into(),
+            ..status(state)
+        };
+        p.post(&on(State::Pending)).await.expect("posted");
+        fake.advance(std::time::Duration::from_secs(30));
+        p.post(&on(State::Success)).await.expect("posted");
+        fake.advance(std::time::Duration::from_secs(30));
+        p.post(&on(State::Failure)).await.expect("posted");
+        let Read::Changed(r) = p.statuses(SHA, None).await.expect("read") else {
+            panic!("no 304 without an ETag");
+        };
+        let all: Vec<(State, u64)> = r
+            .all
+            .iter()
+            .map(|s| {
+                (
+                    s.state,
+                    s.at.duration_since(t0).expect("after t0").as_secs(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            all,
+            [
+                (State::Pending, 0),
+                (State::Success, 30),
+                (State::Failure, 60)
+            ],
+            "the first status of the release is the pending at 0"
+        );
+        assert_eq!(
+            r.get("hoist/production/web-1").map(|s| s.state),
+            Some(State::Failure)
+        );
+        assert!(
+            fake.attempts().len() >= 4,
+            "every page read with all=true (the fake refuses unknown parameters)"
+        );
     }
 
     #[test]

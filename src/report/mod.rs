@@ -18,8 +18,10 @@
 //! server's own clock.
 //!
 //! Deploys must never wait on a forge, so nothing here is called inline by the
-//! pipeline: the pipeline hands statuses to a [`Reporter`] (`reporter.rs`), a
-//! background task that retries, honours `Retry-After`, lets a newer status
+//! pipeline: the pipeline hands statuses to a [`Reporter`] (`reporter.rs`),
+//! which writes them to the outbox in `state_dir` (`outbox.rs`) and posts
+//! them from a background task that retries for as long as it takes,
+//! honours `Retry-After` and rate-limit resets, lets a newer status
 //! supersede an older one and never posts the same state twice.
 //!
 //! Secrets: a provider holds the forge token, so every type that holds one
@@ -32,6 +34,7 @@ mod forge;
 mod gitea;
 mod github;
 mod gitlab;
+pub mod outbox;
 mod reporter;
 
 #[cfg(test)]
@@ -167,8 +170,13 @@ pub enum PostError {
         message: String,
         retry_after: Option<Duration>,
     },
-    /// Trying again cannot help (bad token, unknown repository, rejected
-    /// request): log it and give up on this status.
+    /// The forge refuses hoist itself (a bad token, an unknown repository,
+    /// a wrong `api_url`): no status can be posted until the `status:`
+    /// settings are fixed, so statuses wait.
+    #[error("{message}")]
+    Config { message: String },
+    /// The forge refuses this status for what it says (a 422, a sha that is
+    /// not a commit id): trying again cannot help, so it is dropped.
     #[error("{message}")]
     Permanent { message: String },
 }
@@ -220,7 +228,9 @@ impl From<PostError> for ReadError {
                 message,
                 retry_after,
             },
-            PostError::Permanent { message } => ReadError::Permanent { message },
+            PostError::Config { message } | PostError::Permanent { message } => {
+                ReadError::Permanent { message }
+            }
         }
     }
 }
@@ -267,6 +277,47 @@ pub trait Provider: Send + Sync + fmt::Debug {
         sha: &'a str,
         etag: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Read, ReadError>>;
+}
+
+/// The status readers on raw input, for the fuzz target
+/// (`fuzz/fuzz_targets/status_readers.rs`): one page of each forge's list
+/// of statuses and the lines of a `file` provider's path, read at forge
+/// time `date`. Each returns the statuses it can read and trust, and how
+/// many entries it skipped; a page that is not a JSON list is an error.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::ReadStatus;
+    use std::time::SystemTime;
+
+    pub fn github_page(body: &[u8], date: SystemTime) -> Result<(Vec<ReadStatus>, usize), String> {
+        super::github::parse_page(body, date, 0).map_err(|e| e.to_string())
+    }
+
+    pub fn gitea_page(body: &[u8], date: SystemTime) -> Result<(Vec<ReadStatus>, usize), String> {
+        super::gitea::parse_page(body, date)
+            .map(|(s, _, skipped)| (s, skipped))
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn gitlab_page(body: &[u8], date: SystemTime) -> Result<(Vec<ReadStatus>, usize), String> {
+        super::gitlab::parse_page(body, date)
+            .map(|(s, _, skipped)| (s, skipped))
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn file_lines(bytes: &[u8], sha: &str, now: SystemTime) -> (Vec<ReadStatus>, usize) {
+        super::file::parse_lines(bytes, sha, now)
+    }
+
+    /// The next page a `Link` header value names.
+    pub fn next_link(value: &str) -> Option<String> {
+        super::forge::link_rel(value, "next")
+    }
+
+    /// A `Retry-After` value, read at `now`.
+    pub fn retry_after(value: &str, now: SystemTime) -> Option<std::time::Duration> {
+        super::forge::parse_retry_after(value, now)
+    }
 }
 
 /// Build the provider `status:` asks for, checking every key it needs.

@@ -290,16 +290,39 @@ impl Fleet {
     pub fn start(&mut self) {
         for s in &mut self.servers {
             let log = std::fs::File::create(s.path("daemon.log")).unwrap();
-            let child = Command::new(hoist_bin())
-                .args(["run", "--config"])
-                .arg(s.config_path())
-                .env("PM2_HOME", s.path("pm2home"))
-                .stdout(Stdio::from(log.try_clone().unwrap()))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .unwrap();
-            s.daemon = Some(child);
+            s.daemon = Some(spawn_daemon(s, log));
         }
+    }
+
+    /// `kill -9` of `host`'s daemon (its pm2 and apps go on).
+    pub fn kill9(&mut self, host: &str) {
+        let s = self
+            .servers
+            .iter_mut()
+            .find(|s| s.host == host)
+            .expect("a server of the fleet");
+        let mut child = s.daemon.take().expect("a daemon runs");
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+    }
+
+    /// Starts `host`'s daemon again, its log going on where it was.
+    pub fn restart(&mut self, host: &str) {
+        let s = self
+            .servers
+            .iter_mut()
+            .find(|s| s.host == host)
+            .expect("a server of the fleet");
+        assert!(s.daemon.is_none(), "{host} still runs");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(s.path("daemon.log"))
+            .unwrap();
+        s.daemon = Some(spawn_daemon(s, log));
     }
 
     /// Every status the servers posted for `commit` (context, state,
@@ -371,6 +394,17 @@ impl Fleet {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+fn spawn_daemon(s: &Server, log: std::fs::File) -> Child {
+    Command::new(hoist_bin())
+        .args(["run", "--config"])
+        .arg(s.config_path())
+        .env("PM2_HOME", s.path("pm2home"))
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap()
 }
 
 fn tail(text: &str, lines: usize) -> String {

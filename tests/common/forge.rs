@@ -61,6 +61,8 @@ struct Shared {
     attempts: Mutex<Vec<(u16, String)>>,
     /// (method, path and query) of every request, in order.
     targets: Mutex<Vec<(String, String)>>,
+    /// When posts were refused by the rate limit.
+    limited: Mutex<Vec<std::time::Instant>>,
 }
 
 impl FakeForge {
@@ -70,6 +72,7 @@ impl FakeForge {
             accepted: Mutex::new(Vec::new()),
             attempts: Mutex::new(Vec::new()),
             targets: Mutex::new(Vec::new()),
+            limited: Mutex::new(Vec::new()),
         });
         let handler = Arc::clone(&shared);
         let router = axum::Router::new().fallback(
@@ -168,6 +171,21 @@ impl FakeForge {
         self.shared.store.lock().unwrap().clock.skew(offset_secs);
     }
 
+    /// Refuse every post for `span` from now, `403` with `Retry-After:
+    /// retry_after` seconds, as GitHub's secondary rate limit does.
+    pub fn limit_posts(&self, span: Duration, retry_after: u64) {
+        self.shared
+            .store
+            .lock()
+            .unwrap()
+            .limit_posts(span, retry_after);
+    }
+
+    /// When each post was answered `403` by the rate limit (this machine's clock).
+    pub fn limited_at(&self) -> Vec<std::time::Instant> {
+        self.shared.limited.lock().unwrap().clone()
+    }
+
     /// The `status:` section of a host config pointing at this fake.
     pub fn status_config(&self, token_file: &std::path::Path) -> String {
         format!(
@@ -213,6 +231,14 @@ fn handle(
     let answer = match store.check(method, uri, headers, body) {
         Err(refusal) => Answer::refusal(refusal),
         Ok((Request::Read(q), identity)) => store.read(&q, &identity),
+        Ok((Request::Post(_), _)) if store.post_limited().is_some() => {
+            shared
+                .limited
+                .lock()
+                .unwrap()
+                .push(std::time::Instant::now());
+            store.post_limited().expect("limited")
+        }
         Ok((Request::Post(posted), identity)) => match store.post(posted.clone(), &identity) {
             Ok(answer) => {
                 shared.accepted.lock().unwrap().push(posted);

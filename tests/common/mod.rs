@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod forge;
 pub mod git_cgi;
 pub mod git_http;
+pub mod links;
 pub mod raw_tar;
 pub mod s3;
 pub mod serve;

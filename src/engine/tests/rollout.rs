@@ -24,6 +24,8 @@ struct Fleet {
     w: World,
     forge: FakeForge,
     pms: BTreeMap<String, Arc<FakePm>>,
+    /// `status.context` of every server (None: the default).
+    context: Option<String>,
 }
 
 impl Fleet {
@@ -42,7 +44,12 @@ impl Fleet {
             .into_iter()
             .map(|h| (h.to_string(), Arc::new(FakePm::default())))
             .collect();
-        Fleet { w, forge, pms }
+        Fleet {
+            w,
+            forge,
+            pms,
+            context: None,
+        }
     }
 
     /// A server's engine (a new one: a restart), with `labels` in its host
@@ -52,11 +59,15 @@ impl Fleet {
         let cfg = HostConfig::parse(
             &w.path(&format!("{host}.yaml")),
             &format!(
-                "host: {host}\nlabels: {labels}\nenvironment: test\nroot: {}\nstate_dir: {}\nrepo:\n  url: {}\n  poll_interval: 1s\nstatus:\n  provider: file\n  path: {}\n",
+                "host: {host}\nlabels: {labels}\nenvironment: test\nroot: {}\nstate_dir: {}\nrepo:\n  url: {}\n  poll_interval: 1s\nstatus:\n  provider: file\n  path: {}\n{}",
                 w.path(&format!("srv-{host}")).display(),
                 w.path(&format!("state-{host}")).display(),
                 w.path("repo").display(),
                 w.path("unused.jsonl").display(),
+                self.context
+                    .as_ref()
+                    .map(|c| format!("  context: \"{c}\"\n"))
+                    .unwrap_or_default(),
             ),
         )
         .unwrap();
@@ -76,7 +87,7 @@ impl Fleet {
             trusted: TrustedKeys::default(),
             reporter: Reporter::spawn(
                 provider.clone(),
-                Some(cfg.state_dir.join("statuses-posted.json")),
+                Some(cfg.state_dir.join(crate::report::outbox::FILE_NAME)),
             ),
             forge: provider,
             metrics: Arc::new(Metrics::new()),
@@ -138,7 +149,7 @@ async fn the_canary_goes_first_and_the_others_wait_for_its_bake_on_the_forge_clo
     let r = f.pass(&e2).await;
     assert_eq!(
         waiting(&r),
-        Some("web v1 waits for wave 1 (web-1)"),
+        Some("[hoist:wait web v1] web v1 waits for wave 1 (web-1)"),
         "{r:?}"
     );
     assert!(r.only_waiting() && !r.converged);
@@ -146,7 +157,10 @@ async fn the_canary_goes_first_and_the_others_wait_for_its_bake_on_the_forge_clo
     assert_eq!(f.current("web-2"), None);
     assert_eq!(
         f.posted(&c1, "web-2"),
-        [("pending".into(), "web v1 waits for wave 1 (web-1)".into())]
+        [(
+            "pending".into(),
+            "[hoist:wait web v1] web v1 waits for wave 1 (web-1)".into()
+        )]
     );
 
     // The canary deploys at once.
@@ -174,14 +188,14 @@ async fn the_canary_goes_first_and_the_others_wait_for_its_bake_on_the_forge_clo
     let r = f.pass(&e2).await;
     assert_eq!(
         waiting(&r),
-        Some("web v1 waits for wave 1 (web-1), 10m left"),
+        Some("[hoist:wait web v1] web v1 waits for wave 1 (web-1), 10m left"),
         "{r:?}"
     );
     f.forge.advance(Duration::from_secs(10 * 60 - 1));
     let r = f.pass(&f.engine("web-2").await).await;
     assert_eq!(
         waiting(&r),
-        Some("web v1 waits for wave 1 (web-1), 1s left")
+        Some("[hoist:wait web v1] web v1 waits for wave 1 (web-1), 1s left")
     );
     assert_eq!(f.current("web-2"), None);
 
@@ -228,7 +242,10 @@ async fn a_failed_canary_halts_the_rest_and_a_revert_turns_all_green() {
         let r = f.pass(&e).await;
         match outcome(&r, "web") {
             Outcome::Halted { description, .. } => {
-                assert_eq!(description, "web v2 halted: web-1 failed")
+                assert_eq!(
+                    description,
+                    "[hoist:halt web v2] web v2 halted: web-1 failed"
+                )
             }
             o => panic!("{host}: {o:?}"),
         }
@@ -246,7 +263,10 @@ async fn a_failed_canary_halts_the_rest_and_a_revert_turns_all_green() {
         assert_eq!(after.not_modified, before.not_modified + 1, "{after:?}");
         assert_eq!(
             f.posted(&c2, host),
-            [("failure".into(), "web v2 halted: web-1 failed".into())]
+            [(
+                "failure".into(),
+                "[hoist:halt web v2] web v2 halted: web-1 failed".into()
+            )]
         );
         assert_eq!(f.current(host).as_deref(), Some("releases/v1"));
         assert!(!f.pms[host].log().iter().any(|l| l.contains("v2")));
@@ -324,7 +344,7 @@ async fn hoist_retry_on_the_failed_host_ends_the_halt() {
     let r = f.pass(&e2).await;
     assert_eq!(
         waiting(&r),
-        Some("web v2 waits for wave 1 (web-1), 10m left"),
+        Some("[hoist:wait web v2] web v2 waits for wave 1 (web-1), 10m left"),
         "{r:?}"
     );
     f.forge.advance(Duration::from_secs(10 * 60));
@@ -442,7 +462,7 @@ async fn a_commit_that_leaves_the_release_alone_keeps_the_bake_running() {
     let r = f.pass(&f.engine("web-2").await).await;
     assert_eq!(
         waiting(&r),
-        Some("web v1 waits for wave 1 (web-1), 5m left"),
+        Some("[hoist:wait web v1] web v1 waits for wave 1 (web-1), 5m left"),
         "{r:?}"
     );
     assert!(
@@ -473,4 +493,43 @@ async fn a_server_that_was_down_joins_when_it_comes_back() {
     assert_eq!(f.current("web-3").as_deref(), Some("releases/v1"));
     let states: Vec<String> = f.posted(&c1, "web-3").into_iter().map(|p| p.0).collect();
     assert_eq!(states, ["pending", "success"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_context_without_host_is_an_error_for_a_commit_with_a_rollout() {
+    let mut f = Fleet::new().await;
+    f.context = Some("hoist/{environment}".into());
+    f.w.manifest("web", "v1", "");
+    let c0 = f.w.commit("web v1, no rollout");
+    let e1 = f.engine("web-1").await;
+    let r = f.pass(&e1).await;
+    assert!(r.converged, "without a rollout the context is fine: {r:?}");
+
+    f.w.manifest("web", "v2", ROLLOUT);
+    let c1 = f.w.commit("web v2 in waves");
+    for host in ["web-1", "web-2"] {
+        let e = f.engine(host).await;
+        let r = f.pass(&e).await;
+        let why = r.invalid.clone().expect("the commit is refused");
+        assert!(
+            why.starts_with("status.context \"hoist/{environment}\" has no {host}"),
+            "{why}"
+        );
+    }
+    assert_eq!(f.current("web-1").as_deref(), Some("releases/v1"), "kept");
+    // Posted under the context as it is, `error`, naming the key.
+    let posted: Vec<_> = f
+        .forge
+        .stored()
+        .into_iter()
+        .filter(|s| s.sha == c1)
+        .map(|s| (s.context, s.state, s.description))
+        .collect();
+    assert!(!posted.is_empty());
+    for (context, state, description) in &posted {
+        assert_eq!(context, "hoist/test");
+        assert_eq!(state, "error");
+        assert!(description.contains("status.context"), "{description}");
+    }
+    assert!(f.forge.stored().iter().any(|s| s.sha == c0));
 }

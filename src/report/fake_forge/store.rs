@@ -154,6 +154,10 @@ pub struct Store {
     /// Off, every read is a full read, as with a client that never sends
     /// `If-None-Match`: the benchmark compares the two.
     pub etags: bool,
+    /// Until then (forge clock), every post is refused as GitHub's
+    /// secondary rate limit on content creation refuses it: `403` with
+    /// `Retry-After` of the given seconds.
+    limit_posts: Option<(SystemTime, u64)>,
 }
 
 impl Store {
@@ -168,7 +172,27 @@ impl Store {
             counters: BTreeMap::new(),
             writes: BTreeMap::new(),
             etags: true,
+            limit_posts: None,
         }
+    }
+
+    /// Refuse every post for `span` from now (forge clock), each with
+    /// `Retry-After: retry_after` (seconds), as a rate limit does.
+    pub fn limit_posts(&mut self, span: Duration, retry_after: u64) {
+        self.limit_posts = Some((self.clock.now() + span, retry_after));
+    }
+
+    /// The refusal of a post while the limit lasts.
+    pub fn post_limited(&self) -> Option<Answer> {
+        let (until, retry_after) = self.limit_posts?;
+        (self.clock.now() < until).then(|| Answer {
+            code: 403,
+            headers: vec![("retry-after".into(), retry_after.to_string())],
+            body: serde_json::json!({
+                "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+            })
+            .to_string(),
+        })
     }
 
     /// Where the fake listens, without a trailing slash.
